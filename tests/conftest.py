@@ -1,0 +1,60 @@
+"""Shared fixtures: exported programs are built once per session and shared."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def export_with_cli(config: str, out_dir: Path, *overrides: str) -> dict:
+    """Run the real CLI entry point in-process; return the written manifest."""
+    from export.cli import main
+
+    code = main(["--config", config, "-q", f"output.dir={out_dir}", *overrides])
+    assert code == 0, f"export of {config} failed with exit code {code}"
+    manifests = [p for p in out_dir.glob("*.json") if p.name != "tokenizer.json"]
+    assert len(manifests) == 1
+    return json.loads(manifests[0].read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_fp32(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_llama_fp32")
+    return out, export_with_cli("tiny_llama.yaml", out)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_8da8w(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_llama_8da8w")
+    return out, export_with_cli("tiny_llama.yaml", out, "quantization.linear=8da8w", "quantization.embedding=int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_8da4w(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_llama_8da4w")
+    return out, export_with_cli("tiny_llama.yaml", out, "quantization.linear=8da4w", "quantization.group_size=32",
+                                "quantization.embedding=int4", "quantization.embedding_group_size=32")
+
+
+@pytest.fixture(scope="session")
+def tiny_bitnet(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_bitnet")
+    return out, export_with_cli("tiny_bitnet.yaml", out)
+
+
+@pytest.fixture(scope="session")
+def smollm2_8da8w(tmp_path_factory):
+    """The real SmolLM2-135M export (a few minutes). Reuses SMOLLM2_PTE_DIR if set."""
+    pre = os.environ.get("SMOLLM2_PTE_DIR")
+    if pre and (Path(pre) / "smollm2_135m.json").is_file():
+        out = Path(pre)
+        return out, json.loads((out / "smollm2_135m.json").read_text())
+    out = tmp_path_factory.mktemp("smollm2")
+    return out, export_with_cli("smollm2_135m.yaml", out)

@@ -1,0 +1,117 @@
+"""Malformed input: every case exits 2 with one line naming the field, and writes nothing."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_gguf(path: Path, arch: str) -> Path:
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def run_cli(tmp_path: Path, capsys, *args: str):
+    out = tmp_path / "out"
+    code = main(["--config", *args[:1], f"output.dir={out}", *args[1:]])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err, out
+
+
+def write_yaml(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+TINY = "tiny_llama.yaml"
+
+
+def then_tiny(_side_effect) -> str:
+    return TINY
+
+CASES = [
+    # (id, config or callable(tmp_path) -> config, overrides, field named in the message)
+    ("unknown_key", lambda t: write_yaml(t, "model: {kind: random, architecture: llama}\nquantization: {linar: 8da8w}\n"),
+     [], "quantization.linar"),
+    ("unknown_section_override", TINY, ["quantisation.linear=8da8w"], "quantisation"),
+    ("wrong_type", TINY, ["export.max_context_len=abc"], "export.max_context_len"),
+    ("wrong_bool_type", TINY, ["export.full_logits=maybe"], "export.full_logits"),
+    ("bad_enum", TINY, ["quantization.linear=int3"], "quantization.linear"),
+    ("context_len_zero", TINY, ["export.max_context_len=0"], "export.max_context_len"),
+    ("context_len_negative", TINY, ["export.max_context_len=-5"], "export.max_context_len"),
+    ("seq_len_over_context", TINY, ["export.max_seq_len=4096"], "export.max_seq_len"),
+    ("ternary_on_llama", TINY, ["quantization.linear=ternary"], "quantization.linear"),
+    ("8da8w_on_bitnet", "tiny_bitnet.yaml", ["quantization.linear=8da8w"], "quantization.linear"),
+    ("quant_on_portable", TINY, ["quantization.linear=8da8w", "backend.kind=portable"], "quantization.linear"),
+    ("bad_group_size", TINY, ["quantization.linear=8da4w", "quantization.group_size=48"], "quantization.group_size"),
+    ("group_size_not_dividing", TINY, ["quantization.linear=8da4w", "quantization.group_size=128"],
+     "quantization.group_size"),
+    ("negative_theta", TINY, ["attention.theta=-0.5"], "attention.theta"),
+    ("kv_heads_not_dividing", TINY, ["arch.n_kv_heads=3"], "arch.n_kv_heads"),
+    ("missing_gguf", TINY, ["model.kind=gguf", "model.path=/nonexistent/model.gguf"], "model.path"),
+    ("not_a_gguf", lambda t: then_tiny((t / "fake.gguf").write_bytes(b"NOPE" + b"\0" * 64)),
+     ["model.kind=gguf", "model.path={tmp}/fake.gguf"], "model.path"),
+    ("gguf_unsupported_arch", lambda t: write_gguf(t / "gpt2.gguf", "gpt2") and TINY,
+     ["model.kind=gguf", "model.path={tmp}/gpt2.gguf"], "model.path"),
+    ("local_folder_missing", TINY, ["model.kind=local", "model.path=/nonexistent/folder"], "model.path"),
+    ("local_folder_without_config", lambda t: (t / "empty").mkdir() or TINY,
+     ["model.kind=local", "model.path={tmp}/empty"], "model.path"),
+    ("package_not_installed", TINY, ["model.kind=package", "model.path=no_such_pkg_xyz/m.gguf"], "model.path"),
+    ("random_without_architecture", TINY, ["model.architecture=auto"], "model.architecture"),
+    ("override_without_equals", TINY, ["quantization.linear"], "quantization.linear"),
+    ("config_not_found", "no_such_config.yaml", [], "--config"),
+    ("config_not_yaml", lambda t: write_yaml(t, "model: [unclosed\n"), [], "--config"),
+    ("theta_per_layer_length", TINY, ["attention.theta_per_layer=[0.5]"], "attention.theta_per_layer"),
+    ("output_dir_is_file", lambda t: then_tiny((t / "afile").write_text("x")), ["output.dir={tmp}/afile"], "output.dir"),
+]
+
+
+@pytest.mark.parametrize("case_id,config,overrides,field", CASES, ids=[c[0] for c in CASES])
+def test_malformed_input_exits_2_names_field_writes_nothing(tmp_path, capsys, case_id, config, overrides, field):
+    cfg = config(tmp_path) if callable(config) else config
+    overrides = [o.replace("{tmp}", str(tmp_path)) for o in overrides]
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    out = tmp_path / "out"
+    has_out_override = any(o.startswith("output.dir=") for o in overrides)
+    argv = ["--config", cfg, *([] if has_out_override else [f"output.dir={out}"]), *overrides]
+    code = main(argv)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert code == 2, lines
+    assert len(errors) == 1 and lines[-1] == errors[0], lines  # one error line, last
+    assert errors[0].startswith(f"error: {field}"), errors[0]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before, "something was written"
+
+
+def test_module_entry_point_exit_code(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "export", "--config", TINY, "export.max_context_len=0",
+                        f"output.dir={tmp_path}/o"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: export.max_context_len: must be > 0, got 0"
+    assert not (tmp_path / "o").exists()
+
+
+def test_bare_config_name_resolves_from_any_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "bitnet.yaml", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert '"architecture": "bitnet"' in out and '"linear": "ternary"' in out
+    assert main(["--config", "tiny_llama", "--print-config", "quantization.linear=8da4w"]) == 0
+    assert '"linear": "8da4w"' in capsys.readouterr().out

@@ -1,0 +1,105 @@
+"""Tiny Llama and BitNet configs: export, run in the ExecuTorch runtime, match eager."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from export.config import load_config
+from export.pipeline import build_model, encode_prompt
+from export.quantize import quantize_model
+from export.runtime import PteModel, run_sequence
+from export.sources import load_source
+
+PROMPT = "Static caches, dynamic shapes: prefill then decode through one method."
+
+
+def eager_and_pte(out: Path, manifest: dict, *overrides: str, steps: int = 6):
+    cfg = load_config(manifest["config"]["name"] + ".yaml", [f"{k}={v}" for k, v in []] + list(overrides))
+    src = load_source(cfg)
+    built = build_model(cfg, src)
+    quantize_model(built.model, cfg.quantization)
+    ids = encode_prompt(src.tokenizer, PROMPT, src.args.bos_id)
+    with torch.no_grad():
+        eager = run_sequence(lambda t, s: built.model(t, torch.tensor([s])), ids, steps, cfg.export.max_seq_len)
+    pte = PteModel(out / manifest["pte"])
+    got = run_sequence(pte.forward, ids, steps, cfg.export.max_seq_len, forced=[int(x.argmax()) for x in eager[:-1]])
+    return torch.stack(eager), torch.stack(got), pte
+
+
+def test_tiny_llama_fp32_matches_eager(tiny_llama_fp32):
+    out, manifest = tiny_llama_fp32
+    eager, got, _ = eager_and_pte(out, manifest)
+    scale = eager.abs().max().item()
+    assert scale > 1.0  # non-trivial logits
+    # fp32: within 1e-5 relative to the logit scale (XNNPACK reorders fp32 sums).
+    assert (eager - got).abs().max().item() <= 1e-5 * scale
+    assert torch.equal(eager.argmax(-1), got.argmax(-1))
+
+
+def test_tiny_llama_manifest(tiny_llama_fp32):
+    out, m = tiny_llama_fp32
+    assert (out / "tiny_llama.pte").stat().st_size == m["pte_bytes"]
+    assert (out / "tokenizer.json").is_file()
+    assert m["architecture"]["architecture"] == "llama"
+    assert m["architecture"]["rope_scaling"]["factor"] == 32.0
+    assert m["parameters"] > 0 and m["source"]["kind"] == "random"
+    v = m["validation"]
+    assert v["enabled"] and v["passed"] and v["top1_agreement"] == 1.0
+    assert v["max_abs_diff"] <= v["tolerance"]["max_abs_diff"]
+    assert m["ops"]["delegate_calls"] > 0 and m["ops"]["delegated"] > 0
+    for stage in ("load", "transform", "quantize", "export", "lower", "serialize", "validate"):
+        assert stage in m["timings_s"]
+    assert set(m["versions"]) >= {"torch", "executorch", "torchao", "transformers"}
+    assert m["metadata_methods"]["get_max_context_len"] == 128
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_metadata_methods_in_program(tiny_llama_fp32):
+    out, m = tiny_llama_fp32
+    pte = PteModel(out / m["pte"])
+    assert pte.metadata("get_max_seq_len") == 32
+    assert pte.metadata("get_max_context_len") == 128
+    assert pte.metadata("use_kv_cache") in (True, 1)
+    assert pte.metadata("enable_dynamic_shape") in (True, 1)
+    assert pte.metadata("get_vocab_size") == 512
+
+
+def test_restart_at_position_zero_gives_same_logits(tiny_llama_fp32):
+    out, m = tiny_llama_fp32
+    pte = PteModel(out / m["pte"])
+    toks = torch.arange(3, 20).reshape(1, -1)
+    first = pte.forward(toks, 0).clone()
+    pte.forward(torch.tensor([[5]]), toks.shape[1])
+    again = pte.forward(toks, 0)
+    assert torch.equal(first, again)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama_8da8w", "tiny_llama_8da4w"])
+def test_tiny_llama_quantized_matches_eager_same_quantization(request, fixture):
+    out, manifest = request.getfixturevalue(fixture)
+    cfg = manifest["config"]["quantization"]
+    eager, got, _ = eager_and_pte(out, manifest, *(f"quantization.{k}={v}" for k, v in cfg.items()))
+    scale = eager.abs().max().item()
+    # Same quantization on both sides; only the dynamic activation rounding differs (see validate.py).
+    assert (eager - got).abs().max().item() <= 0.02 * scale
+    assert (eager.argmax(-1) == got.argmax(-1)).float().mean().item() >= 0.8
+    assert manifest["quantization"]["linear"] == cfg["linear"]
+
+
+def test_quantized_program_is_smaller(tiny_llama_fp32, tiny_llama_8da4w):
+    assert tiny_llama_8da4w[1]["pte_bytes"] < 0.5 * tiny_llama_fp32[1]["pte_bytes"]
+
+
+def test_tiny_bitnet_ternary_bit_exact_and_matches_eager(tiny_bitnet):
+    out, m = tiny_bitnet
+    check = m["quantization"]["ternary_check"]
+    assert check["layers"] == 2 * 7
+    assert check["bit_exact_layers"] == check["layers"]
+    assert set(check["stored_int_values"]) <= {-1, 0, 1}
+    eager, got, _ = eager_and_pte(out, m)
+    scale = eager.abs().max().item()
+    assert (eager - got).abs().max().item() <= 0.02 * scale
+    assert m["validation"]["passed"]
