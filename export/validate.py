@@ -14,28 +14,44 @@ from .config import ExportConfig, LinearQuant
 from .errors import ValidationError
 from .runtime import PteModel, run_sequence
 
-# Default tolerances. fp32: XNNPACK reorders fp32 sums, logits of O(10) differ by ~1e-5..1e-4.
-# Quantized: eager computes the dynamic int8 activation quantization in fp32 with
-# torchao's reference ops, XNNPACK with its own rounding, so an activation on a rounding
-# boundary can move by one step; measured max diffs on SmolLM2 (8da8w) were ~0.1-0.3 on logits
-# of magnitude ~20, so 1.0 leaves margin while still catching a broken program (which is off by
-# many units and disagrees on top-1).
-DEFAULT_MAX_ABS_DIFF = {LinearQuant.FP32: 1e-3}
-DEFAULT_QUANT_MAX_ABS_DIFF = 1.0
-DEFAULT_MIN_TOP1 = {LinearQuant.FP32: 1.0}
-DEFAULT_QUANT_MIN_TOP1 = 0.8
+# Tolerances. fp32: XNNPACK reorders fp32 sums; logits of O(10) differ by ~1e-5..1e-4, so 1e-3.
+# Quantized: eager (torchao reference ops) and XNNPACK choose the dynamic int8 activation
+# parameters and round them differently, so the program is "the same quantization" only up to
+# one quantization step per activation. Measured on SmolLM2-135M 8da8w (logit scale 33):
+# eager-8da8w vs eager-fp32 max diff 3.18, program vs eager-8da8w 3.34, top-1 identical.
+# So the program may differ from the quantized eager model by at most QUANT_NOISE_FACTOR times
+# the quantization's own effect (eager-quantized vs eager-fp32), plus the fp32 tolerance; a broken
+# program (wrong weights, wrong cache) is off by the logit scale and disagrees on top-1.
+FP32_MAX_ABS_DIFF = 1e-3
+QUANT_NOISE_FACTOR = 2.0
+FP32_MIN_TOP1 = 1.0
+QUANT_MIN_TOP1 = 0.8
 
 
-def tolerances(cfg: ExportConfig) -> Dict[str, float]:
-    lin = cfg.quantization.linear
-    quantized = lin != LinearQuant.FP32 or cfg.quantization.embedding.value != "none"
+def is_quantized(cfg: ExportConfig) -> bool:
+    return cfg.quantization.linear != LinearQuant.FP32 or cfg.quantization.embedding.value != "none"
+
+
+def tolerances(cfg: ExportConfig, quant_noise: Optional[float] = None) -> Dict[str, float]:
+    quantized = is_quantized(cfg)
     mad = cfg.validation.max_abs_diff
     if mad is None:
-        mad = DEFAULT_QUANT_MAX_ABS_DIFF if quantized else DEFAULT_MAX_ABS_DIFF[LinearQuant.FP32]
+        mad = FP32_MAX_ABS_DIFF + (QUANT_NOISE_FACTOR * quant_noise if quantized and quant_noise else 0.0)
     top1 = cfg.validation.min_top1
     if top1 is None:
-        top1 = DEFAULT_QUANT_MIN_TOP1 if quantized else DEFAULT_MIN_TOP1[LinearQuant.FP32]
+        top1 = QUANT_MIN_TOP1 if quantized else FP32_MIN_TOP1
     return {"max_abs_diff": mad, "min_top1": top1}
+
+
+def eager_logits(model: torch.nn.Module, prompt_ids: List[int], cfg: ExportConfig,
+                 forced: Optional[List[int]] = None) -> List[torch.Tensor]:
+    with torch.no_grad():
+        return run_sequence(lambda t, s: model(t, torch.tensor([s])), clip_prompt(prompt_ids, cfg),
+                            cfg.validation.decode_steps, cfg.export.max_seq_len, forced=forced)
+
+
+def clip_prompt(prompt_ids: List[int], cfg: ExportConfig) -> List[int]:
+    return prompt_ids[: cfg.export.max_context_len - cfg.validation.decode_steps]
 
 
 def compare(eager_logits: List[torch.Tensor], pte_logits: List[torch.Tensor]) -> Dict[str, float]:
@@ -45,17 +61,24 @@ def compare(eager_logits: List[torch.Tensor], pte_logits: List[torch.Tensor]) ->
             "positions": int(e.shape[0]), "logit_scale": float(e.abs().max())}
 
 
-def validate_program(model: torch.nn.Module, pte_path: Path, prompt_ids: List[int],
-                     cfg: ExportConfig) -> Dict[str, object]:
+def validate_program(model: torch.nn.Module, pte_path: Path, prompt_ids: List[int], cfg: ExportConfig,
+                     fp32_logits: Optional[List[torch.Tensor]] = None) -> Dict[str, object]:
+    """`fp32_logits`: the eager model's logits before quantization (eager_logits), for the
+    quantization-noise tolerance; decode then replays the fp32 model's tokens everywhere."""
     steps, msl = cfg.validation.decode_steps, cfg.export.max_seq_len
-    prompt_ids = prompt_ids[: cfg.export.max_context_len - steps]
-    with torch.no_grad():
-        eager = run_sequence(lambda t, s: model(t, torch.tensor([s])), prompt_ids, steps, msl)
-    chosen = [int(x.argmax()) for x in eager[:-1]]
+    prompt_ids = clip_prompt(prompt_ids, cfg)
+    forced = [int(x.argmax()) for x in fp32_logits[:-1]] if fp32_logits is not None else None
+    eager = eager_logits(model, prompt_ids, cfg, forced)
+    chosen = forced or [int(x.argmax()) for x in eager[:-1]]
     pte = PteModel(pte_path)
     got = run_sequence(pte.forward, prompt_ids, steps, msl, forced=chosen)
     result = compare(eager, got)
-    tol = tolerances(cfg)
+    noise = None
+    if fp32_logits is not None and is_quantized(cfg):
+        noise = compare(fp32_logits, eager)["max_abs_diff"]
+        result["quantization_effect"] = {"eager_quantized_vs_fp32_max_abs_diff": noise,
+                                         "program_vs_fp32_max_abs_diff": compare(fp32_logits, got)["max_abs_diff"]}
+    tol = tolerances(cfg, noise)
     result.update({"prompt_tokens": len(prompt_ids), "decode_steps": steps, "tolerance": tol,
                    "load_s": round(pte.load_s, 4)})
     ok = result["max_abs_diff"] <= tol["max_abs_diff"] and result["top1_agreement"] >= tol["min_top1"]

@@ -115,7 +115,7 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
         seq_len = tokens.shape[1]
         start = input_pos[0].item()
-        torch._check_is_size(start)
+        torch._check(start >= 0)
         torch._check(start + seq_len <= self.max_context_len)
         cos = self.rope_cos.narrow(0, start, seq_len).view(1, -1, 1, self.args.head_dim)
         sin = self.rope_sin.narrow(0, start, seq_len).view(1, -1, 1, self.args.head_dim)

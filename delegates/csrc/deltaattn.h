@@ -1,0 +1,76 @@
+// Delta attention (DeltaLLM temporal sparsity): the C core shared by the ExecuTorch kernel
+// (deltaattn_executorch.cc) and the eager PyTorch wrapper (ctypes, delegates/kernel.py).
+// Plain C ABI so native callers (Android JNI, C runners) can use it and read the counters.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DLM_OK 0
+#define DLM_ERR_INVALID 1
+
+// Runs task(task_ctx, i) for i in [0, n); may run them in parallel. NULL: serial.
+typedef void (*dlm_task_fn)(void* task_ctx, size_t i);
+typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void* task_ctx);
+
+// One forward call of one layer. Tensors are contiguous fp32/int32, batch 1:
+//   q [S, H, D], k/v [S, Hkv, D]                          (inputs, post-RoPE)
+//   k_cache/v_cache/dk_val [T, Hkv, D] f32, dk_idx [T, Hkv, D] i32, dk_nnz [T, Hkv] i32,
+//   k_hat [Hkv, D] f32                                     (state, updated in place)
+//   out [S, H, D]
+typedef struct dlm_attn_args {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* k_cache;
+  float* v_cache;
+  int32_t* dk_idx;
+  float* dk_val;
+  int32_t* dk_nnz;
+  float* k_hat;
+  float* out;
+  int64_t seq_len;      // S
+  int64_t n_heads;      // H
+  int64_t n_kv_heads;   // Hkv
+  int64_t head_dim;     // D
+  int64_t max_len;      // T
+  int64_t start_pos;
+  float theta;
+  float gamma;
+  int64_t w_max;
+  int64_t w_decode;
+  int64_t layer;        // counter slot; < 0: do not count
+  dlm_parallel_fn parallel;
+  void* pool_ctx;
+} dlm_attn_args;
+
+// Returns DLM_OK, or DLM_ERR_INVALID with a message in err (if err != NULL).
+int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len);
+
+// Band width of a call with seq_len new tokens (see delegates/reference.py).
+int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_decode);
+
+// ---- sparsity counters, per layer and phase (0 = prefill, 1 = decode), process-wide.
+#define DLM_PHASE_PREFILL 0
+#define DLM_PHASE_DECODE 1
+#define DLM_MAX_LAYERS 256
+typedef struct dlm_counts {
+  uint64_t dk_zeros;
+  uint64_t dk_elements;
+  uint64_t macs_performed;
+  uint64_t macs_dense;
+  uint64_t calls;
+} dlm_counts;
+
+int dlm_stats_read(int64_t layer, int phase, dlm_counts* out);  // DLM_OK or DLM_ERR_INVALID
+int64_t dlm_stats_num_layers(void);                               // 1 + highest layer counted
+void dlm_stats_reset(void);
+const char* dlm_kernel_arch(void);                                // "avx2_fma" or "scalar"
+void dlm_force_scalar(int on);                                    // tests: pin the scalar variant
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,176 @@
+"""PyTorch references for delta attention (the test oracles).
+
+Definitions (per layer, per KV head; post-RoPE keys):
+- k̂_{-1} = 0. Token 0 is stored dense: Δk_0 = k_0. For t > 0 and each element d:
+  Δk_t[d] = k_t[d] − k̂_{t−1}[d] if |k_t[d] − k̂_{t−1}[d]| > θ else 0;  k̂_t = k̂_{t−1} + Δk_t.
+- Approximate score q_i·k̂_j = Σ_{τ≤j} q_i·Δk_τ (sparse products + prefix sum over keys).
+- Exact band: a forward call with S new tokens uses band width W = w_decode if S == 1, else
+  max(1, min(⌊γ·S⌋, w_max)). Query at absolute position i uses the exact key k_j when
+  i − j < W (so its own key always), the approximation otherwise. A chunked prefill
+  applies the rule per chunk; decode after a prefill uses w_decode. Key 0 is exact anyway.
+- Then causal softmax with scale 1/√D and the product with V. GQA: query head h reads
+  KV head h // (H / Hkv).
+- Counting: S_m = zeros of ΔK / elements of ΔK (token 0 counts as all non-zero);
+  MACs performed per query head for query i = Σ_{τ ≤ i−W} nnz(Δk_τ) + min(W, i+1)·D;
+  dense causal MACs = (i+1)·D; S_c = 1 − performed / dense.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+import torch
+
+
+def band_width(seq_len: int, gamma: float, w_max: int, w_decode: int) -> int:
+    if seq_len == 1:
+        return w_decode
+    return max(1, min(int(math.floor(gamma * seq_len)), w_max))
+
+
+@dataclass
+class SparsityCounts:
+    """Counts from one or more calls; the kernel's counters have the same fields."""
+
+    dk_zeros: int = 0
+    dk_elements: int = 0
+    macs_performed: int = 0
+    macs_dense: int = 0
+
+    def add(self, other: "SparsityCounts") -> None:
+        self.dk_zeros += other.dk_zeros
+        self.dk_elements += other.dk_elements
+        self.macs_performed += other.macs_performed
+        self.macs_dense += other.macs_dense
+
+    @property
+    def s_m(self) -> float:
+        return self.dk_zeros / self.dk_elements if self.dk_elements else 0.0
+
+    @property
+    def s_c(self) -> float:
+        return 1.0 - self.macs_performed / self.macs_dense if self.macs_dense else 0.0
+
+
+def delta_encode(k: torch.Tensor, k_hat: torch.Tensor, start: int, theta: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Token by token. k: [S, Hkv, D] at positions start..start+S-1; k_hat: [Hkv, D] (k̂_{start-1}).
+    Returns (Δk [S, Hkv, D], k̂ after the last token)."""
+    k_hat = k_hat.clone()
+    dk = torch.zeros_like(k)
+    for s in range(k.shape[0]):
+        if start + s == 0:
+            d = k[s] - k_hat
+        else:
+            d = k[s] - k_hat
+            d = torch.where(d.abs() > theta, d, torch.zeros_like(d))
+        dk[s] = d
+        k_hat = k_hat + d
+    return dk, k_hat
+
+
+@dataclass
+class DeltaState:
+    """The caches the operator keeps per layer (all [T, Hkv, D] except k_hat [Hkv, D])."""
+
+    k_cache: torch.Tensor
+    v_cache: torch.Tensor
+    dk_cache: torch.Tensor
+    k_hat: torch.Tensor
+    nnz: torch.Tensor          # [T, Hkv] non-zeros of Δk per token and head
+    prefill: SparsityCounts = field(default_factory=SparsityCounts)
+    decode: SparsityCounts = field(default_factory=SparsityCounts)
+
+    @classmethod
+    def empty(cls, max_len: int, n_kv_heads: int, head_dim: int, dtype=torch.float64) -> "DeltaState":
+        z = lambda: torch.zeros(max_len, n_kv_heads, head_dim, dtype=dtype)  # noqa: E731
+        return cls(z(), z(), z(), torch.zeros(n_kv_heads, head_dim, dtype=dtype),
+                   torch.zeros(max_len, n_kv_heads, dtype=torch.long))
+
+
+def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int,
+                         theta: float, gamma: float, w_max: int, w_decode: int) -> torch.Tensor:
+    """Slow oracle for one forward call. q: [S, H, D]; k, v: [S, Hkv, D]. Returns [S, H, D]."""
+    S, H, D = q.shape
+    hkv = k.shape[1]
+    if start == 0:
+        state.k_hat.zero_()
+    dk, state.k_hat = delta_encode(k.to(state.k_hat.dtype), state.k_hat, start, theta)
+    end = start + S
+    state.k_cache[start:end] = k
+    state.v_cache[start:end] = v
+    state.dk_cache[start:end] = dk
+    state.nnz[start:end] = (dk != 0).sum(-1)
+    if start == 0:
+        state.nnz[0] = D
+    W = band_width(S, gamma, w_max, w_decode)
+    counts = SparsityCounts()
+    counts.dk_elements = S * hkv * D
+    counts.dk_zeros = counts.dk_elements - int(state.nnz[start:end].sum())
+    out = torch.zeros(S, H, D, dtype=state.k_cache.dtype)
+    group = H // hkv
+    scale = 1.0 / math.sqrt(D)
+    for s in range(S):
+        i = start + s
+        for h in range(H):
+            g = h // group
+            qv = q[s, h].to(state.k_cache.dtype)
+            scores = torch.empty(i + 1, dtype=state.k_cache.dtype)
+            acc = 0.0
+            for j in range(i + 1):
+                acc = acc + float(qv @ state.dk_cache[j, g])   # prefix sum of q·Δk
+                scores[j] = qv @ state.k_cache[j, g] if i - j < W else acc
+            n_approx = max(0, i + 1 - W)
+            counts.macs_performed += int(state.nnz[:n_approx, g].sum()) + min(W, i + 1) * D
+            counts.macs_dense += (i + 1) * D
+            p = torch.softmax(scores * scale, dim=0)
+            out[s, h] = p @ state.v_cache[: i + 1, g]
+    (state.decode if S == 1 else state.prefill).add(counts)
+    return out
+
+
+def delta_attention_vectorized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, W: int,
+                               ) -> Tuple[torch.Tensor, torch.Tensor, SparsityCounts]:
+    """One call from position 0 over the whole sequence, vectorised over heads and queries.
+    The delta encoding runs in k's dtype (fp32 to match the kernel bit for bit), the rest in fp64.
+    q: [n, H, D]; k, v: [n, Hkv, D]. Returns (out [n, H, D] fp64, Δk [n, Hkv, D], counts)."""
+    n, H, D = q.shape
+    hkv = k.shape[1]
+    dk, _ = delta_encode(k, torch.zeros_like(k[0]), 0, theta)
+    nnz = (dk != 0).sum(-1)
+    nnz[0] = D
+    q, k, v, dk = q.double(), k.double(), v.double(), dk.double()
+    k_hat = torch.cumsum(dk, dim=0)
+    rep = H // hkv
+    kx = k.repeat_interleave(rep, dim=1).transpose(0, 1)        # [H, n, D]
+    kh = k_hat.repeat_interleave(rep, dim=1).transpose(0, 1)
+    vx = v.repeat_interleave(rep, dim=1).transpose(0, 1)
+    qx = q.transpose(0, 1)
+    exact = qx @ kx.transpose(1, 2)
+    approx = qx @ kh.transpose(1, 2)
+    i = torch.arange(n)[:, None]
+    j = torch.arange(n)[None, :]
+    scores = torch.where(i - j < W, exact, approx) / math.sqrt(D)
+    scores = scores.masked_fill(j > i, float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ vx
+    counts = SparsityCounts(dk_elements=n * hkv * D)
+    counts.dk_zeros = counts.dk_elements - int(nnz.sum())
+    prefix = torch.cat([torch.zeros(1, hkv, dtype=torch.long), torch.cumsum(nnz, 0)])   # [n+1, hkv]
+    pos = torch.arange(n)
+    n_approx = (pos + 1 - W).clamp(min=0)
+    performed = prefix[n_approx] + (torch.clamp(pos + 1, max=W) * D)[:, None]           # [n, hkv]
+    counts.macs_performed = int(performed.sum()) * rep
+    counts.macs_dense = int(((pos + 1) * D).sum()) * H
+    return out.transpose(0, 1), dk, counts
+
+
+def run_calls(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunks: List[int], max_len: int, theta: float,
+              gamma: float, w_max: int, w_decode: int, dtype=torch.float64) -> Tuple[torch.Tensor, DeltaState]:
+    """Run the oracle over consecutive calls of the given sizes (prefill chunks, then 1s for decode)."""
+    state = DeltaState.empty(max_len, k.shape[1], k.shape[2], dtype)
+    outs, pos = [], 0
+    for n in chunks:
+        outs.append(delta_attention_step(state, q[pos:pos + n], k[pos:pos + n], v[pos:pos + n], pos,
+                                         theta, gamma, w_max, w_decode))
+        pos += n
+    return torch.cat(outs), state

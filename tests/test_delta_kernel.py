@@ -1,0 +1,126 @@
+"""The C++ kernel (through the eager op) against the references: outputs and exact counts."""
+from __future__ import annotations
+
+import ctypes
+import itertools
+
+import pytest
+import torch
+
+from delegates import stats
+from delegates.library import AttnArgs, core
+from delegates.reference import band_width, delta_attention_vectorized, run_calls
+from tests.delta_helpers import KernelState, make_qkv, nmse, run_kernel
+
+
+@pytest.fixture(params=["avx2_fma", "scalar"])
+def variant(request):
+    lib = core()
+    lib.dlm_force_scalar(1 if request.param == "scalar" else 0)
+    if lib.dlm_kernel_arch().decode() != request.param:
+        pytest.skip(f"{request.param} is not available on this CPU")
+    yield request.param
+    lib.dlm_force_scalar(0)
+
+
+GRID = [  # n, head_dim, gqa ratio, theta
+    *itertools.product([1, 2, 7, 64, 129], [64, 128], [1, 3], [0.0, 0.3, 1.0]),
+    (512, 64, 3, 0.6), (512, 128, 1, 1.0),
+]
+
+
+@pytest.mark.parametrize("n,d,ratio,theta", GRID)
+@pytest.mark.parametrize("gamma", [0.05, 0.1])
+def test_single_call_matches_reference(variant, n, d, ratio, theta, gamma):
+    hkv = 2 if n < 512 else 3
+    q, k, v = make_qkv(n, hkv * ratio, hkv, d, seed=n + d)
+    W = band_width(n, gamma, 1 << 20, 4)
+    ref, _, counts = delta_attention_vectorized(q, k, v, theta, W)
+    stats.reset()
+    got, _ = run_kernel(q, k, v, [n], n + 3, theta, gamma, 1 << 20, 4)
+    assert nmse(got, ref) <= 1e-10
+    phase = "decode" if n == 1 else "prefill"
+    c = stats.read(phase)[0]
+    assert (c.dk_zeros, c.dk_elements, c.macs_performed, c.macs_dense) == \
+        (counts.dk_zeros, counts.dk_elements, counts.macs_performed, counts.macs_dense)
+
+
+@pytest.mark.parametrize("rows", [7, 8, 9, 16, 17])   # query rows per kv head: lt / eq / gt the 8-row tile
+def test_tile_boundaries(variant, rows):
+    q, k, v = make_qkv(rows, 1, 1, 64, seed=rows)
+    ref, _, _ = delta_attention_vectorized(q, k, v, 0.3, 1)
+    got, _ = run_kernel(q, k, v, [rows], rows, 0.3, 0.0, 1, 4)
+    assert nmse(got, ref) <= 1e-10
+
+
+@pytest.mark.parametrize("chunks,w_decode,w_max", [
+    ([64, 1, 1, 1, 1, 1, 1, 1, 1], 4, 1 << 20), ([20, 30, 14, 1, 1, 1], 2, 3), ([1] * 12, 4, 100),
+    ([129, 1, 1, 1], 8, 1 << 20)])
+def test_chunked_prefill_and_decode_match_oracle(variant, chunks, w_decode, w_max):
+    n = sum(chunks)
+    q, k, v = make_qkv(n, 6, 2, 64, seed=n)
+    ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, dtype=torch.float32)
+    ref64, _ = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode)
+    stats.reset()
+    got, _ = run_kernel(q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, layer=3)
+    assert nmse(got, ref64) <= 1e-10
+    for phase, counts in (("prefill", st.prefill), ("decode", st.decode)):
+        c = stats.read(phase)[3]
+        assert (c.dk_zeros, c.dk_elements, c.macs_performed, c.macs_dense) == \
+            (counts.dk_zeros, counts.dk_elements, counts.macs_performed, counts.macs_dense)
+    assert all(x.calls == 0 for x in stats.read("prefill")[:3])
+
+
+def test_restart_at_zero_resets_reference_key():
+    q, k, v = make_qkv(16, 2, 2, 64)
+    st = KernelState(32, 2, 64)
+    first = st.call(q, k, v, 0, 0.5, 0.1, 100, 4).clone()
+    st.call(q[:3] * 2, k[:3] + 5, v[:3], 16, 0.5, 0.1, 100, 4)
+    again = st.call(q, k, v, 0, 0.5, 0.1, 100, 4)
+    assert torch.equal(first, again)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def _bad(**change):
+    q, k, v = make_qkv(4, 4, 2, 64)
+    st = KernelState(8, 2, 64)
+    args = dict(q=q[None], k=k[None], v=v[None], k_cache=st.k_cache, v_cache=st.v_cache, dk_idx=st.dk_idx,
+                dk_val=st.dk_val, dk_nnz=st.dk_nnz, k_hat=st.k_hat, start_pos=0, theta=0.5, gamma=0.1, w_max=100,
+                w_decode=4, layer=0)
+    args.update(change)
+    return torch.ops.deltallm.delta_attention(*args.values())
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(q=torch.zeros(4, 4, 64)), "rank 4"),
+    (dict(k=torch.zeros(1, 4, 3, 64)), "kv head count mismatch"),
+    (dict(q=torch.zeros(1, 4, 4, 32)), "head_dim mismatch"),
+    (dict(theta=-0.5), "theta must be finite and >= 0"),
+    (dict(start_pos=6), "cache overflow"),
+    (dict(q=torch.zeros(1, 4, 3, 64)), "multiple of n_kv_heads"),
+    (dict(gamma=1.5), "gamma"),
+])
+def test_bad_input_raises_with_message(change, message):
+    from delegates import op  # noqa: F401
+
+    with pytest.raises(RuntimeError, match=message):
+        _bad(**change)
+
+
+def test_c_core_rejects_inconsistent_args_without_touching_memory():
+    lib = core()
+    err = ctypes.create_string_buffer(256)
+    a = AttnArgs()  # all null pointers
+    assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
+    assert b"null tensor" in err.value
+    buf = (ctypes.c_float * 64)()
+    ibuf = (ctypes.c_int32 * 64)()
+    p, ip = ctypes.cast(buf, ctypes.c_void_p), ctypes.cast(ibuf, ctypes.c_void_p)
+    a = AttnArgs(q=p, k=p, v=p, k_cache=p, v_cache=p, dk_idx=ip, dk_val=p, dk_nnz=ip, k_hat=p, out=p, seq_len=2,
+                 n_heads=1, n_kv_heads=1, head_dim=4, max_len=4, start_pos=3, theta=0.1, gamma=0.1, w_max=4,
+                 w_decode=1, layer=0)
+    assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
+    assert b"cache overflow" in err.value
+    a.start_pos, a.n_kv_heads = 0, 0
+    assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
