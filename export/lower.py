@@ -60,6 +60,8 @@ def _count_ops(gm) -> (int, Counter):
         if node.op != "call_function":
             continue
         name = getattr(node.target, "__name__", str(node.target))
+        if name.startswith("auto_functionalized") and node.args:   # a mutating custom op: name the op
+            name = str(node.args[0])
         if "executorch_call_delegate" in name:
             calls += 1
         elif not name.startswith("getitem") and name != "getitem":

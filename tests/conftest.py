@@ -58,3 +58,16 @@ def smollm2_8da8w(tmp_path_factory):
         return out, json.loads((out / "smollm2_135m.json").read_text())
     out = tmp_path_factory.mktemp("smollm2")
     return out, export_with_cli("smollm2_135m.yaml", out)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_delta(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_llama_delta")
+    return out, export_with_cli("tiny_llama.yaml", out, "attention.kind=delta", "attention.theta=0.3",
+                                "attention.gamma=0.1", "attention.w_decode=4")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_delta_theta0(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_llama_delta_theta0")
+    return out, export_with_cli("tiny_llama.yaml", out, "attention.kind=delta", "attention.theta=0.0")
