@@ -5,8 +5,10 @@ import pytest
 
 pytestmark = pytest.mark.smollm2
 
-CHAT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+# A user-only chat turn. With SmolLM's default system prompt the first answer token is a near tie
+# ("The" 25.5 vs "L'" 25.1 in eager 8da8w), closer than 8da8w's own noise (max logit change ~2.7
+# vs fp32), so the quantized program may start its answer differently there; fp32 answers Paris.
+CHAT = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_manifest_has_validation_and_provenance(smollm2_8da8w):
