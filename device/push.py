@@ -1,0 +1,59 @@
+"""Verified pushes: skip a file already on the device unchanged, retry a failed push a bounded
+number of times (reconnecting), and verify every push by checksum on the device."""
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import DeviceError
+from .transport import Progress, Transport
+
+
+def local_digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def device_hash_tool(t: Transport, timeout_s: float = 30.0) -> str:
+    """sha256sum or md5sum, whichever the device has."""
+    for tool, algo in (("sha256sum", "sha256"), ("md5sum", "md5")):
+        if t.shell(f"command -v {tool} >/dev/null 2>&1", timeout_s).exit_code == 0:
+            return algo
+    raise DeviceError(t.name, "checksum", "the device has neither sha256sum nor md5sum")
+
+
+def device_digest(t: Transport, remote: str, algo: str, timeout_s: float = 120.0) -> Optional[str]:
+    # Through stdin: sha256sum escapes odd file names (newlines, backslashes) in its output.
+    r = t.shell(f"{algo}sum < {shlex.quote(remote)}", timeout_s)
+    if r.exit_code != 0 or not r.output.strip():
+        return None
+    return r.output.split()[0]
+
+
+def push_verified(t: Transport, local: Path, remote: str, retries: int = 3, timeout_s: float = 300.0,
+                  progress: Progress = None, algo: Optional[str] = None) -> bool:
+    """Push `local` to `remote` unless the same bytes are there. Returns True if it pushed."""
+    algo = algo or device_hash_tool(t)
+    want = local_digest(local, algo)
+    if device_digest(t, remote, algo) == want:
+        return False
+    t.check(["mkdir", "-p", posixpath.dirname(remote)], f"mkdir {posixpath.dirname(remote)}")
+    last: Optional[Exception] = None
+    for attempt in range(1, retries + 1):
+        try:
+            t.push(local, remote, timeout_s=timeout_s, progress=progress)
+            got = device_digest(t, remote, algo)
+            if got == want:
+                return True
+            last = DeviceError(t.name, f"push {remote}", f"checksum mismatch after push ({got} != {want})")
+        except DeviceError as e:
+            last = e
+        print(f"{t.name}: push {remote} failed (attempt {attempt}/{retries}): {last}", file=sys.stderr)
+    raise DeviceError(t.name, f"push {remote}", f"failed after {retries} attempts: {last}")
