@@ -6,6 +6,8 @@ its caches as (non-persistent) mutable buffers, and returns [1,S,H,D].
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -49,3 +51,18 @@ def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_hea
                               max_context_len=max_context_len, theta=theta, gamma=cfg.gamma,
                               w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer)
     raise ConfigError("attention.kind", f"unsupported {cfg.kind!r}")  # pragma: no cover
+
+
+@contextmanager
+def exact_attention(model: nn.Module):
+    """Temporarily run every delta core with θ = 0 (exact keys): the reference that shows how
+    much the delta approximation itself moves the logits (validation's tolerance)."""
+    cores = [m for m in model.modules() if type(m).__name__ == "DeltaAttention"]
+    saved = [c.theta for c in cores]
+    for c in cores:
+        c.theta = 0.0
+    try:
+        yield
+    finally:
+        for c, t in zip(cores, saved):
+            c.theta = t

@@ -20,7 +20,7 @@ from .lower import constant_methods, export_program, lower
 from .progress import StageTimer
 from .quantize import quantize_model, ternary_report
 from .sources import LoadedSource, check_source, load_source
-from .validate import eager_logits, is_quantized, raise_if_failed, validate_program
+from .validate import exact_reference, is_approximate, raise_if_failed, validate_program
 
 STAGES = ("load", "transform", "quantize", "export", "lower", "serialize", "validate")
 log = logging.getLogger(__name__)
@@ -108,8 +108,8 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         n_params = sum(p.numel() for p in model.parameters())
     prompt_ids = encode_prompt(source.tokenizer, cfg.validation.prompt, args.bos_id)
     fp32_logits = None
-    if cfg.validation.enabled and is_quantized(cfg):
-        fp32_logits = eager_logits(model, prompt_ids, cfg)   # the quantization's own effect, for validation
+    if cfg.validation.enabled and is_approximate(cfg):
+        fp32_logits = exact_reference(model, prompt_ids, cfg)   # the approximation's own effect, for validation
     with timer.stage("quantize", f"linear={cfg.quantization.linear.value}, embedding={cfg.quantization.embedding.value}"):
         qreport = quantize_model(model, cfg.quantization)
         if cfg.quantization.linear == LinearQuant.TERNARY:
