@@ -8,6 +8,7 @@ acknowledged with OKAY. maxdata is the smaller of both sides.
 """
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import threading
@@ -32,7 +33,7 @@ class Faults:
     drop_push_after_bytes: Optional[int] = None   # drop the connection once a SEND has received this much
     drop_push_times: int = 1                      # ... for this many pushes, then pushes succeed
     hang_commands: Tuple[str, ...] = ()           # shell commands containing one of these never finish
-    crash_commands: Tuple[str, ...] = ()          # ... exit 139 with "Segmentation fault"
+    crash_programs: Tuple[str, ...] = ()          # these programs die of SIGSEGV when a shell runs them
     fail_recv: bool = False                       # every RECV answers FAIL
     storage_quota_bytes: Optional[int] = None     # a SEND past this answers FAIL "No space left on device"
     pushes_dropped: int = field(default=0, init=False)
@@ -63,6 +64,9 @@ class VirtualDevice:
         self._timer: Optional[threading.Timer] = None
         self.port = 0
         self._write_getprop()
+        for i in range(os.cpu_count() or 1):
+            self.sandbox.set_cpufreq(i, 1800000, 2400000)
+        self.sandbox.set_temperature(0, 35.0)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> "VirtualDevice":

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 MAPPED = ("/data", "/sdcard", "/storage/emulated/0")
-_PATTERN = re.compile(r"(?<![\w./-])(/storage/emulated/0|/sdcard|/data)(?=/|\b|$)")
+VIRTUAL_SYS = ("/sys/class/thermal", "/sys/devices/system/cpu")   # served from the sandbox too
+_PATTERN = re.compile(r"(?<![\w./-])(/storage/emulated/0|/sdcard|/data|/sys/class/thermal|/sys/devices/system/cpu)"
+                      r"(?=/|\b|$)")
 
 
 class SandboxError(Exception):
@@ -22,7 +24,21 @@ class Sandbox:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     def _prefix(self, device_prefix: str) -> Path:
+        if device_prefix in VIRTUAL_SYS:
+            return self.root / device_prefix.lstrip("/")
         return self.root / ("sdcard" if device_prefix in ("/sdcard", "/storage/emulated/0") else "data")
+
+    def set_temperature(self, zone: int, celsius: float, kind: str = "cpu-thermal") -> None:
+        z = self.root / "sys" / "class" / "thermal" / f"thermal_zone{zone}"
+        z.mkdir(parents=True, exist_ok=True)
+        (z / "type").write_text(kind + "\n")
+        (z / "temp").write_text(f"{int(round(celsius * 1000))}\n")
+
+    def set_cpufreq(self, cpu: int, cur_khz: int, max_khz: int) -> None:
+        d = self.root / "sys" / "devices" / "system" / "cpu" / f"cpu{cpu}" / "cpufreq"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "scaling_cur_freq").write_text(f"{cur_khz}\n")
+        (d / "cpuinfo_max_freq").write_text(f"{max_khz}\n")
 
     def host_path(self, device_path: str) -> Path:
         """Map an absolute device path; anything outside the mapped trees is refused."""

@@ -127,15 +127,10 @@ def _shell(dev, stream: Stream, command: str, v2: bool, stdout_only: bool = Fals
         while not stream.closed and not dev.stopped.is_set():
             dev.stopped.wait(0.2)
         return
-    if any(c in command for c in faults.crash_commands):
-        msg = b"Segmentation fault\n"
-        if v2:
-            stream.write(_v2(V2_STDERR, msg) + _v2(V2_EXIT, bytes([139])))
-        else:
-            stream.write(msg)
-        return
     if not command.strip():
         command = "exec /bin/sh"
+    for prog in faults.crash_programs:   # the program itself crashes; the shell goes on
+        command = f"{prog}() {{ echo 'Segmentation fault' >&2; sh -c 'kill -SEGV $$'; }}\n{command}"
     proc = subprocess.Popen(["/bin/sh", "-c", dev.sandbox.rewrite_command(command)], cwd=dev.sandbox.cwd,
                             env=dev.sandbox.env(), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE,

@@ -1,0 +1,131 @@
+"""A disciplined benchmark over any transport: push (verified), thermal gate, cpufreq snapshots,
+one runner invocation per (prompt length, decode length), result pulled and checked."""
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import DeviceError
+from .info import cpufreq, device_info, max_temperature_c
+from .push import push_verified
+from .results import BenchResult, mean_std
+from .runner import PROTOCOL
+from .transport import Transport, quote_args
+
+
+@dataclass
+class BenchPlan:
+    pte: Path
+    workdir: str = "/data/local/tmp/deltallm"
+    prompt_lengths: List[int] = field(default_factory=lambda: [32])
+    decode_lengths: List[int] = field(default_factory=lambda: [16])
+    warmup: int = 1
+    reps: int = 3
+    threads: int = 0
+    cpu_mask: Optional[str] = None          # taskset mask, e.g. "f0" for the big cores
+    thermal_limit_c: Optional[float] = None  # wait until the hottest zone is below this
+    cooldown_s: float = 0.0                  # or always wait this long before a measurement
+    max_thermal_wait_s: float = 300.0
+    run_timeout_s: float = 1800.0
+    python: str = "python3"
+
+
+def _thermal_gate(t: Transport, plan: BenchPlan) -> Optional[float]:
+    if plan.cooldown_s:
+        time.sleep(plan.cooldown_s)
+    temp = max_temperature_c(t)
+    if plan.thermal_limit_c is None or temp is None:
+        return temp
+    deadline = time.monotonic() + plan.max_thermal_wait_s
+    while temp is not None and temp > plan.thermal_limit_c:
+        if time.monotonic() > deadline:
+            raise DeviceError(t.name, "thermal gate", f"still {temp:.1f} C after {plan.max_thermal_wait_s:g} s "
+                                                      f"(limit {plan.thermal_limit_c:g} C)")
+        time.sleep(2.0)
+        temp = max_temperature_c(t)
+    return temp
+
+
+def _load_result(t: Transport, remote: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "result.json"
+        if t.stat(remote) is None:
+            raise DeviceError(t.name, "result", f"{remote} is missing (the runner wrote no result)")
+        t.pull(remote, local)
+        try:
+            data = json.loads(local.read_text())
+            if data.get("protocol") != PROTOCOL or not isinstance(data.get("configs"), list) or not data["configs"]:
+                raise ValueError(f"not a {PROTOCOL} result")
+            for c in data["configs"]:
+                for k in ("ttft_ms", "prefill_tps", "decode_tps"):
+                    if not all(isinstance(x, (int, float)) for x in c["samples"][k]):
+                        raise ValueError(f"bad samples for {k}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise DeviceError(t.name, "result", f"{remote} is malformed: {e}") from e
+    return data
+
+
+def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.stderr)) -> List[BenchResult]:
+    pte = Path(plan.pte)
+    manifest_path = pte.with_suffix(".json")
+    if not pte.is_file():
+        raise DeviceError(t.name, "plan", f"{pte} does not exist")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    files = [pte] + [p for p in (manifest_path, pte.parent / "tokenizer.json") if p.is_file()]
+    remote_pte = posixpath.join(plan.workdir, pte.name)
+    for f in files:
+        log(f"push {f.name} -> {plan.workdir}")
+        pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name),
+                               progress=lambda done, total: None)
+        log(f"  {'pushed and verified' if pushed else 'unchanged on device, skipped'}")
+    info = device_info(t)
+    results = []
+    for p in plan.prompt_lengths:
+        for d in plan.decode_lengths:
+            temp = _thermal_gate(t, plan)
+            before = cpufreq(t)
+            out = posixpath.join(plan.workdir, f"result_p{p}_d{d}.json")
+            t.shell(["rm", "-f", out, out + ".done"], 30)
+            cmd = ([ "taskset", plan.cpu_mask] if plan.cpu_mask else []) + [
+                plan.python, "-m", "device.runner", "--pte", remote_pte, "--out", out, "--prompt-lengths", str(p),
+                "--decode-lengths", str(d), "--warmup", str(plan.warmup), "--reps", str(plan.reps),
+                "--threads", str(plan.threads)]
+            log(f"run prompt={p} decode={d} reps={plan.reps} (hottest zone {temp if temp is not None else '?'} C)")
+            r = t.shell(f"cd {quote_args([plan.workdir])} && {quote_args(cmd)} 2>&1", plan.run_timeout_s)
+            if r.exit_code != 0:
+                tail = " | ".join(r.output.strip().splitlines()[-3:])
+                raise DeviceError(t.name, f"run prompt={p} decode={d}", f"runner exited with {r.exit_code}: {tail}")
+            data = _load_result(t, out)
+            after = cpufreq(t)
+            c = data["configs"][0]
+            s = c["samples"]
+            sp = c.get("sparsity") or {}
+            pre, dec = (sp.get("prefill") or {}).get("total"), (sp.get("decode") or {}).get("total")
+            attention = manifest.get("attention", {})
+            results.append(BenchResult(
+                device=str(info.get("model") or t.name), model=manifest.get("name", pte.stem),
+                quantization=(manifest.get("quantization") or {}).get("linear", "?"),
+                attention=attention.get("kind", "?") + (f"(θ={attention.get('theta')})" if attention.get("kind") == "delta" else ""),
+                threads=plan.threads, prompt_tokens=p, decode_tokens=d, repetitions=plan.reps,
+                load_ms=data["load_ms"],
+                ttft_ms_avg=mean_std(s["ttft_ms"])[0], ttft_ms_std=mean_std(s["ttft_ms"])[1],
+                prefill_tps_avg=mean_std(s["prefill_tps"])[0], prefill_tps_std=mean_std(s["prefill_tps"])[1],
+                decode_tps_avg=mean_std(s["decode_tps"])[0], decode_tps_std=mean_std(s["decode_tps"])[1],
+                peak_rss_mb=data["peak_rss_mb"],
+                prefill_s_m=pre["s_m"] if pre and pre.get("macs_dense") else None,
+                prefill_s_c=pre["s_c"] if pre and pre.get("macs_dense") else None,
+                decode_s_m=dec["s_m"] if dec and dec.get("macs_dense") else None,
+                decode_s_c=dec["s_c"] if dec and dec.get("macs_dense") else None,
+                thermal_c_before=temp, cooldown_s=plan.cooldown_s,
+                ttft_ms=s["ttft_ms"], prefill_tps=s["prefill_tps"], decode_tps=s["decode_tps"],
+                sparsity_layers=(sp.get("prefill") or {}).get("layers", []) + (sp.get("decode") or {}).get("layers", []),
+                device_info=info, manifest={k: manifest.get(k) for k in ("name", "quantization", "attention",
+                                                                          "architecture", "pte_bytes")},
+                cpufreq_before=before, cpufreq_after=after))
+    return results

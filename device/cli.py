@@ -1,0 +1,173 @@
+"""`python -m device`: inspect devices, push, pull, run shell commands, benchmark, report, and
+start a virtual device.
+
+    python -m device info    --device HOST:PORT
+    python -m device shell   --device HOST:PORT -- CMD ARG...
+    python -m device push    --device HOST:PORT LOCAL REMOTE
+    python -m device pull    --device HOST:PORT REMOTE LOCAL
+    python -m device bench   --device HOST:PORT --pte out/m.pte [--prompt-lengths 32 128] [--decode-lengths 16]
+                             [--reps 3] [--warmup 1] [--threads N] [--cpu-mask f0] [--thermal-limit-c 45]
+                             [--cooldown-s 0] [--format md|csv|json|jsonl] [--results-dir DIR]
+    python -m device report  RESULTS.json [--format md|csv|json|jsonl]
+    python -m device virtual --root DIR [--port-file F] [--lifetime-s 3600] [--refuse-keys]
+
+Progress on stderr, results on stdout. Exit codes: 0 ok, 2 bad arguments, 3 device error,
+4 device timeout, 5 key refused.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .errors import DeviceError
+
+
+def _transport(ns):
+    from .transport import AdbTcpTransport
+
+    return AdbTcpTransport(ns.device, key_path=Path(ns.key) if ns.key else None,
+                           auth_timeout_s=ns.auth_timeout_s)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def cmd_bench(ns) -> int:
+    from .bench import BenchPlan, run_bench
+    from .results import FORMATS
+
+    t = _transport(ns)
+    plan = BenchPlan(pte=Path(ns.pte), workdir=ns.workdir, prompt_lengths=ns.prompt_lengths,
+                     decode_lengths=ns.decode_lengths, warmup=ns.warmup, reps=ns.reps, threads=ns.threads,
+                     cpu_mask=ns.cpu_mask, thermal_limit_c=ns.thermal_limit_c, cooldown_s=ns.cooldown_s,
+                     run_timeout_s=ns.run_timeout_s, python=ns.python)
+    try:
+        results = run_bench(t, plan)
+    finally:
+        t.close()
+    if ns.results_dir:
+        d = Path(ns.results_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for fmt, fn in FORMATS.items():
+            _write_atomic(d / f"results.{fmt}", fn(results))
+        print(f"results written to {d}", file=sys.stderr)
+    sys.stdout.write(FORMATS[ns.format](results))
+    return 0
+
+
+def cmd_report(ns) -> int:
+    from .results import FORMATS, BenchResult
+
+    try:
+        rows = [BenchResult(**r) for r in json.loads(Path(ns.results).read_text())]
+    except (OSError, ValueError, TypeError) as e:
+        print(f"error: {ns.results}: not a results JSON file: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(FORMATS[ns.format](rows))
+    return 0
+
+
+def cmd_virtual(ns) -> int:
+    from .virtual import Faults, VirtualDevice
+
+    dev = VirtualDevice(Path(ns.root), faults=Faults(refuse_keys=ns.refuse_keys), max_lifetime_s=ns.lifetime_s).start()
+    if ns.port_file:
+        _write_atomic(Path(ns.port_file), str(dev.port))
+    print(dev.address, flush=True)
+    try:
+        dev.stopped.wait(ns.lifetime_s + 1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m device", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_device(sp):
+        sp.add_argument("--device", required=True, help="HOST:PORT (adb tcpip mode, or a virtual device)")
+        sp.add_argument("--key", help="ADB private key (default ~/.android/adbkey, created if missing)")
+        sp.add_argument("--auth-timeout-s", type=float, default=10.0)
+        return sp
+
+    with_device(sub.add_parser("info", help="device information as JSON"))
+    sp = with_device(sub.add_parser("shell", help="run a command (arguments are quoted)"))
+    sp.add_argument("argv", nargs="+")
+    sp.add_argument("--timeout-s", type=float, default=60.0)
+    sp = with_device(sub.add_parser("push", help="push a file, verified by checksum"))
+    sp.add_argument("local")
+    sp.add_argument("remote")
+    sp = with_device(sub.add_parser("pull", help="pull a file (no partial file on failure)"))
+    sp.add_argument("remote")
+    sp.add_argument("local")
+    sp = with_device(sub.add_parser("bench", help="benchmark a .pte on the device"))
+    sp.add_argument("--pte", required=True)
+    sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
+    sp.add_argument("--prompt-lengths", type=int, nargs="+", default=[32])
+    sp.add_argument("--decode-lengths", type=int, nargs="+", default=[16])
+    sp.add_argument("--warmup", type=int, default=1)
+    sp.add_argument("--reps", type=int, default=3)
+    sp.add_argument("--threads", type=int, default=0)
+    sp.add_argument("--cpu-mask")
+    sp.add_argument("--thermal-limit-c", type=float)
+    sp.add_argument("--cooldown-s", type=float, default=0.0)
+    sp.add_argument("--run-timeout-s", type=float, default=1800.0)
+    sp.add_argument("--python", default="python3", help="the device's Python (boards, virtual device)")
+    sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
+    sp.add_argument("--results-dir")
+    sp = sub.add_parser("report", help="re-format a results.json")
+    sp.add_argument("results")
+    sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
+    sp = sub.add_parser("virtual", help="run a virtual ADB device on 127.0.0.1")
+    sp.add_argument("--root", required=True)
+    sp.add_argument("--port-file")
+    sp.add_argument("--lifetime-s", type=float, default=3600.0)
+    sp.add_argument("--refuse-keys", action="store_true")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        if ns.command == "bench":
+            return cmd_bench(ns)
+        if ns.command == "report":
+            return cmd_report(ns)
+        if ns.command == "virtual":
+            return cmd_virtual(ns)
+        t = _transport(ns)
+        try:
+            if ns.command == "info":
+                from .info import device_info
+
+                print(json.dumps(device_info(t), indent=2))
+            elif ns.command == "shell":
+                r = t.shell(ns.argv, ns.timeout_s)
+                sys.stdout.write(r.output)
+                return r.exit_code
+            elif ns.command == "push":
+                from .push import push_verified
+
+                pushed = push_verified(t, Path(ns.local), ns.remote)
+                print(f"{ns.remote}: {'pushed, verified' if pushed else 'unchanged, skipped'}")
+            elif ns.command == "pull":
+                t.pull(ns.remote, Path(ns.local))
+                print(ns.local)
+        finally:
+            t.close()
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
