@@ -34,6 +34,24 @@ class BenchPlan:
     max_thermal_wait_s: float = 300.0
     run_timeout_s: float = 1800.0
     python: str = "python3"
+    runner: str = "python"                   # "python" (boards, virtual device) or "android" (the app)
+
+
+class ProgressBar:
+    """A push progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, label: str, width: int = 30):
+        self.label, self.width, self.tty = label, width, sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.tty or not total:
+            return
+        filled = int(self.width * done / total)
+        sys.stderr.write(f"\r  {self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
+                         f"{done / 1e6:.1f}/{total / 1e6:.1f} MB")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def _thermal_gate(t: Transport, plan: BenchPlan) -> Optional[float]:
@@ -71,6 +89,41 @@ def _load_result(t: Transport, remote: str) -> dict:
     return data
 
 
+def _run_python(t: Transport, plan: BenchPlan, remote_pte: str, p: int, d: int, temp, log) -> dict:
+    out = posixpath.join(plan.workdir, f"result_p{p}_d{d}.json")
+    t.shell(["rm", "-f", out, out[: -len(".json")] + ".done"], 30)
+    cmd = (["taskset", plan.cpu_mask] if plan.cpu_mask else []) + [
+        plan.python, "-m", "device.runner", "--pte", remote_pte, "--out", out, "--prompt-lengths", str(p),
+        "--decode-lengths", str(d), "--warmup", str(plan.warmup), "--reps", str(plan.reps),
+        "--threads", str(plan.threads)]
+    log(f"run prompt={p} decode={d} reps={plan.reps} (hottest zone {temp if temp is not None else '?'} C)")
+    r = t.shell(f"cd {quote_args([plan.workdir])} && {quote_args(cmd)} 2>&1", plan.run_timeout_s)
+    if r.exit_code != 0:
+        tail = " | ".join(r.output.strip().splitlines()[-3:])
+        raise DeviceError(t.name, f"run prompt={p} decode={d}", f"runner exited with {r.exit_code}: {tail}")
+    return _load_result(t, out)
+
+
+def _run_android(t: Transport, plan: BenchPlan, remote_pte: str, p: int, d: int, log) -> dict:
+    """The app's benchmark mode: am start with extras, poll for the marker, pull the JSON."""
+    from . import android_protocol as ap
+
+    run_id = f"p{p}_d{d}_{int(time.time() * 1000)}"
+    tok = posixpath.join(plan.workdir, "tokenizer.json")
+    log(f"am start benchmark run {run_id}")
+    t.check(ap.launch_command(run_id, remote_pte, tok, [p], [d], plan.warmup, plan.reps, plan.threads),
+            f"am start {run_id}")
+    deadline = time.monotonic() + plan.run_timeout_s
+    while t.stat(ap.done_path(run_id)) is None:
+        if time.monotonic() > deadline:
+            raise DeviceError(t.name, f"run {run_id}", f"no completion marker after {plan.run_timeout_s:g} s")
+        time.sleep(0.5)
+    marker = t.shell(["cat", ap.done_path(run_id)], 30).output.strip()
+    if marker != "ok":
+        raise DeviceError(t.name, f"run {run_id}", f"the app reported {marker!r}")
+    return _load_result(t, ap.result_path(run_id))
+
+
 def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.stderr)) -> List[BenchResult]:
     pte = Path(plan.pte)
     manifest_path = pte.with_suffix(".json")
@@ -81,8 +134,7 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
     remote_pte = posixpath.join(plan.workdir, pte.name)
     for f in files:
         log(f"push {f.name} -> {plan.workdir}")
-        pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name),
-                               progress=lambda done, total: None)
+        pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name), progress=ProgressBar(f.name))
         log(f"  {'pushed and verified' if pushed else 'unchanged on device, skipped'}")
     info = device_info(t)
     results = []
@@ -90,18 +142,10 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
         for d in plan.decode_lengths:
             temp = _thermal_gate(t, plan)
             before = cpufreq(t)
-            out = posixpath.join(plan.workdir, f"result_p{p}_d{d}.json")
-            t.shell(["rm", "-f", out, out + ".done"], 30)
-            cmd = ([ "taskset", plan.cpu_mask] if plan.cpu_mask else []) + [
-                plan.python, "-m", "device.runner", "--pte", remote_pte, "--out", out, "--prompt-lengths", str(p),
-                "--decode-lengths", str(d), "--warmup", str(plan.warmup), "--reps", str(plan.reps),
-                "--threads", str(plan.threads)]
-            log(f"run prompt={p} decode={d} reps={plan.reps} (hottest zone {temp if temp is not None else '?'} C)")
-            r = t.shell(f"cd {quote_args([plan.workdir])} && {quote_args(cmd)} 2>&1", plan.run_timeout_s)
-            if r.exit_code != 0:
-                tail = " | ".join(r.output.strip().splitlines()[-3:])
-                raise DeviceError(t.name, f"run prompt={p} decode={d}", f"runner exited with {r.exit_code}: {tail}")
-            data = _load_result(t, out)
+            if plan.runner == "android":
+                data = _run_android(t, plan, remote_pte, p, d, log)
+            else:
+                data = _run_python(t, plan, remote_pte, p, d, temp, log)
             after = cpufreq(t)
             c = data["configs"][0]
             s = c["samples"]

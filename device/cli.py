@@ -9,6 +9,7 @@ start a virtual device.
                              [--reps 3] [--warmup 1] [--threads N] [--cpu-mask f0] [--thermal-limit-c 45]
                              [--cooldown-s 0] [--format md|csv|json|jsonl] [--results-dir DIR]
     python -m device report  RESULTS.json [--format md|csv|json|jsonl]
+    python -m device plot    RESULTS.json [--out-dir DIR]
     python -m device virtual --root DIR [--port-file F] [--lifetime-s 3600] [--refuse-keys]
 
 Progress on stderr, results on stdout. Exit codes: 0 ok, 2 bad arguments, 3 device error,
@@ -48,7 +49,7 @@ def cmd_bench(ns) -> int:
     plan = BenchPlan(pte=Path(ns.pte), workdir=ns.workdir, prompt_lengths=ns.prompt_lengths,
                      decode_lengths=ns.decode_lengths, warmup=ns.warmup, reps=ns.reps, threads=ns.threads,
                      cpu_mask=ns.cpu_mask, thermal_limit_c=ns.thermal_limit_c, cooldown_s=ns.cooldown_s,
-                     run_timeout_s=ns.run_timeout_s, python=ns.python)
+                     run_timeout_s=ns.run_timeout_s, python=ns.python, runner=ns.runner)
     try:
         results = run_bench(t, plan)
     finally:
@@ -72,6 +73,20 @@ def cmd_report(ns) -> int:
         print(f"error: {ns.results}: not a results JSON file: {e}", file=sys.stderr)
         return 2
     sys.stdout.write(FORMATS[ns.format](rows))
+    return 0
+
+
+def cmd_plot(ns) -> int:
+    from .plot import plot_results
+    from .results import BenchResult
+
+    try:
+        rows = [BenchResult(**r) for r in json.loads(Path(ns.results).read_text())]
+    except (OSError, ValueError, TypeError) as e:
+        print(f"error: {ns.results}: not a results JSON file: {e}", file=sys.stderr)
+        return 2
+    for path in plot_results(rows, Path(ns.out_dir)):
+        print(path)
     return 0
 
 
@@ -125,11 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cooldown-s", type=float, default=0.0)
     sp.add_argument("--run-timeout-s", type=float, default=1800.0)
     sp.add_argument("--python", default="python3", help="the device's Python (boards, virtual device)")
+    sp.add_argument("--runner", choices=["python", "android"], default="python",
+                    help="python: device.runner over the shell; android: the app's benchmark mode (am start)")
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
     sp.add_argument("--results-dir")
     sp = sub.add_parser("report", help="re-format a results.json")
     sp.add_argument("results")
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
+    sp = sub.add_parser("plot", help="PNG plots of a results.json (latency vs prompt, sparsity per layer)")
+    sp.add_argument("results")
+    sp.add_argument("--out-dir", default=".")
     sp = sub.add_parser("virtual", help="run a virtual ADB device on 127.0.0.1")
     sp.add_argument("--root", required=True)
     sp.add_argument("--port-file")
@@ -147,6 +167,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return cmd_report(ns)
         if ns.command == "virtual":
             return cmd_virtual(ns)
+        if ns.command == "plot":
+            return cmd_plot(ns)
         t = _transport(ns)
         try:
             if ns.command == "info":

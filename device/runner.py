@@ -7,7 +7,7 @@ Runs the ExecuTorch runtime with our kernel library. For every prompt length x d
 warm-up, then repetitions of a fresh sequence (prefill from position 0, then greedy decode),
 timing load, time to first token, prefill and decode throughput, and reading the delta kernel's
 sparsity counters when the program uses delta attention. Writes the JSON atomically, then
-`<out>.done` as the completion marker. Exit code 0 on success.
+the completion marker (`<out>` with suffix .done, content "ok"). Exit code 0 on success.
 """
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, out)
-    Path(str(out) + ".done").write_text("ok\n")
+    out.with_suffix(".done").write_text("ok\n")
     return 0
 
 

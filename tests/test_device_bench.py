@@ -112,3 +112,30 @@ def test_thermal_gate_waits_for_the_device_to_cool(tmp_path, key, tiny_llama_fp3
     (row,) = json.loads(capsys.readouterr().out)
     assert row["thermal_c_before"] == 38.0
     assert row["cpufreq_before"]["cpu0"] == 1800000 and row["device_info"]["max_freq_khz"][0] == 2400000
+
+
+def test_android_benchmark_mode_protocol(tmp_path, key, tiny_llama_delta, capsys):
+    """The app's protocol (am start + extras, result JSON + .done marker in its external files
+    directory), against the virtual device's `am`, which emulates the app's benchmark mode."""
+    from device import android_protocol as ap
+
+    out, m = tiny_llama_delta
+    with device(tmp_path, key) as dev:
+        code = main(["bench", "--device", dev.address, "--key", str(key), "--pte", str(out / m["pte"]),
+                     "--runner", "android", "--prompt-lengths", "10", "--decode-lengths", "3", "--reps", "1",
+                     "--format", "json"])
+        files = dev.sandbox.host_path(ap.FILES_DIR + "/bench")
+        assert code == 0
+        assert len(list(files.glob("*.json"))) == 1 and len(list(files.glob("*.done"))) == 1
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["prefill_s_c"] is not None and row["decode_tps"][0] > 0
+
+
+def test_plot_writes_pngs(tmp_path, key, tiny_llama_delta, capsys):
+    out, m = tiny_llama_delta
+    with device(tmp_path, key) as dev:
+        assert main(bench_args(dev, key, out / m["pte"], "--results-dir", str(tmp_path / "res"))) == 0
+    assert main(["plot", str(tmp_path / "res" / "results.json"), "--out-dir", str(tmp_path / "png")]) == 0
+    for name in ("latency_vs_prompt.png", "sparsity_per_layer.png"):
+        data = (tmp_path / "png" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

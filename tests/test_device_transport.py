@@ -173,3 +173,14 @@ def test_debian_adb_client_push_pull_shell(tmp_path):
     finally:
         run("kill-server")
         dev.stop()
+
+
+def test_usb_without_its_dependency_says_how_to_install():
+    import importlib.util
+
+    from device.transport import usb_transport
+
+    if importlib.util.find_spec("usb1") is not None:
+        pytest.skip("libusb1 is installed here; the hint only shows without it")
+    with pytest.raises(DeviceError, match=r'pip install "deltallm-et\[usb\]"'):
+        usb_transport()

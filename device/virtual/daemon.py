@@ -122,6 +122,9 @@ class VirtualDevice:
         script.write_text(f"#!/bin/sh\nif [ $# -eq 0 ]; then\n{listing}\nexit 0\nfi\ncase \"$1\" in\n{lines}\n"
                           f"  *) echo '' ;;\nesac\n")
         script.chmod(0o755)
+        am = self.sandbox.root / "system" / "bin" / "am"
+        am.write_text('#!/bin/sh\nexec python3 -m device.virtual.fake_am "$@"\n')
+        am.chmod(0o755)
 
     def banner(self) -> bytes:
         props = ";".join(f"{k}={self.properties[k]}" for k in ("ro.product.name", "ro.product.model",
