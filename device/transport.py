@@ -181,15 +181,18 @@ class AdbTcpTransport(Transport):
 
 def usb_transport(serial: Optional[str] = None, key_path: Optional[Path] = None, timeout_s: float = 10.0):
     """ADB over USB (optional extra). Raises a DeviceError that says how to install it."""
+    from adb_shell.exceptions import InvalidTransportError
+
     try:
         from adb_shell.adb_device import AdbDeviceUsb
-    except ImportError as e:
+
+        dev = AdbDeviceUsb(serial=serial, default_transport_timeout_s=timeout_s)
+    except (ImportError, InvalidTransportError) as e:
         raise DeviceError(serial or "usb", "connect",
                           'USB support needs libusb1: pip install "deltallm-et[usb]" '
                           "(or use TCP: adb tcpip 5555, then --device IP:5555)") from e
     from .keys import load_signer
 
-    dev = AdbDeviceUsb(serial=serial, default_transport_timeout_s=timeout_s)
     try:
         dev.connect(rsa_keys=[load_signer(key_path)], auth_timeout_s=timeout_s)
     except Exception as e:  # noqa: BLE001
