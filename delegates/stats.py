@@ -10,27 +10,18 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List
 
 from .library import Counts, core
+from .reference import SparsityCounts
 
 PHASES = {"prefill": 0, "decode": 1}
 
 
 @dataclass
-class LayerCounts:
-    layer: int
-    phase: str
-    dk_zeros: int
-    dk_elements: int
-    macs_performed: int
-    macs_dense: int
-    calls: int
+class LayerCounts(SparsityCounts):
+    """The kernel's counters of one layer and phase (S_m / S_c as in the reference)."""
 
-    @property
-    def s_m(self) -> float:
-        return self.dk_zeros / self.dk_elements if self.dk_elements else 0.0
-
-    @property
-    def s_c(self) -> float:
-        return 1.0 - self.macs_performed / self.macs_dense if self.macs_dense else 0.0
+    layer: int = 0
+    phase: str = ""
+    calls: int = 0
 
     def to_dict(self) -> dict:
         return {**asdict(self), "s_m": self.s_m, "s_c": self.s_c}
@@ -46,7 +37,7 @@ def read(phase: str) -> List[LayerCounts]:
         c = Counts()
         if lib.dlm_stats_read(layer, PHASES[phase], ctypes.byref(c)) != 0:
             raise RuntimeError(f"cannot read counters of layer {layer}")
-        out.append(LayerCounts(layer, phase, c.dk_zeros, c.dk_elements, c.macs_performed, c.macs_dense, c.calls))
+        out.append(LayerCounts(c.dk_zeros, c.dk_elements, c.macs_performed, c.macs_dense, layer, phase, c.calls))
     return out
 
 

@@ -64,13 +64,22 @@ def cmd_bench(ns) -> int:
     return 0
 
 
-def cmd_report(ns) -> int:
-    from .results import FORMATS, BenchResult
+def _load_results(path: str):
+    """BenchResult rows from a results.json; None (after one error line) if it is not one."""
+    from .results import BenchResult
 
     try:
-        rows = [BenchResult(**r) for r in json.loads(Path(ns.results).read_text())]
+        return [BenchResult(**r) for r in json.loads(Path(path).read_text())]
     except (OSError, ValueError, TypeError) as e:
-        print(f"error: {ns.results}: not a results JSON file: {e}", file=sys.stderr)
+        print(f"error: {path}: not a results JSON file: {e}", file=sys.stderr)
+        return None
+
+
+def cmd_report(ns) -> int:
+    from .results import FORMATS
+
+    rows = _load_results(ns.results)
+    if rows is None:
         return 2
     sys.stdout.write(FORMATS[ns.format](rows))
     return 0
@@ -78,12 +87,9 @@ def cmd_report(ns) -> int:
 
 def cmd_plot(ns) -> int:
     from .plot import plot_results
-    from .results import BenchResult
 
-    try:
-        rows = [BenchResult(**r) for r in json.loads(Path(ns.results).read_text())]
-    except (OSError, ValueError, TypeError) as e:
-        print(f"error: {ns.results}: not a results JSON file: {e}", file=sys.stderr)
+    rows = _load_results(ns.results)
+    if rows is None:
         return 2
     for path in plot_results(rows, Path(ns.out_dir)):
         print(path)

@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from delegates import stats
@@ -74,8 +75,9 @@ RUNTIME_ERROR_SCRIPT = textwrap.dedent("""
             return torch.ops.deltallm.delta_attention(q, k, v, self.kc, self.vc, self.di, self.dv, self.dn,
                                                       self.kh, p, self.theta, 0.1, 100, 4, 0)
 
-    theta, start = float(sys.argv[1]), int(sys.argv[2])
-    ex = (torch.randn(1, 2, 4, 16), torch.randn(1, 2, 2, 16), torch.randn(1, 2, 2, 16), torch.tensor([0]))
+    theta, start, case = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    kshape = {"ok": (1, 2, 2, 16), "head_dim": (1, 2, 2, 8), "kv_heads": (1, 2, 3, 16)}[case]
+    ex = (torch.randn(1, 2, 4, 16), torch.randn(*kshape), torch.randn(*kshape), torch.tensor([0]))
     ep = torch.export.export(Core(theta), ex, strict=True)
     buf = to_edge_transform_and_lower(ep).to_executorch().buffer
     from executorch.runtime import Runtime
@@ -89,8 +91,8 @@ RUNTIME_ERROR_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_error_script(theta: float, start: int):
-    return subprocess.run([sys.executable, "-c", RUNTIME_ERROR_SCRIPT, str(theta), str(start)], cwd=ROOT,
+def _run_error_script(theta: float, start: int, case: str = "ok"):
+    return subprocess.run([sys.executable, "-c", RUNTIME_ERROR_SCRIPT, str(theta), str(start), case], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -105,3 +107,10 @@ def test_runtime_cache_overflow_is_an_error_not_a_crash():
     assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr[-2000:]
     r = _run_error_script(0.5, 7)
     assert r.returncode == 3, r.stdout + r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("case,message", [("head_dim", "head_dim mismatch"), ("kv_heads", "kv head count mismatch")])
+def test_runtime_kernel_rejects_mismatched_shapes(case, message):
+    r = _run_error_script(0.5, 0, case)
+    assert r.returncode == 3, r.stdout + r.stderr[-2000:]
+    assert message in r.stderr

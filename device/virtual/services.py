@@ -69,6 +69,7 @@ class Stream:
             self.conn.send(Packet(WRTE, self.local_id, self.remote_id, bytes(chunk)))
 
     def close(self) -> None:
+        """Our side is done, or the host closed the stream: answer CLSE once, stop waiting."""
         if not self._sent_close:
             self._sent_close = True
             try:
@@ -77,14 +78,7 @@ class Stream:
                 pass
         self.abort()
 
-    def remote_closed(self) -> None:
-        if not self._sent_close:
-            self._sent_close = True
-            try:
-                self.conn.send(Packet(CLSE, self.local_id, self.remote_id))
-            except OSError:
-                pass
-        self.abort()
+    remote_closed = close
 
     def abort(self) -> None:
         with self._cond:
