@@ -18,7 +18,8 @@ struct Kernels {
   dlm::deltaenc_ukernel_fn deltaenc;
   dlm::deltaqk_ukernel_fn deltaqk;
   dlm::dot_ukernel_fn dot;
-  dlm::axpy_ukernel_fn axpy;
+  dlm::vexpsum_ukernel_fn vexpsum;
+  dlm::pv_ukernel_fn pv;
   const char* arch;
 };
 
@@ -26,10 +27,12 @@ std::atomic<bool> g_force_scalar{false};
 
 const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar, dlm::f32_deltaqk_ukernel_8x1__scalar,
-                              dlm::f32_dot_ukernel__scalar, dlm::f32_axpy_ukernel__scalar, "scalar"};
+                              dlm::f32_dot_ukernel__scalar,
+                              dlm::f32_vexpsum_ukernel__scalar, dlm::f32_pv_ukernel__scalar, "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2, dlm::f32_deltaqk_ukernel_8x1__avx2_fma,
-                            dlm::f32_dot_ukernel__avx2_fma, dlm::f32_axpy_ukernel__avx2_fma, "avx2_fma"};
+                            dlm::f32_dot_ukernel__avx2_fma,
+                            dlm::f32_vexpsum_ukernel__avx2_fma, dlm::f32_pv_ukernel_x64__avx2_fma, "avx2_fma"};
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (has_avx2 && !g_force_scalar.load()) return avx2;
 #endif
@@ -93,15 +96,9 @@ void run_tile(void* vctx, size_t task) {
       row[j] = sc * scale;
       mx = std::max(mx, row[j]);
     }
-    float sum = 0.0f;
-    for (int64_t j = 0; j <= i; j++) {
-      row[j] = std::exp(row[j] - mx);
-      sum += row[j];
-    }
+    const float sum = c.k->vexpsum(i + 1, mx, row.data());
     float* o = a.out + ((i - a.start_pos) * H + head[r]) * D;
-    std::memset(o, 0, sizeof(float) * D);
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j <= i; j++) c.k->axpy(D, row[j] * inv, a.v_cache + (j * Hkv + g) * D, o);
+    c.k->pv(i + 1, D, row.data(), a.v_cache + g * D, Hkv * D, 1.0f / sum, o);
   }
 }
 

@@ -90,5 +90,77 @@ void f32_axpy_ukernel__avx2_fma(size_t d, float a, const float* x, float* y) {
   for (; i < d; i++) y[i] += a * x[i];
 }
 
+// exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; degree-6 polynomial for exp(r).
+// Inputs are <= 0 here (x - max); below -87.3 the result flushes to 0.
+static inline __m256 exp256_ps(__m256 x) {
+  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
+  const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(k, ln2_hi, x);
+  r = _mm256_fnmadd_ps(k, ln2_lo, r);
+  __m256 p = _mm256_set1_ps(1.3981999507e-3f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+float f32_vexpsum_ukernel__avx2_fma(size_t n, float max, float* x) {
+  const __m256 vmax = _mm256_set1_ps(max);
+  __m256 vsum = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 y = exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmax));
+    _mm256_storeu_ps(x + j, y);
+    vsum = _mm256_add_ps(vsum, y);
+  }
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+  float sum = _mm_cvtss_f32(h);
+  for (; j < n; j++) {
+    x[j] = std::exp(x[j] - max);
+    sum += x[j];
+  }
+  return sum;
+}
+
+void f32_pv_ukernel_x64__avx2_fma(size_t n, size_t d, const float* p, const float* v, size_t v_stride, float scale,
+                                  float* out) {
+  size_t c = 0;
+  for (; c + 64 <= d; c += 64) {   // 64 output columns in 8 registers across all keys
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (size_t j = 0; j < n; j++) {
+      const __m256 w = _mm256_set1_ps(p[j]);
+      const float* vj = v + j * v_stride + c;
+      a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj), a0);
+      a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8), a1);
+      a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 16), a2);
+      a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 24), a3);
+      a4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 32), a4);
+      a5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 40), a5);
+      a6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 48), a6);
+      a7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 56), a7);
+    }
+    const __m256 s = _mm256_set1_ps(scale);
+    _mm256_storeu_ps(out + c, _mm256_mul_ps(a0, s));
+    _mm256_storeu_ps(out + c + 8, _mm256_mul_ps(a1, s));
+    _mm256_storeu_ps(out + c + 16, _mm256_mul_ps(a2, s));
+    _mm256_storeu_ps(out + c + 24, _mm256_mul_ps(a3, s));
+    _mm256_storeu_ps(out + c + 32, _mm256_mul_ps(a4, s));
+    _mm256_storeu_ps(out + c + 40, _mm256_mul_ps(a5, s));
+    _mm256_storeu_ps(out + c + 48, _mm256_mul_ps(a6, s));
+    _mm256_storeu_ps(out + c + 56, _mm256_mul_ps(a7, s));
+  }
+  if (c < d) {   // remainder columns
+    for (size_t i = c; i < d; i++) out[i] = 0.0f;
+    for (size_t j = 0; j < n; j++) f32_axpy_ukernel__avx2_fma(d - c, p[j] * scale, v + j * v_stride + c, out + c);
+  }
+}
+
 }  // namespace dlm
 #endif

@@ -47,8 +47,23 @@ float f32_dot_ukernel__scalar(size_t d, const float* a, const float* b) {
   return s;
 }
 
-void f32_axpy_ukernel__scalar(size_t d, float a, const float* x, float* y) {
-  for (size_t i = 0; i < d; i++) y[i] += a * x[i];
+float f32_vexpsum_ukernel__scalar(size_t n, float max, float* x) {
+  float sum = 0.0f;
+  for (size_t j = 0; j < n; j++) {
+    x[j] = std::exp(x[j] - max);
+    sum += x[j];
+  }
+  return sum;
+}
+
+void f32_pv_ukernel__scalar(size_t n, size_t d, const float* p, const float* v, size_t v_stride, float scale,
+                            float* out) {
+  for (size_t i = 0; i < d; i++) out[i] = 0.0f;
+  for (size_t j = 0; j < n; j++) {
+    const float w = p[j] * scale;
+    const float* vj = v + j * v_stride;
+    for (size_t i = 0; i < d; i++) out[i] += w * vj[i];
+  }
 }
 
 }  // namespace dlm

@@ -28,14 +28,21 @@ typedef void (*deltaqk_ukernel_fn)(size_t n_keys, const float* qt, const int32_t
 // Dense dot product of length d.
 typedef float (*dot_ukernel_fn)(size_t d, const float* a, const float* b);
 
-// y[0:d] += a * x[0:d]
-typedef void (*axpy_ukernel_fn)(size_t d, float a, const float* x, float* y);
+// y[0:d] += a * x[0:d] (the AVX2 ·V kernel's remainder columns)
+
+// x[j] <- exp(x[j] - max) for j < n; returns the sum.
+typedef float (*vexpsum_ukernel_fn)(size_t n, float max, float* x);
+
+// out[0:d] = scale * Σ_j p[j] * v[j*v_stride : +d], the output row kept in registers.
+typedef void (*pv_ukernel_fn)(size_t n, size_t d, const float* p, const float* v, size_t v_stride, float scale,
+                              float* out);
 
 size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, int32_t*, float*, const deltaenc_params*);
 void f32_deltaqk_ukernel_8x1__scalar(size_t, const float*, const int32_t*, const float*, size_t, const int32_t*,
                                      size_t, float*, float*);
 float f32_dot_ukernel__scalar(size_t, const float*, const float*);
-void f32_axpy_ukernel__scalar(size_t, float, const float*, float*);
+float f32_vexpsum_ukernel__scalar(size_t, float, float*);
+void f32_pv_ukernel__scalar(size_t, size_t, const float*, const float*, size_t, float, float*);
 
 #if defined(__x86_64__)
 size_t f32_deltaenc_ukernel__avx2(size_t, const float*, float*, int32_t*, float*, const deltaenc_params*);
@@ -43,6 +50,8 @@ void f32_deltaqk_ukernel_8x1__avx2_fma(size_t, const float*, const int32_t*, con
                                        size_t, float*, float*);
 float f32_dot_ukernel__avx2_fma(size_t, const float*, const float*);
 void f32_axpy_ukernel__avx2_fma(size_t, float, const float*, float*);
+float f32_vexpsum_ukernel__avx2_fma(size_t, float, float*);
+void f32_pv_ukernel_x64__avx2_fma(size_t, size_t, const float*, const float*, size_t, float, float*);
 #endif
 
 }  // namespace dlm
