@@ -61,23 +61,19 @@ class Transport(ABC):
         return r.output
 
 
-def _eof_aware_tcp_transport():
+def eof_aware_tcp_transport(host: str, port: int):
+    """adb-shell's TCP transport, except that a closed socket is an error at once (adb-shell
+    loops on empty reads until its read timeout). Defined lazily: adb-shell is imported on use."""
     from adb_shell.transport.tcp_transport import TcpTransport
 
     class EofAwareTcpTransport(TcpTransport):
-        """adb-shell loops on an empty read until its read timeout; a closed socket is an error."""
-
         def bulk_read(self, numbytes, transport_timeout_s):
             data = super().bulk_read(numbytes, transport_timeout_s)
             if not data:
                 raise ConnectionError(f"{self._host}:{self._port} closed the connection")
             return data
 
-    return EofAwareTcpTransport
-
-
-def _EofAwareTcpTransport(host: str, port: int):  # noqa: N802 - a factory standing in for the class
-    return _eof_aware_tcp_transport()(host, port)
+    return EofAwareTcpTransport(host, port)
 
 
 class AdbTcpTransport(Transport):
@@ -100,7 +96,7 @@ class AdbTcpTransport(Transport):
         from .keys import load_signer
 
         self.close()
-        dev = AdbDevice(_EofAwareTcpTransport(self.host, self.port), default_transport_timeout_s=self.connect_timeout_s)
+        dev = AdbDevice(eof_aware_tcp_transport(self.host, self.port), default_transport_timeout_s=self.connect_timeout_s)
         try:
             dev.connect(rsa_keys=[load_signer(self.key_path)], transport_timeout_s=self.connect_timeout_s,
                         auth_timeout_s=self.auth_timeout_s)

@@ -99,7 +99,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
     """Export per `cfg`; returns the manifest. Nothing is left behind on failure."""
     timer = timer or StageTimer(STAGES)
     out_dir = _check_output_dir(cfg)
-    check_source(cfg)
+    check_source(cfg)   # fail on a bad source before any progress is printed
     with timer.stage("load", f"{cfg.model.kind.value} {cfg.model.path}".strip()):
         source = load_source(cfg)
     with timer.stage("transform", f"{source.args.architecture.value}, attention={cfg.attention.kind.value}"):

@@ -4,19 +4,19 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from typing import Dict, TextIO
+from typing import Dict, Optional, TextIO
 
 
 class StageTimer:
-    def __init__(self, stages, stream: TextIO = sys.stderr, quiet: bool = False):
+    def __init__(self, stages, stream: Optional[TextIO] = None, quiet: bool = False):
         self.stages = list(stages)
-        self.stream = stream
+        self.stream = stream  # None: sys.stderr at the time of writing (not at import)
         self.quiet = quiet
         self.timings_s: Dict[str, float] = {}
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            print(message, file=self.stream, flush=True)
+            print(message, file=self.stream or sys.stderr, flush=True)
 
     @contextmanager
     def stage(self, name: str, detail: str = ""):

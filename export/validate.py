@@ -72,8 +72,8 @@ def clip_prompt(prompt_ids: List[int], cfg: ExportConfig) -> List[int]:
     return prompt_ids[: cfg.export.max_context_len - cfg.validation.decode_steps]
 
 
-def compare(eager_logits: List[torch.Tensor], pte_logits: List[torch.Tensor]) -> Dict[str, float]:
-    e, p = torch.stack(eager_logits), torch.stack(pte_logits)
+def compare(reference: List[torch.Tensor], candidate: List[torch.Tensor]) -> Dict[str, float]:
+    e, p = torch.stack(reference), torch.stack(candidate)
     agree = (e.argmax(-1) == p.argmax(-1)).float().mean().item()
     return {"max_abs_diff": float((e - p).abs().max()), "top1_agreement": agree,
             "positions": int(e.shape[0]), "logit_scale": float(e.abs().max())}

@@ -30,14 +30,10 @@ size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, int32_
       n++;
     }
   }
-  for (; i < d; i++) {
-    const float delta = k[i] - k_hat[i];
-    if (params->dense || std::fabs(delta) > params->theta) {
-      k_hat[i] += delta;
-      idx[n] = static_cast<int32_t>(i);
-      val[n] = delta;
-      n++;
-    }
+  if (i < d) {  // remainder: the scalar kernel, indices shifted by i
+    const size_t m = f32_deltaenc_ukernel__scalar(d - i, k + i, k_hat + i, idx + n, val + n, params);
+    for (size_t z = n; z < n + m; z++) idx[z] += static_cast<int32_t>(i);
+    n += m;
   }
   return n;
 }
