@@ -67,14 +67,14 @@ def layer_curves(model, sequences: Sequence[List[int]], grid: Sequence[float] = 
         with torch.no_grad():
             inputs: List[torch.Tensor] = []
             ref = torch.log_softmax(model.lm_head(packed_layers(model, lengths, model.model.embed_tokens(tokens),
-                                                                0, inputs)[0]).float(), -1)
+                                                                0, inputs)[0]).double(), -1)
             for li, core in enumerate(cores):
                 s_c, err = [], []
                 for theta in grid:
                     core.theta = theta
                     stats.reset()
                     out = packed_layers(model, lengths, inputs[li], li)[0]
-                    err.append(max(0.0, _kl(ref, torch.log_softmax(model.lm_head(out).float(), -1))))
+                    err.append(max(0.0, _kl(ref, torch.log_softmax(model.lm_head(out).double(), -1))))
                     s_c.append(stats.read("prefill")[li].s_c)
                     if progress:
                         progress()
@@ -117,7 +117,7 @@ def calibration_sequences(lm, n: int, max_tokens: int = 384) -> List[List[int]]:
             continue
         seen.add(text)
         ids = lm.with_bos(lm.encode(text))
-        if len(ids) <= max_tokens:
+        if len(ids) <= min(max_tokens, lm.max_context_len):
             out.append(ids)
         if len(out) == n:
             break
@@ -134,7 +134,10 @@ def calibrate(lm, target: float, paragraphs: int = 4, quiet: bool = False) -> Ca
     if not lm.is_delta:
         raise ConfigError("attention.kind", "calibration needs attention.kind=delta")
     bar = ProgressBar("calibrate (layer, θ)", len(lm.model.model.layers) * len(THETA_GRID), quiet=quiet)
-    curves = layer_curves(lm.model, calibration_sequences(lm, paragraphs), progress=bar.update)
+    sequences = calibration_sequences(lm, paragraphs)
+    if not sequences:
+        raise ConfigError("--paragraphs", f"no calibration paragraph fits the context of {lm.max_context_len} tokens")
+    curves = layer_curves(lm.model, sequences, progress=bar.update)
     idx = allocate(curves, target)
     thetas = [c.thetas[i] for c, i in zip(curves, idx)]
     s_c = sum(c.s_c[i] for c, i in zip(curves, idx)) / len(curves)
