@@ -46,3 +46,13 @@ def test_best_point_is_highest_s_c_within_budget():
     assert pick_best(list(s.values()), budget=0.5, ppl_budget=2.0).setting == "a"      # b drops 1 point, c +5 %
     assert pick_best(list(s.values()), budget=1.5, ppl_budget=2.0).setting == "b"
     assert pick_best(list(s.values()), budget=0.05, ppl_budget=2.0) is None
+
+
+def test_paired_standard_error_uses_the_same_documents():
+    base = _r("dense", "piqa", 0.5)
+    base.samples = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    same_but_one = _r("a", "piqa", 0.5 - 1 / 6, 0.4)
+    same_but_one.samples = [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    s = summarize([base, same_but_one])[0]
+    assert s.mc_drop == pytest.approx(100 / 6)
+    assert s.mc_drop_se == pytest.approx(mean_stderr([0, 0, 0, 0, 100.0, 0])[1])

@@ -32,6 +32,7 @@ class EvalResult:
     prefill_s_c_layers: List[float] = field(default_factory=list)
     prefill_s_m_layers: List[float] = field(default_factory=list)
     theta_per_layer: Optional[List[float]] = None
+    samples: List[float] = field(default_factory=list)   # per document: the primary metric (paired comparisons)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -99,13 +99,16 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
             acc.append(float(max(range(len(lls)), key=lls.__getitem__) == doc.gold))
             acc_norm.append(float(max(range(len(normed)), key=normed.__getitem__) == doc.gold))
         metrics = {"acc": list(mean_stderr(acc)), "acc_norm": list(mean_stderr(acc_norm))}
+        samples = acc_norm if task.primary == "acc_norm" else acc
     elif task.kind == "loglik":
         hits = [float(scores[ids[0]][1]) for ids in per_doc]
         m, se = mean_stderr([-scores[ids[0]][0] for ids in per_doc])
         metrics = {"acc": list(mean_stderr(hits)), "perplexity": [math.exp(m), math.exp(m) * se]}
+        samples = hits
     elif task.kind == "perplexity":
         sums = [-scores[ids[0]][0] for ids in per_doc]
         metrics = {"perplexity": list(perplexity_stderr(sums, [len(d.ids) - 1 for d in docs]))}
+        samples = sums   # per-document NLL (nats)
     elif task.kind == "generate":
         em, f1 = [], []
         bar = ProgressBar(f"{name} [{lm.label}]", len(docs), quiet=quiet)
@@ -115,6 +118,7 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
             f1.append(squad_f1(pred, doc.answers))
             bar.update()
         metrics = {"exact_match": list(mean_stderr(em)), "f1": list(mean_stderr(f1))}
+        samples = f1
     value, stderr = metrics[task.primary]
     cfg = lm.cfg
     delta = lm.is_delta
@@ -125,7 +129,8 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
         gamma=cfg.attention.gamma if delta else None, w_decode=cfg.attention.w_decode if delta else None,
         **{"prefill_s_m": None, "prefill_s_c": None, "all_s_m": None, "all_s_c": None, **_sparsity(lm)},
         tokens=lm.tokens_processed - tok0, seconds=round(time.perf_counter() - t0, 2), metrics=metrics,
-        theta_per_layer=list(cfg.attention.theta_per_layer) if delta and cfg.attention.theta_per_layer else None)
+        theta_per_layer=list(cfg.attention.theta_per_layer) if delta and cfg.attention.theta_per_layer else None,
+        samples=[round(x, 6) for x in samples])
 
 
 def generate_answer(lm: LanguageModel, doc: GenDoc) -> str:

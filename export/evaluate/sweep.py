@@ -4,11 +4,13 @@ change vs S_c, a PNG plot, and the best point within an accuracy budget."""
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from .metrics import mean_stderr
 from .results import EvalResult
 from .tasks import MC_TASKS
 
@@ -20,6 +22,7 @@ class SettingSummary:
     s_c_prefill: Optional[float]      # mean over the setting's tasks
     s_c_squad_all: Optional[float]    # SQuAD prefill + decode
     mc_drop: Optional[float]          # mean over multiple-choice tasks, points (dense − delta)
+    mc_drop_se: Optional[float]       # its paired standard error (same documents), when samples exist
     ppl_increase_pct: Optional[float]
     squad_f1_drop: Optional[float]
     deltas: Dict[str, float]          # task -> change of its primary metric vs dense (points / %)
@@ -38,6 +41,14 @@ def _change(task: str, base: EvalResult, r: EvalResult) -> float:
     return (r.value - base.value) * 100.0
 
 
+def _paired_se(base: EvalResult, r: EvalResult) -> Optional[float]:
+    """Standard error (points) of the mean per-document difference, when both runs kept samples
+    of the same documents: much tighter than the two runs' own standard errors."""
+    if not base.samples or len(base.samples) != len(r.samples):
+        return None
+    return mean_stderr([(a - b) * 100.0 for a, b in zip(base.samples, r.samples)])[1]
+
+
 def summarize(results: List[EvalResult]) -> List[SettingSummary]:
     """One summary per delta setting, against the dense baseline of the same backend and quantization."""
     groups = _by_setting(results)
@@ -50,11 +61,13 @@ def summarize(results: List[EvalResult]) -> List[SettingSummary]:
             continue
         deltas = {t: _change(t, base[t], r) for t, r in tasks.items() if t in base}
         mc = [-deltas[t] for t in MC_TASKS if t in deltas]
+        ses = [_paired_se(base[t], tasks[t]) for t in MC_TASKS if t in deltas]
         scs = [r.prefill_s_c for r in tasks.values() if r.prefill_s_c is not None]
         out.append(SettingSummary(
             setting=setting, quantization=quant, s_c_prefill=sum(scs) / len(scs) if scs else None,
             s_c_squad_all=tasks["squad"].all_s_c if "squad" in tasks else None,
             mc_drop=sum(mc) / len(mc) if mc else None,
+            mc_drop_se=(math.sqrt(sum(x * x for x in ses)) / len(ses)) if ses and None not in ses else None,
             ppl_increase_pct=deltas.get("perplexity"),
             squad_f1_drop=-deltas["squad"] if "squad" in deltas else None, deltas=deltas))
     return out
@@ -79,7 +92,8 @@ def sweep_table(summaries: List[SettingSummary], tasks: List[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
     for s in summaries:
         row = [s.setting, s.quantization, _f(s.s_c_prefill, ".1%"), _f(s.s_c_squad_all, ".1%"),
-               _f(s.mc_drop, "+.2f"), _f(s.ppl_increase_pct, "+.2f")]
+               _f(s.mc_drop, "+.2f") + ("" if s.mc_drop_se is None else f" ± {s.mc_drop_se:.2f}"),
+               _f(s.ppl_increase_pct, "+.2f")]
         row += [_f(s.deltas.get(t), "+.2f") for t in tasks]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
