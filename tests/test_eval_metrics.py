@@ -56,3 +56,18 @@ def test_paired_standard_error_uses_the_same_documents():
     s = summarize([base, same_but_one])[0]
     assert s.mc_drop == pytest.approx(100 / 6)
     assert s.mc_drop_se == pytest.approx(mean_stderr([0, 0, 0, 0, 100.0, 0])[1])
+
+
+def test_table_and_best_commands_read_results_files(tmp_path, capsys):
+    from export.evaluate.cli import main
+    from export.evaluate.results import to_json
+
+    rows = [_r("dense", "piqa", 0.70), _r("a", "piqa", 0.699, 0.40), _r("b", "piqa", 0.60, 0.60)]
+    path = tmp_path / "results.json"
+    path.write_text(to_json(rows))
+    assert main(["table", str(path)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert len(table) == 2 + 3 and "| a | eager | fp32 | 69.90 ± 1.00 (n=100) | 40.0% |" in table[3]
+    assert main(["best", str(path), "--budget", "0.5"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("a [fp32] S_c 40.0%")
+    assert main(["best", str(path), "--budget", "0.01"]) == 1

@@ -5,6 +5,7 @@
   sweep      dense baseline + θ × γ × W_d grid (+ calibrated per-layer θ) -> table, PNG, best point
   calibrate  per-layer θ for a target S_c from key statistics on calibration text
   best       the highest S_c within an accuracy budget, from a results file
+  table      one wide results table (a row per setting, a column per task) from results files
 
 Results go to stdout (markdown) and, with --out, to results.{md,csv,json,jsonl};
 progress goes to stderr. Exit codes: 2 bad input (config, task, data file), 1 failure.
@@ -70,6 +71,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     best.add_argument("results", nargs="+")
     best.add_argument("--budget", type=float, default=0.5)
     best.add_argument("--ppl-budget", type=float, default=2.0)
+    table = sub.add_parser("table", help="a wide markdown table from results.json files")
+    table.add_argument("results", nargs="+")
     return ap.parse_args(argv)
 
 
@@ -129,6 +132,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if ns.command == "calibrate":
             from .calibrate import cmd_calibrate
             return cmd_calibrate(ns)
+        if ns.command == "table":
+            from .results import load_results, to_wide_markdown
+            print(to_wide_markdown([r for path in ns.results for r in load_results(path)]), end="")
+            return 0
         if ns.command == "best":
             from .sweep import cmd_best
             return cmd_best(ns)

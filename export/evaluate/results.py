@@ -95,3 +95,24 @@ def load_results(path) -> List[EvalResult]:
     text = Path(path).read_text()
     rows = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x]
     return [EvalResult.from_dict(d) for d in rows]
+
+
+def to_wide_markdown(results: List[EvalResult]) -> str:
+    """One row per (setting, backend, quantization), one column per task (value ± stderr, n),
+    then the mean prefill S_c over the row's tasks and SQuAD's prefill + decode S_c."""
+    tasks: List[str] = []
+    rows: Dict[tuple, Dict[str, EvalResult]] = {}
+    for r in results:
+        if r.task not in tasks:
+            tasks.append(r.task)
+        rows.setdefault((r.setting, r.backend, r.quantization), {})[r.task] = r
+    head = ["setting", "backend", "quant"] + [f"{t} ({next(r for r in results if r.task == t).metric})"
+                                              for t in tasks] + ["S_c prefill", "S_c SQuAD all"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
+    for (setting, backend, quant), by_task in rows.items():
+        cells = [f"{format_value(by_task[t])} (n={by_task[t].n})" if t in by_task else "-" for t in tasks]
+        scs = [r.prefill_s_c for r in by_task.values() if r.prefill_s_c is not None]
+        squad = by_task.get("squad")
+        cells += [_pct(sum(scs) / len(scs)) if scs else "-", _pct(squad.all_s_c) if squad else "-"]
+        lines.append("| " + " | ".join([setting, backend, quant] + cells) + " |")
+    return "\n".join(lines) + "\n"
