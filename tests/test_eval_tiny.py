@@ -91,3 +91,25 @@ def test_program_without_full_logits_is_refused(tiny_llama_fp32):
     out, manifest = tiny_llama_fp32
     with pytest.raises(ConfigError, match="full_logits=true"):
         PteLM(out / manifest["pte"])
+
+
+@pytest.mark.parametrize("overrides", [[], ["attention.kind=delta", "attention.theta=0.3", "attention.gamma=0.1"]])
+def test_batched_generation_equals_one_by_one(overrides):
+    from delegates import stats
+
+    lm = EagerLM(load_config("tiny_llama.yaml", overrides))
+    lm.GEN_SLOTS = 3
+    rng = random.Random(2)
+    prompts = [[1] + [rng.randrange(3, 500) for _ in range(rng.randrange(1, 30))] for _ in range(7)]
+    prompts.append([1] + [rng.randrange(3, 500) for _ in range(40)])      # > max_seq_len: chunked, alone
+    stop = lambda new: len(new) >= 2 and new[-1] % 7 == 0                  # noqa: E731  (stops at different steps)
+    stats.reset()
+    one = [lm.greedy(p, 9, stop) for p in prompts]
+    c_one = stats.summary()
+    stats.reset()
+    many = lm.greedy_many(prompts, 9, stop)
+    c_many = stats.summary()
+    assert many == one and len({len(g) for g in one}) > 1
+    if overrides:
+        assert c_many["prefill"]["total"] == c_one["prefill"]["total"]
+        assert c_many["decode"]["total"] == c_one["decode"]["total"] and c_one["decode"]["total"]["macs_dense"] > 0

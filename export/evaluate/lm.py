@@ -121,6 +121,14 @@ class LanguageModel:
     def _step_logits(self, token: int, pos: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def greedy_many(self, prompts: List[List[int]], max_new: int, stop: Callable[[List[int]], bool],
+                    on_done: Callable[[int], None] = lambda n: None) -> List[List[int]]:
+        out = []
+        for p in prompts:
+            out.append(self.greedy(p, max_new, stop))
+            on_done(1)
+        return out
+
 
 def _score(rows: torch.Tensor, cont: List[int]) -> Tuple[float, bool]:
     idx = torch.tensor(cont).unsqueeze(1)
@@ -173,6 +181,29 @@ class EagerLM(LanguageModel):
                 done(j, logp[at: at + unique[j][1]])
                 at += unique[j][1]
             pack = []
+
+    GEN_SLOTS = 8   # sequences generated together (each with its own copy of the caches)
+
+    def greedy_many(self, prompts, max_new, stop, on_done=lambda n: None):
+        """Greedy generation, GEN_SLOTS prompts at a time through packed passes; prompts longer
+        than max_seq_len go one by one (chunked prefill, as the runtime)."""
+        from .packing import packed_greedy, slot_cores
+
+        out: List[List[int]] = [None] * len(prompts)
+        short = [i for i, p in enumerate(prompts) if len(p) <= self.max_seq_len]
+        for i in sorted(set(range(len(prompts))) - set(short)):
+            out[i] = self.greedy(prompts[i], max_new, stop)
+            on_done(1)
+        cores = slot_cores(self.model, min(self.GEN_SLOTS, max(len(short), 1)))
+        for at in range(0, len(short), self.GEN_SLOTS):
+            group = short[at: at + self.GEN_SLOTS]
+            with torch.no_grad(), native_stderr_silenced(self._quiet):
+                gens = packed_greedy(self.model, [prompts[i] for i in group], max_new, self.eos_ids, stop, cores)
+            for i, g in zip(group, gens):
+                out[i] = g
+                self.tokens_processed += len(prompts[i]) + len(g)
+            on_done(len(group))
+        return out
 
     def _prefill_rows(self, ids: List[int], n: int) -> torch.Tensor:
         hidden = []

@@ -9,7 +9,7 @@ from ..progress import ProgressBar
 from .lm import LanguageModel
 from .metrics import mean_stderr, perplexity_stderr, squad_exact, squad_f1
 from .results import EvalResult
-from .tasks import TASKS, GenDoc
+from .tasks import TASKS
 
 PERPLEXITY_MAX_TOKENS = 384
 SQUAD_MAX_NEW_TOKENS = 32
@@ -110,13 +110,13 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
         metrics = {"perplexity": list(perplexity_stderr(sums, [len(d.ids) - 1 for d in docs]))}
         samples = sums   # per-document NLL (nats)
     elif task.kind == "generate":
-        em, f1 = [], []
         bar = ProgressBar(f"{name} [{lm.label}]", len(docs), quiet=quiet)
-        for doc in docs:
-            pred = generate_answer(lm, doc)
-            em.append(squad_exact(pred, doc.answers))
-            f1.append(squad_f1(pred, doc.answers))
-            bar.update()
+        prompts = [lm.with_bos(lm.encode(d.prompt))[-(lm.max_context_len - SQUAD_MAX_NEW_TOKENS):] for d in docs]
+        gens = lm.greedy_many(prompts, SQUAD_MAX_NEW_TOKENS, stop=lambda new: "\n" in lm.decode(new),
+                              on_done=bar.update)
+        preds = [lm.decode(g).split("\n")[0].strip() for g in gens]
+        em = [squad_exact(p, d.answers) for p, d in zip(preds, docs)]
+        f1 = [squad_f1(p, d.answers) for p, d in zip(preds, docs)]
         metrics = {"exact_match": list(mean_stderr(em)), "f1": list(mean_stderr(f1))}
         samples = f1
     value, stderr = metrics[task.primary]
@@ -131,12 +131,6 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
         tokens=lm.tokens_processed - tok0, seconds=round(time.perf_counter() - t0, 2), metrics=metrics,
         theta_per_layer=list(cfg.attention.theta_per_layer) if delta and cfg.attention.theta_per_layer else None,
         samples=[round(x, 6) for x in samples])
-
-
-def generate_answer(lm: LanguageModel, doc: GenDoc) -> str:
-    ids = lm.with_bos(lm.encode(doc.prompt))[-(lm.max_context_len - SQUAD_MAX_NEW_TOKENS):]
-    out = lm.greedy(ids, SQUAD_MAX_NEW_TOKENS, stop=lambda new: "\n" in lm.decode(new))
-    return lm.decode(out).split("\n")[0].strip()
 
 
 def prepare_docs(lm: LanguageModel, name: str, limit: Optional[int], path=None) -> List[object]:
