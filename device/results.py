@@ -2,13 +2,12 @@
 jsonl), like llama-bench. Markdown shows "avg ± std" and only the columns that vary."""
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+from export import records
 
 
 @dataclass
@@ -60,20 +59,15 @@ def mean_std(xs: List[float]):
 
 
 def to_json(results: List[BenchResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=2)
+    return records.to_json(results)
 
 
 def to_jsonl(results: List[BenchResult]) -> str:
-    return "".join(json.dumps(r.to_dict()) + "\n" for r in results)
+    return records.to_jsonl(results)
 
 
 def to_csv(results: List[BenchResult]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(SCALAR_FIELDS)
-    for r in results:
-        w.writerow([getattr(r, k) for k in SCALAR_FIELDS])
-    return buf.getvalue()
+    return records.to_csv(results, SCALAR_FIELDS)
 
 
 def _fmt(v) -> str:

@@ -13,7 +13,6 @@ progress goes to stderr. Exit codes: 2 bad input (config, task, data file), 1 fa
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings

@@ -1,12 +1,12 @@
 """One result dataclass, one row per (setting, backend, task), drives md / csv / json / jsonl."""
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
+
+from .. import records
 
 
 @dataclass
@@ -43,25 +43,19 @@ class EvalResult:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-SCALAR_FIELDS = [f.name for f in dataclasses.fields(EvalResult)
-                 if f.type in ("str", "int", "float", "Optional[float]", "Optional[int]")]
+SCALAR_FIELDS = records.scalar_fields(EvalResult)
 
 
 def to_json(results: List[EvalResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=2)
+    return records.to_json(results)
 
 
 def to_jsonl(results: List[EvalResult]) -> str:
-    return "".join(json.dumps(r.to_dict()) + "\n" for r in results)
+    return records.to_jsonl(results)
 
 
 def to_csv(results: List[EvalResult]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(SCALAR_FIELDS)
-    for r in results:
-        w.writerow([getattr(r, k) for k in SCALAR_FIELDS])
-    return buf.getvalue()
+    return records.to_csv(results, SCALAR_FIELDS)
 
 
 def _pct(v: Optional[float]) -> str:
