@@ -8,9 +8,20 @@ from pathlib import Path
 from typing import Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def temp_path_for(target: Path) -> Path:
+    """A temp file beside `target` with the mode a plain open() would give (mkstemp's is 0600,
+    which would leave outputs unreadable to other users, e.g. an app's user after adb push)."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(name)
 
 

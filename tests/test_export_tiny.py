@@ -103,3 +103,15 @@ def test_tiny_bitnet_ternary_bit_exact_and_matches_eager(tiny_bitnet):
     scale = eager.abs().max().item()
     assert (eager - got).abs().max().item() <= 0.02 * scale
     assert m["validation"]["passed"]
+
+
+def test_outputs_get_the_usual_file_mode(tiny_llama_fp32):
+    """Not mkstemp's 0600: a pushed .pte must stay readable by an app's user."""
+    import os
+    import stat
+
+    out, manifest = tiny_llama_fp32
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in (manifest["pte"], f"{manifest['name']}.json", "tokenizer.json"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask
