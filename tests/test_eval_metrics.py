@@ -71,3 +71,14 @@ def test_table_and_best_commands_read_results_files(tmp_path, capsys):
     assert main(["best", str(path), "--budget", "0.5"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("a [fp32] S_c 40.0%")
     assert main(["best", str(path), "--budget", "0.01"]) == 1
+
+
+def test_agreement_flags_differences_beyond_one_stderr():
+    from export.evaluate.commands import agreement
+
+    eager = [_r("d", "piqa", 0.70, 0.40), _r("d", "boolq", 0.50, 0.40)]
+    pte = [_r("d", "piqa", 0.705, 0.401), _r("d", "boolq", 0.53, 0.40)]
+    for r in pte:
+        r.backend = "pte"
+    rows = agreement(eager, pte).strip().splitlines()[2:]
+    assert rows[0].endswith("| yes |") and rows[1].endswith("| NO |")     # 0.5 vs 3 stderr
