@@ -29,11 +29,7 @@ def plot_results(results: List[BenchResult], out_dir: Path) -> List[Path]:
     ax.set_title("Prefill latency vs prompt length")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    path = out_dir / "latency_vs_prompt.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out_dir / "latency_vs_prompt.png"))
 
     with_layers = [r for r in results if r.sparsity_layers]
     if with_layers:
@@ -50,9 +46,17 @@ def plot_results(results: List[BenchResult], out_dir: Path) -> List[Path]:
         ax.set_title(f"Delta-attention sparsity per layer ({r.prompt_tokens} prompt tokens)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        path = out_dir / "sparsity_per_layer.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / "sparsity_per_layer.png"))
     return written
+
+
+def _save(fig, path):
+    """Write a figure atomically (no half-written PNG) and free it."""
+    import matplotlib.pyplot as plt
+
+    from export.atomic import write_atomic
+
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return path

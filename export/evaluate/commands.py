@@ -5,7 +5,7 @@ import sys
 from typing import List
 
 from ..errors import ConfigError
-from .results import EvalResult
+from .results import EvalResult, format_pct
 
 
 def cmd_data(ns) -> int:
@@ -39,11 +39,8 @@ def agreement(eager: List[EvalResult], pte: List[EvalResult]) -> str:
         z = abs(p.value - e.value) / e.stderr if e.stderr and e.stderr == e.stderr else float("nan")
         sc_ok = e.prefill_s_c is None or abs(e.prefill_s_c - p.prefill_s_c) <= AGREEMENT_MAX_SC_DIFF
         ok = (z <= AGREEMENT_MAX_Z or p.value == e.value) and sc_ok
-
-        def sc(r):
-            return "-" if r.prefill_s_c is None else f"{r.prefill_s_c:.1%}"
         lines.append(f"| {e.task} | {e.metric} | {e.value * scale:.2f} | {p.value * scale:.2f} | {diff:+.2f} | "
-                     f"{z:.2f} | {sc(e)} | {sc(p)} | {'yes' if ok else 'NO'} |")
+                     f"{z:.2f} | {format_pct(e.prefill_s_c)} | {format_pct(p.prefill_s_c)} | {'yes' if ok else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -164,10 +164,12 @@ class EagerLM(LanguageModel):
         for k in sorted(set(range(len(unique))) - set(short)):   # chunked prefill, as the runtime
             done(k, self.logprobs_last(*unique[k]))
         pack: List[int] = []
+        packed_tokens = 0
         for pos, k in enumerate(short):
             pack.append(k)
+            packed_tokens += len(unique[k][0])
             nxt = len(unique[short[pos + 1]][0]) if pos + 1 < len(short) else None
-            if nxt is not None and sum(len(unique[j][0]) for j in pack) + nxt <= self.PACK_TOKENS:
+            if nxt is not None and packed_tokens + nxt <= self.PACK_TOKENS:
                 continue
             seqs = [unique[j][0] for j in pack]
             with torch.no_grad(), native_stderr_silenced(self._quiet):
@@ -175,12 +177,12 @@ class EagerLM(LanguageModel):
                 ends = torch.tensor([len(x) for x in seqs]).cumsum(0).tolist()
                 rows = torch.cat([h[e - unique[j][1]: e] for e, j in zip(ends, pack)])
                 logp = torch.log_softmax(self.model.lm_head(rows).float(), dim=-1)
-            self.tokens_processed += sum(len(x) for x in seqs)
+            self.tokens_processed += packed_tokens
             at = 0
             for j in pack:
                 done(j, logp[at: at + unique[j][1]])
                 at += unique[j][1]
-            pack = []
+            pack, packed_tokens = [], 0
 
     GEN_SLOTS = 8   # sequences generated together (each with its own copy of the caches)
 

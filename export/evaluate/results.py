@@ -58,7 +58,7 @@ def to_csv(results: List[EvalResult]) -> str:
     return records.to_csv(results, SCALAR_FIELDS)
 
 
-def _pct(v: Optional[float]) -> str:
+def format_pct(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
@@ -75,7 +75,7 @@ def to_markdown(results: List[EvalResult]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append("| " + " | ".join([r.setting, r.backend, r.quantization, r.task, r.metric, format_value(r),
-                                        str(r.n), _pct(r.prefill_s_m), _pct(r.prefill_s_c), _pct(r.all_s_c),
+                                        str(r.n), format_pct(r.prefill_s_m), format_pct(r.prefill_s_c), format_pct(r.all_s_c),
                                         f"{r.seconds:.0f}"]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -107,6 +107,6 @@ def to_wide_markdown(results: List[EvalResult]) -> str:
         cells = [f"{format_value(by_task[t])} (n={by_task[t].n})" if t in by_task else "-" for t in tasks]
         scs = [r.prefill_s_c for r in by_task.values() if r.prefill_s_c is not None]
         squad = by_task.get("squad")
-        cells += [_pct(sum(scs) / len(scs)) if scs else "-", _pct(squad.all_s_c) if squad else "-"]
+        cells += [format_pct(sum(scs) / len(scs)) if scs else "-", format_pct(squad.all_s_c) if squad else "-"]
         lines.append("| " + " | ".join([setting, backend, quant] + cells) + " |")
     return "\n".join(lines) + "\n"

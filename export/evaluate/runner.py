@@ -68,15 +68,9 @@ def _sparsity(lm: LanguageModel) -> Dict[str, object]:
     s = stats.summary()
     pre = s["prefill"]
     return {"prefill_s_m": pre["total"]["s_m"], "prefill_s_c": pre["total"]["s_c"],
-            "all_s_m": _all_s_m(s), "all_s_c": s["all"]["s_c"],
+            "all_s_m": s["all"]["s_m"], "all_s_c": s["all"]["s_c"],
             "prefill_s_c_layers": [round(x["s_c"], 5) for x in pre["layers"]],
             "prefill_s_m_layers": [round(x["s_m"], 5) for x in pre["layers"]]}
-
-
-def _all_s_m(s) -> float:
-    layers = s["prefill"]["layers"] + s["decode"]["layers"]
-    e = sum(x["dk_elements"] for x in layers)
-    return sum(x["dk_zeros"] for x in layers) / e if e else 0.0
 
 
 def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: bool = False) -> EvalResult:
