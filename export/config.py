@@ -135,6 +135,7 @@ class AttentionConfig:
     gamma: float = 0.1
     w_max: int = 1 << 20
     w_decode: int = 4
+    calibration: str = ""        # calibration file: key scales and/or per-layer θ (export.calibration)
 
     def __post_init__(self):
         _require(self.theta >= 0, "attention.theta", f"must be >= 0, got {self.theta}")
@@ -232,6 +233,11 @@ class ExportConfig:
         if self.backend.kind == BackendKind.PORTABLE:
             _require(q.linear == LinearQuant.FP32, "quantization.linear",
                      f"{q.linear.value!r} needs backend.kind=xnnpack (the portable backend runs fp32 linears only)")
+        if self.attention.calibration:
+            _require(self.attention.kind == AttentionKind.DELTA, "attention.calibration",
+                     "is for attention.kind=delta (it sets delta attention's thresholds)")
+            _require(self.attention.theta_per_layer is None, "attention.calibration",
+                     "set either attention.calibration or attention.theta_per_layer, not both")
         if self.attention.theta_per_layer is not None and self.arch.n_layers is not None:
             _require(len(self.attention.theta_per_layer) == self.arch.n_layers, "attention.theta_per_layer",
                      f"needs one value per layer ({self.arch.n_layers}), got {len(self.attention.theta_per_layer)}")
@@ -383,4 +389,9 @@ def load_config(spec: str, overrides: Optional[List[str]] = None) -> ExportConfi
         mp = Path(os.path.expanduser(model["path"]))
         if not mp.is_absolute() and not mp.exists() and (path.parent / mp).exists():
             model["path"] = str((path.parent / mp).resolve())
+    attention = data.get("attention")
+    if isinstance(attention, dict) and isinstance(attention.get("calibration"), str) and attention["calibration"]:
+        cp = Path(os.path.expanduser(attention["calibration"]))
+        if not cp.is_absolute() and not cp.exists() and (path.parent / cp).exists():
+            attention["calibration"] = str((path.parent / cp).resolve())
     return config_from_dict(data, overrides)

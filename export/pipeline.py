@@ -1,6 +1,7 @@
 """The export pipeline: load, transform, quantize, export, lower, serialize, validate."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -14,6 +15,7 @@ from .arch import Transformer
 from .arch.bitnet import ternarize_
 from .atomic import temp_path_for, write_atomic, write_json_atomic
 from .attention import make_attention_core
+from .calibration import DeltaCalibration, fold_key_scales_, load_calibration
 from .config import Architecture, ExportConfig, LinearQuant
 from .errors import ConfigError, ExportError
 from .lower import constant_methods, export_program, lower
@@ -31,17 +33,29 @@ class BuiltModel:
     model: Transformer
     source: LoadedSource
     ternary_reference: Optional[Dict[str, torch.Tensor]] = None
+    calibration: Optional[DeltaCalibration] = None
 
 
-def build_model(cfg: ExportConfig, source: LoadedSource) -> BuiltModel:
-    """Our export-ready module with the configured attention cores and the source's weights."""
+def build_model(cfg: ExportConfig, source: LoadedSource,
+                calibration: Optional[DeltaCalibration] = None) -> BuiltModel:
+    """Our export-ready module with the configured attention cores and the source's weights.
+    `calibration` (else the file `attention.calibration` names) sets per-layer θ and key scales."""
     args = source.args
-    if cfg.attention.theta_per_layer is not None and len(cfg.attention.theta_per_layer) != args.n_layers:
+    if calibration is None and cfg.attention.calibration:
+        calibration = load_calibration(cfg.attention.calibration)
+    attention = cfg.attention
+    if calibration is not None:
+        calibration.check_fits(args.n_layers, args.n_kv_heads, args.head_dim, source.info.get("sha256"))
+        if calibration.theta_per_layer is not None:
+            attention = dataclasses.replace(attention, theta_per_layer=list(calibration.theta_per_layer))
+        if calibration.gamma is not None and calibration.gamma != attention.gamma:
+            log.warning("calibration chose θ for γ %g, attention.gamma is %g", calibration.gamma, attention.gamma)
+    if attention.theta_per_layer is not None and len(attention.theta_per_layer) != args.n_layers:
         raise ConfigError("attention.theta_per_layer", f"needs one value per layer ({args.n_layers}), "
-                                                       f"got {len(cfg.attention.theta_per_layer)}")
+                                                       f"got {len(attention.theta_per_layer)}")
     torch.manual_seed(cfg.model.seed)
     model = Transformer(args, lambda i: make_attention_core(
-        cfg.attention, i, args.n_heads, args.n_kv_heads, args.head_dim, cfg.export.max_context_len),
+        attention, i, args.n_heads, args.n_kv_heads, args.head_dim, cfg.export.max_context_len),
         cfg.export.max_context_len, full_logits=cfg.export.full_logits)
     if source.state_dict is None:
         _init_random_(model)
@@ -56,7 +70,12 @@ def build_model(cfg: ExportConfig, source: LoadedSource) -> BuiltModel:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.eval()
     reference = ternarize_(model) if args.architecture == Architecture.BITNET else None
-    return BuiltModel(model, source, reference)
+    if calibration is not None and calibration.key_scales is not None:
+        fold_key_scales_(model, torch.tensor(calibration.key_scales))
+        if reference is not None:   # row-scaled ternary rows stay ternary per group (lossless int4)
+            for fqn in reference:
+                reference[fqn] = model.get_submodule(fqn).weight.detach().clone()
+    return BuiltModel(model, source, reference, calibration)
 
 
 @torch.no_grad()
@@ -156,6 +175,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         "parameters": n_params,
         "quantization": qreport,
         "attention": cfg.to_dict()["attention"],
+        "calibration": built.calibration.summary(cfg.attention.calibration) if built.calibration else None,
         "metadata_methods": metadata,
         "versions": _versions(),
         "pte_bytes": len(lowered.buffer),

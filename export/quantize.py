@@ -3,8 +3,8 @@
 - fp32: nothing.
 - 8da8w: int8 dynamic per-token activations, int8 per-channel weights.
 - 8da4w: int8 dynamic activations, int4 symmetric group-wise weights.
-- ternary (BitNet b1.58): weights are t*s with t in {-1,0,1}; stored as int4 groups whose
-  int values are exactly t and whose scales are exactly s, so the program holds the
+- ternary (BitNet b1.58): weights are t*s with t in {-1,0,1} (s per row); stored as int4 groups
+  whose int values are exactly t and whose scales are exactly s, so the program holds the
   ternary weights losslessly (`ternary_report` proves it).
 - embeddings: int8 / int4 weight-only, per row or group-wise (runs in the quantized
   embedding kernels, not in XNNPACK).
@@ -41,7 +41,7 @@ def quantize_model(model: nn.Module, q: QuantizationConfig) -> Dict[str, object]
                                                 MappingType)
 
     report: Dict[str, object] = {"linear": q.linear.value, "embedding": q.embedding.value}
-    ternary_scales: Dict[str, float] = {}
+    ternary_scales: Dict[str, torch.Tensor] = {}
     with torch.no_grad():
         # Embeddings first: with tied weights lm_head keeps its own (fp32 or linear-quantized) copy.
         if q.embedding != EmbeddingQuant.NONE:
@@ -82,18 +82,20 @@ def quantize_model(model: nn.Module, q: QuantizationConfig) -> Dict[str, object]
     return report
 
 
-def ternary_scale(weight: torch.Tensor) -> float:
-    """The scale s of a weight that is t*s with t in {-1,0,1} (the largest |w|)."""
-    return float(weight.detach().abs().max())
+def ternary_scale(weight: torch.Tensor) -> torch.Tensor:
+    """Per output row, the scale s of a weight row that is t*s with t in {-1,0,1} (its largest |w|).
+    BitNet's s is one per tensor; rows differ when key scales were folded into q/k projections."""
+    s = weight.detach().abs().amax(dim=1)
+    return torch.where(s > 0, s, torch.ones_like(s))
 
 
-def _set_exact_ternary(qweight, scale: float) -> None:
-    """Make the int4 groups hold exactly t (in {-1,0,1}) with scale exactly s."""
-    s = torch.tensor(scale, dtype=qweight.scale.dtype)
+def _set_exact_ternary(qweight, row_scale: torch.Tensor) -> None:
+    """Make the int4 groups hold exactly t (in {-1,0,1}) with each row's scale exactly s."""
+    s = row_scale.to(qweight.scale.dtype).reshape(-1, *([1] * (qweight.scale.dim() - 1)))
     deq = qweight.dequantize()
-    t = torch.round(deq / s).clamp(-1, 1)
+    t = torch.round(deq / s.reshape(-1, 1)).clamp(-1, 1)
     qweight.qdata.copy_(t.to(qweight.qdata.dtype))
-    qweight.scale.fill_(s.item())
+    qweight.scale.copy_(s.expand_as(qweight.scale))
     qweight.zero_point.zero_()
 
 

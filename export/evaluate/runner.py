@@ -15,13 +15,15 @@ PERPLEXITY_MAX_TOKENS = 384
 SQUAD_MAX_NEW_TOKENS = 32
 
 
-def setting_label(cfg) -> str:
+def setting_label(cfg, thetas: Optional[List[float]] = None, key_alpha: Optional[float] = None) -> str:
+    """e.g. "dense", "delta θ0.6 γ0.1 Wd4", "delta θ per-layer (mean 1.23) γ0.1 Wd4 keys α0.5"."""
     a = cfg.attention
     if a.kind.value != "delta":
         return "dense"
-    theta = (f"θ per-layer (mean {sum(a.theta_per_layer) / len(a.theta_per_layer):.2f})"
-             if a.theta_per_layer else f"θ{a.theta:g}")
-    return f"delta {theta} γ{a.gamma:g} Wd{a.w_decode}"
+    thetas = thetas or a.theta_per_layer
+    theta = f"θ per-layer (mean {sum(thetas) / len(thetas):.2f})" if thetas else f"θ{a.theta:g}"
+    keys = f" keys α{key_alpha:g}" if key_alpha is not None else ""
+    return f"delta {theta} γ{a.gamma:g} Wd{a.w_decode}{keys}"
 
 
 def encode_pair(lm: LanguageModel, context: str, continuation: str) -> Tuple[List[int], List[int]]:
@@ -116,14 +118,15 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
     value, stderr = metrics[task.primary]
     cfg = lm.cfg
     delta = lm.is_delta
+    thetas = lm.theta_per_layer if delta else None
     return EvalResult(
-        setting=setting_label(cfg), backend=lm.label, quantization=cfg.quantization.linear.value, task=name,
+        setting=setting_label(cfg, thetas, lm.key_alpha), backend=lm.label, quantization=cfg.quantization.linear.value, task=name,
         metric=task.primary, value=value, stderr=stderr, n=n,
-        theta=cfg.attention.theta if delta and not cfg.attention.theta_per_layer else None,
+        theta=cfg.attention.theta if delta and not thetas else None,
         gamma=cfg.attention.gamma if delta else None, w_decode=cfg.attention.w_decode if delta else None,
         **{"prefill_s_m": None, "prefill_s_c": None, "all_s_m": None, "all_s_c": None, **_sparsity(lm)},
         tokens=lm.tokens_processed - tok0, seconds=round(time.perf_counter() - t0, 2), metrics=metrics,
-        theta_per_layer=list(cfg.attention.theta_per_layer) if delta and cfg.attention.theta_per_layer else None,
+        theta_per_layer=list(thetas) if thetas else None,
         samples=[round(x, 6) for x in samples])
 
 

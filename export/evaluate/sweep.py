@@ -1,4 +1,4 @@
-"""Sweeps: the dense baseline and a θ × γ × W_d grid (plus calibrated per-layer θ) in one
+"""Sweeps: the dense baseline and a θ × γ × W_d grid (plus calibrated rows: per-layer θ, key scales) in one
 run on the eager model (same C kernel and counters as the runtime), a table of accuracy
 change vs S_c, a PNG plot, and the best point within an accuracy budget."""
 from __future__ import annotations
@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from .metrics import mean_stderr
@@ -143,20 +145,20 @@ def cmd_sweep(ns) -> int:
     for theta, gamma, wd in itertools.product(ns.theta, ns.gamma, ns.w_decode):
         settings.append(list(ns.overrides) + ["attention.kind=delta", f"attention.theta={theta}",
                                               f"attention.gamma={gamma}", f"attention.w_decode={wd}"])
-    calibrated = []
-    for target, gamma, wd in itertools.product(ns.per_layer_target, ns.gamma, ns.w_decode):
-        probe = EagerLM(load_config(ns.config, list(ns.overrides) + [
-            "attention.kind=delta", f"attention.gamma={gamma}", f"attention.w_decode={wd}"]), source)
-        cal = calibrate(probe, target, quiet=ns.quiet)
-        print(f"calibrated per-layer θ for S_c {target:.0%} (γ {gamma:g}): {cal.override()} "
-              f"(calibration S_c {cal.s_c:.1%})", file=sys.stderr)
-        calibrated.append(cal.override())
-        settings.append(list(ns.overrides) + ["attention.kind=delta", cal.override(), f"attention.gamma={gamma}",
-                                              f"attention.w_decode={wd}"])
+    cal_dir = Path(ns.out) if ns.out else Path(tempfile.mkdtemp(prefix="deltallm-sweep-"))
+    cal_dir.mkdir(parents=True, exist_ok=True)
+    for target, alpha, gamma, wd in itertools.product(ns.per_layer_target, ns.key_alpha, ns.gamma, ns.w_decode):
+        extra = ["attention.kind=delta", f"attention.gamma={gamma}", f"attention.w_decode={wd}"]
+        cal = calibrate(load_config(ns.config, list(ns.overrides) + extra), source, target, alpha, quiet=ns.quiet)
+        path = cal_dir / f"calibration_sc{target:g}_a{alpha:g}_g{gamma:g}_wd{wd}.json"
+        cal.save(path)
+        print(f"calibrated S_c {target:.0%}, α {alpha:g}, γ {gamma:g}: {path} "
+              f"(calibration S_c {cal.calibration_s_c:.1%})", file=sys.stderr)
+        settings.append(list(ns.overrides) + extra + [f"attention.calibration={path}"])
     results: List[EvalResult] = []
     for i, overrides in enumerate(settings, 1):
         cfg = load_config(ns.config, overrides)
-        print(f"[{i}/{len(settings)}] {cfg.attention.kind.value} θ={cfg.attention.theta_per_layer or cfg.attention.theta} "
+        print(f"[{i}/{len(settings)}] {cfg.attention.kind.value} θ={cfg.attention.calibration or cfg.attention.theta} "
               f"γ={cfg.attention.gamma} W_d={cfg.attention.w_decode}", file=sys.stderr)
         results += evaluate(EagerLM(cfg, source), names, limits, paths, quiet=ns.quiet)
     summaries = summarize(results)
@@ -167,7 +169,6 @@ def cmd_sweep(ns) -> int:
     print(table + "\n" + verdict, file=sys.stderr)
     extra = {"sweep.md": table + "\n" + verdict + "\n"}
     if ns.out:
-        from pathlib import Path
         Path(ns.out).mkdir(parents=True, exist_ok=True)
         plot(summaries, names, Path(ns.out) / "sweep.png")
     emit(results, ns, extra)
