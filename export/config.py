@@ -181,6 +181,7 @@ class ExportSettings:
 @dataclass
 class BackendConfig:
     kind: BackendKind = BackendKind.XNNPACK
+    skip_idle_passes: bool = True   # skip XNNPACK passes a partition cannot need (same program, faster)
 
 
 @dataclass

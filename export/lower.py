@@ -10,6 +10,7 @@ import torch
 
 from .config import BackendKind, ExportConfig
 from .errors import ExportError
+from .xnnpack_passes import skip_idle_xnnpack_passes
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,11 @@ def lower(ep: torch.export.ExportedProgram, cfg: ExportConfig, metadata: Dict[st
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         partitioners.append(XnnpackPartitioner())
     try:
-        edge = to_edge_transform_and_lower(
-            ep, partitioner=partitioners,
-            compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
-            constant_methods=metadata)
+        with skip_idle_xnnpack_passes(cfg.backend.skip_idle_passes):
+            edge = to_edge_transform_and_lower(
+                ep, partitioner=partitioners,
+                compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),
+                constant_methods=metadata)
         calls, kinds = _count_ops(edge.exported_program().graph_module)
         delegated = _delegated_op_count(edge)
         prog = edge.to_executorch(ExecutorchBackendConfig(
