@@ -36,8 +36,8 @@ print(m.load_s, time.perf_counter() - t0)
 def run_export(config: str, out: Path, *overrides: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "export", "--config", config, f"output.dir={out}", "--json", "-q",
-                           *overrides], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "export", "--config", config, f"output.dir={out}", *overrides,
+                           "--json", "-q"], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"export failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
