@@ -5,9 +5,11 @@ a `tokenizers.Tokenizer` and a description of the source (with sha256).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -66,23 +68,87 @@ def package_gguf_path(spec: str) -> Path:
     raise ConfigError("model.path", f"package {pkg!r} has no file {rel!r}")
 
 
+_GGUF_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+def _gguf_read(f, fmt: str):
+    size = struct.calcsize("<" + fmt)
+    data = f.read(size)
+    if len(data) != size:
+        raise ValueError("file ends inside the header")
+    return struct.unpack("<" + fmt, data)[0]
+
+
+def _gguf_string(f) -> bytes:
+    n = _gguf_read(f, "Q")
+    data = f.read(n)
+    if len(data) != n:
+        raise ValueError("file ends inside a string")
+    return data
+
+
+def _gguf_skip(f, vtype: int) -> None:
+    if vtype in _GGUF_SCALAR:
+        f.seek(struct.calcsize("<" + _GGUF_SCALAR[vtype]), 1)
+    elif vtype == _GGUF_STRING:
+        f.seek(_gguf_read(f, "Q"), 1)
+    elif vtype == _GGUF_ARRAY:
+        etype, count = _gguf_read(f, "I"), _gguf_read(f, "Q")
+        if etype in _GGUF_SCALAR:
+            f.seek(count * struct.calcsize("<" + _GGUF_SCALAR[etype]), 1)
+        else:
+            for _ in range(count):
+                _gguf_skip(f, etype)
+    else:
+        raise ValueError(f"unknown value type {vtype}")
+
+
 def gguf_architecture(path: Path) -> str:
-    """Read general.architecture; ConfigError if this is not a readable GGUF file."""
+    """Read general.architecture from the header (only as far as that key: gguf's own reader
+    parses every field, the whole vocabulary included, which takes seconds); ConfigError if this
+    is not a readable GGUF file."""
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
+            if magic != b"GGUF":
+                raise ConfigError("model.path", f"{path} is not a GGUF file (bad magic {magic!r})")
+            try:
+                version = _gguf_read(f, "I")
+                if version < 2:
+                    raise ValueError(f"GGUF version {version} is not supported (2 or later)")
+                _gguf_read(f, "Q")                     # tensor count
+                for _ in range(_gguf_read(f, "Q")):    # key/value count
+                    key, vtype = _gguf_string(f), _gguf_read(f, "I")
+                    if key == b"general.architecture" and vtype == _GGUF_STRING:
+                        return _gguf_string(f).decode()
+                    _gguf_skip(f, vtype)
+            except (ValueError, struct.error, UnicodeDecodeError) as e:
+                raise ConfigError("model.path", f"{path} is a damaged GGUF file: {e}") from e
     except OSError as e:
         raise ConfigError("model.path", f"cannot read {path}: {e.strerror}") from e
-    if magic != b"GGUF":
-        raise ConfigError("model.path", f"{path} is not a GGUF file (bad magic {magic!r})")
+    raise ConfigError("model.path", f"{path} is a damaged GGUF file: no general.architecture")
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """transformers parses the same GGUF file once for the config, the tokenizer and the weights
+    (and again inside each); share one reader per file while a model loads (~2.5 s per parse)."""
     import gguf
 
+    real, readers = gguf.GGUFReader, {}
+
+    def shared(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = shared
     try:
-        reader = gguf.GGUFReader(str(path))
-        fld = reader.fields["general.architecture"]
-        return bytes(fld.parts[fld.data[0]]).decode()
-    except (KeyError, ValueError, IndexError) as e:
-        raise ConfigError("model.path", f"{path} is a damaged GGUF file: {e}") from e
+        yield
+    finally:
+        gguf.GGUFReader = real
 
 
 def _check_gguf(path: Path) -> Architecture:
@@ -134,10 +200,11 @@ def _load_hf(cfg: ExportConfig, where: str, gguf_file: Optional[str], info: dict
         kw = dict(revision=cfg.model.revision) if cfg.model.revision else {}
         if gguf_file:
             kw["gguf_file"] = gguf_file
-        hf_config = AutoConfig.from_pretrained(where, **kw)
-        arch = _hf_architecture(hf_config, cfg.model.architecture)
-        tok = AutoTokenizer.from_pretrained(where, **kw)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kw)
+        with _gguf_parsed_once() if gguf_file else contextlib.nullcontext():
+            hf_config = AutoConfig.from_pretrained(where, **kw)
+            arch = _hf_architecture(hf_config, cfg.model.architecture)
+            tok = AutoTokenizer.from_pretrained(where, **kw)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **kw)
     except ConfigError:
         raise
     except (OSError, ValueError) as e:

@@ -26,6 +26,11 @@ def write_gguf(path: Path, arch: str) -> Path:
     return path
 
 
+def truncated_gguf(path: Path) -> None:
+    write_gguf(path, "llama")
+    path.write_bytes(path.read_bytes()[:30])   # inside the first key
+
+
 def run_cli(tmp_path: Path, capsys, *args: str):
     out = tmp_path / "out"
     code = main(["--config", *args[:1], f"output.dir={out}", *args[1:]])
@@ -69,6 +74,8 @@ CASES = [
      ["model.kind=gguf", "model.path={tmp}/fake.gguf"], "model.path"),
     ("gguf_unsupported_arch", lambda t: write_gguf(t / "gpt2.gguf", "gpt2") and TINY,
      ["model.kind=gguf", "model.path={tmp}/gpt2.gguf"], "model.path"),
+    ("gguf_truncated", lambda t: then_tiny(truncated_gguf(t / "cut.gguf")),
+     ["model.kind=gguf", "model.path={tmp}/cut.gguf"], "model.path"),
     ("local_folder_missing", TINY, ["model.kind=local", "model.path=/nonexistent/folder"], "model.path"),
     ("local_folder_without_config", lambda t: (t / "empty").mkdir() or TINY,
      ["model.kind=local", "model.path={tmp}/empty"], "model.path"),
@@ -115,3 +122,25 @@ def test_bare_config_name_resolves_from_any_directory(tmp_path, capsys, monkeypa
     assert '"architecture": "bitnet"' in out and '"linear": "ternary"' in out
     assert main(["--config", "tiny_llama", "--print-config", "quantization.linear=8da4w"]) == 0
     assert '"linear": "8da4w"' in capsys.readouterr().out
+
+
+def test_gguf_architecture_read_from_the_header_matches_gguf_reader(tmp_path):
+    import gguf
+    import numpy as np
+
+    from export.sources import gguf_architecture
+
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")   # writes general.architecture first: move it behind other keys
+    w.kv_data[0].pop("general.architecture")
+    w.add_array("tokenizer.ggml.tokens", ["<s>", "</s>", "hello", "wörld"])
+    w.add_array("tokenizer.ggml.scores", [0.0, 0.5, 1.0, 2.0])
+    w.add_uint32("llama.block_count", 1)
+    w.add_string("general.architecture", "bitnet")
+    w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    field = gguf.GGUFReader(str(path)).fields["general.architecture"]
+    assert gguf_architecture(path) == bytes(field.parts[field.data[0]]).decode() == "bitnet"
