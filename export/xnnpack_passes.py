@@ -10,11 +10,9 @@ the written programs are byte-identical with and without skipping.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections import Counter
 from typing import Callable, Dict, Set
 
-log = logging.getLogger(__name__)
 
 # pass name -> the op-name fragments it acts on (edge op names such as "aten.convolution.default")
 _ACTS_ON: Dict[str, tuple] = {
@@ -32,7 +30,7 @@ _ACTS_ON: Dict[str, tuple] = {
                                       "aten.max.dim", "avg_pool", "prelu"),
 }
 
-skipped = Counter()   # pass name -> partitions it was skipped for (for the log and tests)
+skipped = Counter()   # pass name -> partitions it was skipped for (read by tests)
 
 
 def _op_names(graph_module) -> Set[str]:
