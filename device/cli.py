@@ -6,8 +6,12 @@ start a virtual device.
     python -m device push    --device HOST:PORT LOCAL REMOTE
     python -m device pull    --device HOST:PORT REMOTE LOCAL
     python -m device bench   --device HOST:PORT --pte out/m.pte [--prompt-lengths 32 128] [--decode-lengths 16]
-                             [--reps 3] [--warmup 1] [--threads N] [--cpu-mask f0] [--thermal-limit-c 45]
-                             [--cooldown-s 0] [--format md|csv|json|jsonl] [--results-dir DIR]
+                             [--runner auto|native|python|android] [--runner-binary PATH] [--cpus 4-7]
+                             [--prompt-file TEXT | --random-prompt] [--reps 3] [--warmup 1] [--threads N]
+                             [--cpu-mask f0] [--thermal-limit-c 45] [--cooldown-s 0]
+                             [--format md|csv|json|jsonl] [--results-dir DIR]
+    python -m device generate --device HOST:PORT --pte out/m.pte --prompt "..." [--max-new-tokens 64] [--raw]
+    python -m device build-runner [--abi x86_64 arm64-v8a] [--et-src DIR|ARCHIVE] [--force]
     python -m device report  RESULTS.json [--format md|csv|json|jsonl]
     python -m device plot    RESULTS.json [--out-dir DIR]
     python -m device virtual --root DIR [--port-file F] [--lifetime-s 3600] [--refuse-keys]
@@ -49,7 +53,12 @@ def cmd_bench(ns) -> int:
     plan = BenchPlan(pte=Path(ns.pte), workdir=ns.workdir, prompt_lengths=ns.prompt_lengths,
                      decode_lengths=ns.decode_lengths, warmup=ns.warmup, reps=ns.reps, threads=ns.threads,
                      cpu_mask=ns.cpu_mask, thermal_limit_c=ns.thermal_limit_c, cooldown_s=ns.cooldown_s,
-                     run_timeout_s=ns.run_timeout_s, python=ns.python, runner=ns.runner)
+                     run_timeout_s=ns.run_timeout_s, python=ns.python, runner=ns.runner,
+                     runner_binary=Path(ns.runner_binary) if ns.runner_binary else None, cpus=ns.cpus,
+                     prompt_file=Path(ns.prompt_file) if ns.prompt_file else None, random_prompt=ns.random_prompt)
+    if ns.prompt_file and ns.random_prompt:
+        print("error: --prompt-file and --random-prompt exclude each other", file=sys.stderr)
+        return 2
     try:
         results = run_bench(t, plan)
     finally:
@@ -146,10 +155,36 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cooldown-s", type=float, default=0.0)
     sp.add_argument("--run-timeout-s", type=float, default=1800.0)
     sp.add_argument("--python", default="python3", help="the device's Python (boards, virtual device)")
-    sp.add_argument("--runner", choices=["python", "android"], default="python",
-                    help="python: device.runner over the shell; android: the app's benchmark mode (am start)")
+    sp.add_argument("--runner", choices=["auto", "native", "python", "android"], default="auto",
+                    help="native: the static runner for the device's ABI (python -m device build-runner); "
+                         "python: device.runner over the shell (boards with Python); android: the app's "
+                         "benchmark mode (am start); auto: native when built for the device's ABI, else python")
+    sp.add_argument("--runner-binary", help="native: this deltallm_runner instead of the cached build")
+    sp.add_argument("--cpus", help="pin the runner to these CPUs, e.g. 4-7 (the big cores)")
+    sp.add_argument("--prompt-file", help="text to tokenise for the prompts (default: a shipped English passage)")
+    sp.add_argument("--random-prompt", action="store_true", help="random token ids instead of text")
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
     sp.add_argument("--results-dir")
+    sp = with_device(sub.add_parser("generate", help="chat with a program on the device (native runner)"))
+    sp.add_argument("--pte", required=True)
+    sp.add_argument("--prompt", required=True)
+    sp.add_argument("--system", help="system prompt (chat template)")
+    sp.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
+    sp.add_argument("--max-new-tokens", type=int, default=64)
+    sp.add_argument("--temperature", type=float, default=0.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int, default=0)
+    sp.add_argument("--cpus")
+    sp.add_argument("--runner-binary")
+    sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
+    sp.add_argument("--json", action="store_true", help="print the whole result (tokens, timings, sparsity)")
+    sp.add_argument("--timeout-s", type=float, default=1800.0)
+    sp = sub.add_parser("build-runner", help="build the native runner (ExecuTorch from source + our kernels)")
+    sp.add_argument("--abi", nargs="+", default=["x86_64", "arm64-v8a"], choices=["x86_64", "arm64-v8a"])
+    sp.add_argument("--et-src")
+    sp.add_argument("--force", action="store_true")
+    sp.add_argument("--jobs", type=int)
+    sp.add_argument("--print-path", action="store_true")
     sp = sub.add_parser("report", help="re-format a results.json")
     sp.add_argument("results")
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
@@ -165,10 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["build-runner"]:
+        from .native_build import main as build_main
+
+        return build_main(argv[1:])
     ns = build_parser().parse_args(argv)
     try:
         if ns.command == "bench":
             return cmd_bench(ns)
+        if ns.command == "generate":
+            from .generate import cmd_generate
+
+            return cmd_generate(ns, _transport(ns))
         if ns.command == "report":
             return cmd_report(ns)
         if ns.command == "virtual":

@@ -34,6 +34,45 @@ def cpufreq(t: Transport, timeout_s: float = 15.0) -> Dict[str, int]:
     return out
 
 
+MACHINE_TO_ABI = {"aarch64": "arm64-v8a", "arm64": "arm64-v8a", "armv8l": "armeabi-v7a", "armv7l": "armeabi-v7a",
+                  "x86_64": "x86_64", "amd64": "x86_64", "i686": "x86"}
+
+
+def device_abi(t: Transport, timeout_s: float = 15.0) -> str:
+    """The device's primary ABI: first of `getprop ro.product.cpu.abilist` (Android), else from
+    `uname -m` (Linux boards). Raises DeviceError when neither answers."""
+    from .errors import DeviceError
+
+    abilist = _out(t, "getprop ro.product.cpu.abilist", timeout_s)
+    if abilist:
+        return abilist.split(",")[0].strip()
+    machine = _out(t, "uname -m", timeout_s)
+    if machine:
+        return MACHINE_TO_ABI.get(machine.lower(), machine)
+    raise DeviceError(t.name, "abi", "neither getprop ro.product.cpu.abilist nor uname -m answered")
+
+
+def free_bytes(t: Transport, path: str, timeout_s: float = 15.0) -> Optional[int]:
+    """Free bytes on the file system holding `path` (its nearest existing parent), from `df -k`;
+    None when the device's df does not say."""
+    probe = f'p={_quote(path)}; while [ ! -e "$p" ] && [ "$p" != / ]; do p=$(dirname "$p"); done; df -k "$p"'
+    lines = _out(t, probe, timeout_s).splitlines()
+    if len(lines) < 2:
+        return None
+    fields = " ".join(lines[1:]).split()
+    # Filesystem 1K-blocks Used Available Use% Mounted-on (toybox and coreutils alike)
+    try:
+        return int(fields[3]) * 1024
+    except (IndexError, ValueError):
+        return None
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
 def device_info(t: Transport, timeout_s: float = 15.0) -> Dict[str, object]:
     info: Dict[str, object] = {"address": t.name}
     for key, prop in PROPS.items():

@@ -34,6 +34,9 @@ class BenchResult:
     decode_s_c: Optional[float]
     thermal_c_before: Optional[float]
     cooldown_s: float
+    runner: str = "python"              # native | python | android (results before protocol 2: python)
+    abi: str = ""
+    binary_sha256: str = ""             # the native runner's binary
     ttft_ms: List[float] = field(default_factory=list)
     prefill_tps: List[float] = field(default_factory=list)
     decode_tps: List[float] = field(default_factory=list)
@@ -81,16 +84,16 @@ def _fmt(v) -> str:
 def to_markdown(results: List[BenchResult]) -> str:
     if not results:
         return ""
-    identity = ["device", "model", "quantization", "attention", "threads", "prompt_tokens", "decode_tokens"]
+    identity = ["device", "runner", "model", "quantization", "attention", "threads", "prompt_tokens", "decode_tokens"]
     cols = [c for c in identity if len({getattr(r, c) for r in results}) > 1 or c in ("prompt_tokens", "decode_tokens")]
-    header = cols + ["load ms", "ttft ms", "prefill t/s", "decode t/s", "S_c prefill", "S_c decode"]
+    header = cols + ["load ms", "ttft ms", "prefill t/s", "decode t/s", "S_c prefill", "S_c decode", "RSS MB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if c in identity else "---:" for c in header) + "|"]
     for r in results:
         row = [_fmt(getattr(r, c)) for c in cols]
         row += [f"{r.load_ms:.1f}", f"{r.ttft_ms_avg:.2f} ± {r.ttft_ms_std:.2f}",
                 f"{r.prefill_tps_avg:.2f} ± {r.prefill_tps_std:.2f}", f"{r.decode_tps_avg:.2f} ± {r.decode_tps_std:.2f}",
                 "-" if r.prefill_s_c is None else f"{r.prefill_s_c:.1%}",
-                "-" if r.decode_s_c is None else f"{r.decode_s_c:.1%}"]
+                "-" if r.decode_s_c is None else f"{r.decode_s_c:.1%}", f"{r.peak_rss_mb:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
     same = [f"{c}: {getattr(results[0], c)}" for c in identity if c not in cols]
     return ("\n".join(lines) + "\n") + (f"\n{', '.join(same)}\n" if same else "")

@@ -1,7 +1,11 @@
 """On-device Python runner (embedded Linux boards with Python, and the virtual device).
 
     python -m device.runner --pte M.pte --out result.json --prompt-lengths 32 128 --decode-lengths 16 \\
-        [--warmup 1] [--reps 3] [--threads N]
+        [--prompt-ids ids.bin] [--warmup 1] [--reps 3] [--threads N]
+
+The same command line and result schema as the native runner (device/native, `deltallm_runner
+bench`), for boards that have Python. Prompt ids: little-endian int32 (device/prompts.py makes
+them from real text); without --prompt-ids, seeded random ids.
 
 Runs the ExecuTorch runtime with our kernel library. For every prompt length x decode length:
 warm-up, then repetitions of a fresh sequence (prefill from position 0, then greedy decode),
@@ -19,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-PROTOCOL = "deltallm-bench/1"
+PROTOCOL = "deltallm-bench/2"     # 2: runner, abi; prompt ids from a file; peak_rss_mb of the runner process
+ABI = {"aarch64": "arm64-v8a", "arm64": "arm64-v8a", "x86_64": "x86_64", "amd64": "x86_64"}
 
 
 def _prompt(n: int, vocab: int):
@@ -47,10 +52,18 @@ def run(ns) -> dict:
         from delegates import stats
     except ImportError:
         stats = None
+    file_ids = None
+    if ns.prompt_ids:
+        from device.prompts import read_ids
+
+        file_ids = read_ids(Path(ns.prompt_ids))
+        if len(file_ids) < max(ns.prompt_lengths):
+            raise SystemExit(f"error: {ns.prompt_ids} has {len(file_ids)} ids; prompt length "
+                             f"{max(ns.prompt_lengths)} needs more")
     configs = []
     for p in ns.prompt_lengths:
         for d in ns.decode_lengths:
-            ids = _prompt(p, vocab)
+            ids = _prompt(p, vocab) if file_ids is None else torch.tensor([file_ids[:p]])
             samples = {"ttft_ms": [], "prefill_tps": [], "decode_tps": []}
             sparsity = None
             for rep in range(ns.warmup + ns.reps):
@@ -80,7 +93,10 @@ def run(ns) -> dict:
                         sparsity = s
             configs.append({"prompt_tokens": p, "decode_tokens": d, "samples": samples, "sparsity": sparsity})
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"protocol": PROTOCOL, "load_ms": load_ms, "startup_ms": startup_ms, "peak_rss_mb": rss_kb / 1024, "threads": ns.threads,
+    import platform
+
+    return {"protocol": PROTOCOL, "runner": "python", "abi": ABI.get(platform.machine().lower(), platform.machine()),
+            "load_ms": load_ms, "startup_ms": startup_ms, "peak_rss_mb": rss_kb / 1024, "threads": ns.threads,
             "configs": configs}
 
 
@@ -93,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--prompt-ids", help="little-endian int32 token ids (the first N for prompt length N)")
     ns = ap.parse_args(argv)
     result = run(ns)
     out = Path(ns.out)

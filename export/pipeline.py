@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,16 @@ def _check_output_dir(cfg: ExportConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise ConfigError("output.dir", f"{str(out)!r} exists and is not a folder")
     parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK):
-        raise ConfigError("output.dir", f"{str(parent)!r} is not writable")
+    if not parent.is_dir():
+        raise ConfigError("output.dir", f"{str(parent)!r} is not a folder")
+    # A real write (os.access says yes to root on read-only file systems and /sys): a probe file
+    # in the nearest existing folder, removed at once. Nothing else is created before the export.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".deltallm-write-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError("output.dir", f"{str(parent)!r} is not writable ({e.strerror})") from None
     return out
 
 

@@ -86,6 +86,10 @@ CASES = [
     ("config_not_yaml", lambda t: write_yaml(t, "model: [unclosed\n"), [], "--config"),
     ("theta_per_layer_length", TINY, ["attention.theta_per_layer=[0.5]"], "attention.theta_per_layer"),
     ("output_dir_is_file", lambda t: then_tiny((t / "afile").write_text("x")), ["output.dir={tmp}/afile"], "output.dir"),
+    ("output_dir_under_a_file", lambda t: then_tiny((t / "afile").write_text("x")), ["output.dir={tmp}/afile/sub"],
+     "output.dir"),
+    # Not writable even for root (tests run as root here, where permission bits do not stop writes).
+    ("output_dir_unwritable", TINY, ["output.dir=/sys/deltallm-out"], "output.dir"),
 ]
 
 

@@ -32,7 +32,7 @@ def device(tmp_path, key, **kw):
 
 def bench_args(dev, key, pte, *extra):
     return ["bench", "--device", dev.address, "--key", str(key), "--pte", str(pte), "--prompt-lengths", "12", "40",
-            "--decode-lengths", "6", "--reps", "2", "--warmup", "1", *extra]
+            "--decode-lengths", "6", "--reps", "2", "--warmup", "1", "--runner", "python", *extra]
 
 
 def test_bench_delta_program_fills_every_field(tmp_path, key, tiny_llama_delta, capsys):
@@ -106,6 +106,7 @@ def test_thermal_gate_waits_for_the_device_to_cool(tmp_path, key, tiny_llama_fp3
         cool.start()
         code = main(["bench", "--device", dev.address, "--key", str(key), "--pte", str(out / m["pte"]),
                      "--prompt-lengths", "8", "--decode-lengths", "2", "--reps", "1", "--thermal-limit-c", "45",
+                     "--runner", "python",
                      "--format", "json"])
         cool.cancel()
     assert code == 0

@@ -43,8 +43,8 @@ class VirtualDevice:
     def __init__(self, root: Path, *, serial: str = "virtual-0", require_auth: bool = True,
                  authorized_keys: List[bytes] = (), accept_new_keys: bool = True, faults: Optional[Faults] = None,
                  properties: Optional[Dict[str, str]] = None, max_payload: int = MAX_PAYLOAD,
-                 max_lifetime_s: float = 3600.0):
-        self.sandbox = Sandbox(root)
+                 max_lifetime_s: float = 3600.0, abi: str = "arm64-v8a"):
+        self.sandbox = Sandbox(root, abi)
         self.serial = serial
         self.require_auth = require_auth
         self.accept_new_keys = accept_new_keys
@@ -53,7 +53,9 @@ class VirtualDevice:
         self.max_lifetime_s = max_lifetime_s
         self.properties = {"ro.product.name": "virtual", "ro.product.model": "VirtualDevice",
                            "ro.product.device": "virtual", "ro.product.manufacturer": "deltallm",
-                           "ro.product.cpu.abi": "x86_64", "ro.build.version.release": "14",
+                           "ro.product.cpu.abi": abi,
+                           "ro.product.cpu.abilist": "arm64-v8a,armeabi-v7a,armeabi" if abi == "arm64-v8a"
+                           else "x86_64,x86", "ro.build.version.release": "14",
                            "ro.build.version.sdk": "34", "ro.hardware": "virtual", **(properties or {})}
         self._keys = [parse_adb_public_key(k) for k in authorized_keys]
         self._sock: Optional[socket.socket] = None
@@ -122,6 +124,14 @@ class VirtualDevice:
         script.write_text(f"#!/bin/sh\nif [ $# -eq 0 ]; then\n{listing}\nexit 0\nfi\ncase \"$1\" in\n{lines}\n"
                           f"  *) echo '' ;;\nesac\n")
         script.chmod(0o755)
+        df = self.sandbox.root / "system" / "bin" / "df"
+        if self.faults.storage_quota_bytes is not None:   # what a nearly full phone's toybox df says
+            kb = self.faults.storage_quota_bytes // 1024
+            df.write_text("#!/bin/sh\necho 'Filesystem      1K-blocks    Used Available Use% Mounted on'\n"
+                          f"echo '/dev/block/dm-5 {kb + 1000} 1000 {kb} 1% /data'\n")
+            df.chmod(0o755)
+        else:
+            df.unlink(missing_ok=True)
         am = self.sandbox.root / "system" / "bin" / "am"
         am.write_text('#!/bin/sh\nexec python3 -m device.virtual.fake_am "$@"\n')
         am.chmod(0o755)

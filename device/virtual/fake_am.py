@@ -39,7 +39,8 @@ def main(argv) -> int:
            "--prompt-lengths", *extras["prompt_lengths"].split(","),
            "--decode-lengths", *extras["decode_lengths"].split(","),
            "--warmup", extras.get("warmup", "1"), "--reps", extras.get("reps", "3"),
-           "--threads", extras.get("threads", "0")]
+           "--threads", extras.get("threads", "0")] + (["--prompt-ids", extras["prompt_ids"]]
+                                                        if extras.get("prompt_ids") else [])
     script = (f"{' '.join(map(_q, cmd))} > /dev/null 2>&1 || echo \"error: runner exited with $?\" > {_q(str(done))}")
     subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

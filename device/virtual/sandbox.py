@@ -1,5 +1,11 @@
 """Device paths inside a sandbox folder: /data, /sdcard (and /storage/emulated/0) map below
-the sandbox root, so nothing the virtual device does touches the host's own paths."""
+the sandbox root, so nothing the virtual device does touches the host's own paths.
+
+The sandbox is also the device's CPU as far as programs go: an ELF executable stored in it runs
+only if it is built for the device's ABI, as on a phone. An arm64 device runs aarch64 executables
+under qemu-aarch64-static (when a command names one by its device path, directly or behind
+`exec`, `taskset MASK`, `nice`); an executable for another machine fails as Android's shell does
+("not executable: 64-bit ELF file", exit 126)."""
 from __future__ import annotations
 
 import os
@@ -10,18 +16,54 @@ from pathlib import Path
 MAPPED = ("/data", "/sdcard", "/storage/emulated/0")
 VIRTUAL_SYS = ("/sys/class/thermal", "/sys/devices/system/cpu")   # served from the sandbox too
 _PATTERN = re.compile(r"(?<![\w./-])(/storage/emulated/0|/sdcard|/data|/sys/class/thermal|/sys/devices/system/cpu)"
-                      r"(?=/|\b|$)")
+                      r"(?=/|\b|$)([^\s'\"`;|&<>()]*)")
+# What may stand before a word for it to be the command a shell executes.
+_COMMAND_POSITION = re.compile(r"(^|[;&|(){}\n]|\b(exec|then|do|else|time)|\btaskset(\s+-c)?\s+\S+|\bnice(\s+-n\s*-?\d+)?)"
+                               r"\s*$")
+ELF_MACHINES = {62: "x86_64", 183: "aarch64"}       # e_machine -> `uname -m`
+ABI_MACHINE = {"arm64-v8a": "aarch64", "x86_64": "x86_64"}
+QEMU = {"aarch64": "qemu-aarch64-static", "x86_64": "qemu-x86_64-static"}
 
 
 class SandboxError(Exception):
     pass
 
 
+def elf_machine(path: Path):
+    """`uname -m` of the machine an ELF file is built for; None if not an ELF executable."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), f"elf-machine-{head[18]}")
+
+
 class Sandbox:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, abi: str = "arm64-v8a"):
         self.root = Path(root).resolve()
+        if abi not in ABI_MACHINE:
+            raise ValueError(f"abi: expected one of {', '.join(ABI_MACHINE)}, got {abi!r}")
+        self.abi, self.machine = abi, ABI_MACHINE[abi]
         for sub in ("data/local/tmp", "sdcard", "system/bin"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self._write_tools()
+
+    def _write_tools(self) -> None:
+        """`uname` answering the device's machine, and the exec helpers rewrite_command uses."""
+        tools = {
+            "uname": f'#!/bin/sh\nif [ "$1" = "-m" ]; then echo {self.machine}; exit 0; fi\nexec /bin/uname "$@"\n',
+            "dlm-noexec": '#!/bin/sh\necho "/system/bin/sh: $1: not executable: 64-bit ELF file" >&2\nexit 126\n',
+            "dlm-emulate": '#!/bin/sh\nq="$1"; shift\ncommand -v "$q" >/dev/null 2>&1 || '
+                           '{ echo "virtual device: $q is not installed (apt-get install qemu-user-static)" >&2; exit 127; }\n'
+                           'exec "$q" "$@"\n',
+        }
+        for name, text in tools.items():
+            path = self.root / "system" / "bin" / name
+            path.write_text(text)
+            path.chmod(0o755)
 
     def _prefix(self, device_prefix: str) -> Path:
         if device_prefix in VIRTUAL_SYS:
@@ -56,8 +98,23 @@ class Sandbox:
         raise SandboxError(f"{device_path}: outside the device's writable storage")
 
     def rewrite_command(self, command: str) -> str:
-        """Rewrite absolute device paths in a shell command to their sandbox locations."""
-        return _PATTERN.sub(lambda m: str(self._prefix(m.group(1))), command)
+        """Rewrite absolute device paths in a shell command to their sandbox locations; an ELF
+        executable in command position runs as the device's CPU would run it (see the module doc)."""
+
+        def sub(m: re.Match) -> str:
+            host = str(self._prefix(m.group(1))) + m.group(2)
+            if not _COMMAND_POSITION.search(command[: m.start()]):
+                return host
+            machine = elf_machine(Path(host)) if os.path.isfile(host) else None
+            if machine is None:
+                return host
+            if machine != self.machine:
+                return f"dlm-noexec {m.group(0)}"
+            if machine != os.uname().machine:
+                return f"dlm-emulate {QEMU.get(machine, 'qemu-' + machine)} {host}"
+            return host
+
+        return _PATTERN.sub(sub, command)
 
     @property
     def cwd(self) -> Path:

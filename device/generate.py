@@ -1,0 +1,95 @@
+"""`python -m device generate`: chat with a program on a phone or board without the app.
+
+The host renders the program's chat template, tokenises with its tokenizer.json, pushes the
+program, the ids and the native runner for the device's ABI (verified, unchanged files skipped),
+runs `deltallm_runner generate` over the transport and detokenises the answer. The answer goes to
+stdout; figures (TTFT, prefill/decode tok/s, sparsity, RSS) to stderr.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .bench import IDS_NAME, NATIVE_NAME, BenchPlan, ProgressBar, _check_storage, resolve_runner
+from .chat import chat_messages, render_chat
+from .errors import DeviceError
+from .info import device_abi
+from .prompts import PromptError, load_tokenizer, write_ids
+from .push import push_verified
+from .transport import Transport, quote_args
+
+
+def prompt_ids(manifest: dict, tokenizer, prompt: str, system=None, raw: bool = False):
+    text = None if raw else render_chat(manifest, chat_messages(prompt, system))
+    ids = tokenizer.encode(text if text is not None else prompt, add_special_tokens=False).ids
+    bos = (manifest.get("architecture") or {}).get("bos_id")
+    if text is None and isinstance(bos, int) and bos >= 0:
+        ids = [bos] + ids
+    return ids
+
+
+def cmd_generate(ns, t: Transport) -> int:
+    try:
+        return _generate(ns, t)
+    finally:
+        t.close()
+
+
+def _generate(ns, t: Transport) -> int:
+    pte = Path(ns.pte)
+    if not pte.is_file():
+        print(f"error: {pte} does not exist", file=sys.stderr)
+        return 2
+    manifest_path = pte.with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    try:
+        tok = load_tokenizer(pte.parent / "tokenizer.json")
+    except PromptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ids = prompt_ids(manifest, tok, ns.prompt, ns.system, ns.raw)
+    plan = BenchPlan(pte=pte, workdir=ns.workdir, runner="native",
+                     runner_binary=Path(ns.runner_binary) if ns.runner_binary else None)
+    abi = device_abi(t)
+    _, binary, _ = resolve_runner(t, plan, abi)
+    with tempfile.TemporaryDirectory() as tmp:
+        ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
+        shutil.copy2(binary, Path(tmp) / NATIVE_NAME)
+        files = [pte, ids_file, Path(tmp) / NATIVE_NAME]
+        _check_storage(t, plan, files)
+        for f in files:
+            pushed = push_verified(t, f, posixpath.join(ns.workdir, f.name), progress=ProgressBar(f.name))
+            print(f"{f.name}: {'pushed' if pushed else 'unchanged on device'}", file=sys.stderr)
+    remote_bin = posixpath.join(ns.workdir, NATIVE_NAME)
+    t.check(["chmod", "755", remote_bin], "chmod runner")
+    cmd = [remote_bin, "generate", "--pte", posixpath.join(ns.workdir, pte.name),
+           "--prompt-ids", posixpath.join(ns.workdir, IDS_NAME), "--max-new-tokens", str(ns.max_new_tokens),
+           "--temperature", str(ns.temperature), "--seed", str(ns.seed), "--threads", str(ns.threads)]
+    if ns.cpus:
+        cmd += ["--cpus", ns.cpus]
+    r = t.shell(f"cd {quote_args([ns.workdir])} && {quote_args(cmd)} 2>&1", ns.timeout_s)
+    if r.exit_code != 0:
+        tail = " | ".join(r.output.strip().splitlines()[-3:])
+        raise DeviceError(t.name, "generate", f"native runner exited with {r.exit_code}: {tail}")
+    try:
+        result = json.loads(r.output.strip().splitlines()[-1])
+    except (ValueError, IndexError) as e:
+        raise DeviceError(t.name, "generate", f"the runner printed no result: {r.output[-200:]!r}") from e
+    eos = set((manifest.get("architecture") or {}).get("eos_ids") or [])
+    answer_ids = [x for x in result["tokens"] if x not in eos]
+    result["text"] = tok.decode(answer_ids, skip_special_tokens=True)
+    if ns.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["text"])
+    sp = result.get("sparsity") or {}
+    pre = (sp.get("prefill") or {}).get("total") or {}
+    print(f"[{result['prompt_tokens']} prompt tokens, {len(result['tokens'])} generated | TTFT "
+          f"{result['ttft_ms']:.0f} ms | prefill {result['prefill_tps']:.1f} tok/s | decode "
+          f"{result['decode_tps']:.1f} tok/s | RSS {result['peak_rss_mb']:.0f} MB"
+          + (f" | S_c prefill {pre['s_c']:.1%}" if pre.get("macs_dense") else "") + "]", file=sys.stderr)
+    return 0
