@@ -14,7 +14,7 @@ start a virtual device.
     python -m device build-runner [--abi x86_64 arm64-v8a] [--et-src DIR|ARCHIVE] [--force]
     python -m device report  RESULTS.json [--format md|csv|json|jsonl]
     python -m device plot    RESULTS.json [--out-dir DIR]
-    python -m device virtual --root DIR [--port-file F] [--lifetime-s 3600] [--refuse-keys]
+    python -m device virtual --root DIR [--port-file F] [--lifetime-s 3600] [--refuse-keys] [--abi arm64-v8a|x86_64]
 
 Progress on stderr, results on stdout. Exit codes: 0 ok, 2 bad arguments, 3 device error,
 4 device timeout, 5 key refused.
@@ -108,7 +108,8 @@ def cmd_plot(ns) -> int:
 def cmd_virtual(ns) -> int:
     from .virtual import Faults, VirtualDevice
 
-    dev = VirtualDevice(Path(ns.root), faults=Faults(refuse_keys=ns.refuse_keys), max_lifetime_s=ns.lifetime_s).start()
+    dev = VirtualDevice(Path(ns.root), faults=Faults(refuse_keys=ns.refuse_keys), max_lifetime_s=ns.lifetime_s,
+                        abi=ns.abi).start()
     if ns.port_file:
         _write_atomic(Path(ns.port_file), str(dev.port))
     print(dev.address, flush=True)
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--port-file")
     sp.add_argument("--lifetime-s", type=float, default=3600.0)
     sp.add_argument("--refuse-keys", action="store_true")
+    sp.add_argument("--abi", choices=["arm64-v8a", "x86_64"], default="arm64-v8a",
+                    help="the device's CPU: arm64-v8a runs aarch64 executables under qemu-aarch64-static")
     return p
 
 

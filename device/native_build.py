@@ -35,6 +35,7 @@ ET_SUBMODULES = ["backends/xnnpack/third-party/XNNPACK", "backends/xnnpack/third
                  "kernels/optimized/third-party/eigen"]
 SHARED_ARCHIVE = ROOT.parent / "shared" / "third_party" / "executorch-v1.4.1-cpu-src.tar.xz"
 RUNNER = "deltallm_runner"
+JNI_LIB = "libdeltallm_jni.so"       # the Android app's native library (host JVM tests on x86-64)
 
 # Android ABI -> (toolchain file, ELF e_machine, `uname -m`)
 ABIS: Dict[str, tuple] = {
@@ -65,6 +66,7 @@ class BuildInfo:
     ccache: bool
     wheel_flatc: bool
     built_at: str
+    jni_library: str = ""
 
 
 def cache_root() -> Path:
@@ -278,8 +280,8 @@ def build_runner(abi: str, et_src: Optional[str] = None, force: bool = False, jo
     t0 = time.perf_counter()
     _run(args, "cmake configure", log_file, env=env)
     t1 = time.perf_counter()
-    log(f"{abi}: building {RUNNER} with {jobs or os.cpu_count()} jobs (a fresh build takes minutes)")
-    _run(["cmake", "--build", str(work), "--target", RUNNER, "-j", str(jobs or os.cpu_count() or 2)],
+    log(f"{abi}: building {RUNNER} and {JNI_LIB} with {jobs or os.cpu_count()} jobs (a fresh build takes minutes)")
+    _run(["cmake", "--build", str(work), "--target", RUNNER, "deltallm_jni", "-j", str(jobs or os.cpu_count() or 2)],
          "cmake build", log_file, env=env)
     t2 = time.perf_counter()
     built = work / RUNNER
@@ -288,7 +290,9 @@ def build_runner(abi: str, et_src: Optional[str] = None, force: bool = False, jo
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_mkdir(cache_root())))
     try:
         shutil.copy2(built, staging / RUNNER)
+        shutil.copy2(work / JNI_LIB, staging / JNI_LIB)
         info = BuildInfo(abi=abi, key=key, binary=str(out_dir / RUNNER), sha256=sha256_file(built),
+                         jni_library=str(out_dir / JNI_LIB),
                          size_bytes=built.stat().st_size, source=identity, seconds_configure=round(t1 - t0, 1),
                          seconds_build=round(t2 - t1, 1), ccache=bool(ccache), wheel_flatc=bool(flatc),
                          built_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -298,8 +302,17 @@ def build_runner(abi: str, et_src: Optional[str] = None, force: bool = False, jo
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _prune(abi, keep=out_dir)
     log(f"{abi}: built {info.binary} ({info.size_bytes / 1e6:.1f} MB) in {t2 - t0:.0f} s")
     return info
+
+
+def _prune(abi: str, keep: Path, keep_others: int = 2) -> None:
+    """Older builds of this ABI beyond the newest `keep_others` are removed (each is ~10 MB)."""
+    old = sorted((d for d in cache_root().glob(f"{abi}-*") if d != keep and (d / "build.json").is_file()),
+                 key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in old[keep_others:]:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

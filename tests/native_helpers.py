@@ -31,9 +31,9 @@ def native_generate(binary: Path, abi: str, pte: Path, ids_file: Path, steps: in
     return result, np.fromfile(dump, dtype=np.float32)
 
 
-def python_generate(pte: Path, ids: Sequence[int], steps: int):
-    """The Python runtime on the same calls: prefill chunks from position 0, then greedy decode.
-    Returns (logits [calls, vocab], kernel counters summary or None)."""
+def python_generate(pte: Path, ids: Sequence[int], steps: int, forced: Sequence[int] = None):
+    """The Python runtime on the same calls: prefill chunks from position 0, then greedy decode
+    (or decode step i fed forced[i]). Returns (logits [calls, vocab], kernel counters or None)."""
     import torch
 
     from export.runtime import PteModel, load_kernel_libraries
@@ -51,7 +51,8 @@ def python_generate(pte: Path, ids: Sequence[int], steps: int):
         outs.append(logits.reshape(-1, logits.shape[-1])[-1].float())
         pos += chunk.shape[1]
     tok = int(outs[-1].argmax())
-    for _ in range(steps):
+    for i in range(steps):
+        tok = int(forced[i]) if forced is not None else tok
         logits = model.forward(torch.tensor([[tok]]), pos)
         outs.append(logits.reshape(-1, logits.shape[-1])[-1].float())
         pos += 1
@@ -59,3 +60,16 @@ def python_generate(pte: Path, ids: Sequence[int], steps: int):
     s = stats.summary()
     counted = s if (s["prefill"]["layers"] or s["decode"]["layers"]) else None
     return torch.stack(outs).numpy(), counted
+
+
+def big_tokenizer():
+    """A byte-level BPE tokenizer whose ids go past a tiny model's 512-token vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from device.prompts import DEFAULT_PASSAGE
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator([DEFAULT_PASSAGE.read_text()] * 4,
+                            trainers.BpeTrainer(vocab_size=1200, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok

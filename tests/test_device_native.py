@@ -151,3 +151,43 @@ def test_native_without_a_build_for_the_abi_says_how(tmp_path, key, tiny_llama_f
     with device(tmp_path, key) as dev:
         code = bench(dev, key, out / m["pte"], "--runner", "native")
     assert code == 3 and "python -m device build-runner --abi arm64-v8a" in _error(capsys)
+
+
+def _corrupt(out, m, tmp_path):
+    prog = tmp_path / "prog"
+    prog.mkdir()
+    (prog / m["pte"]).write_bytes((out / m["pte"]).read_bytes()[:5000])
+    for name in (m["pte"].replace(".pte", ".json"), "tokenizer.json"):
+        (prog / name).write_bytes((out / name).read_bytes())
+    return prog / m["pte"]
+
+
+def _wrong_tokenizer(out, m, tmp_path):
+    """A user's mistake: the program beside another model's (larger) tokenizer."""
+    from tests.native_helpers import big_tokenizer
+
+    prog = tmp_path / "prog"
+    prog.mkdir()
+    (prog / m["pte"]).write_bytes((out / m["pte"]).read_bytes())
+    (prog / m["pte"].replace(".pte", ".json")).write_bytes((out / m["pte"].replace(".pte", ".json")).read_bytes())
+    big_tokenizer().save(str(prog / "tokenizer.json"))
+    return prog / m["pte"]
+
+
+@pytest.mark.parametrize("case,extra,message", [
+    ("corrupt", [], "corrupt ExecuTorch program"),
+    ("past_context", ["--prompt-lengths", "120", "--decode-lengths", "16"], "exceeds the program's context of 128"),
+    ("wrong_tokenizer", [], "outside the vocabulary [0, 512)"),
+])
+def test_bad_input_through_the_cli_records_nothing(tmp_path, key, runners, tiny_llama_fp32, capsys,  # noqa: F811
+                                                   case, extra, message):
+    out, m = tiny_llama_fp32
+    pte = {"corrupt": _corrupt, "wrong_tokenizer": _wrong_tokenizer}.get(case, lambda o, mm, t: o / mm["pte"])(
+        out, m, tmp_path)
+    with device(tmp_path, key) as dev:
+        code = bench(dev, key, pte, "--runner", "native", "--results-dir", str(tmp_path / "res"), *extra)
+        results = list(dev.sandbox.host_path("/data/local/tmp/deltallm").glob("result*"))
+    assert code == 3
+    err = _error(capsys)
+    assert "native runner exited with 2" in err and message in err, err
+    assert not results and not (tmp_path / "res").exists()

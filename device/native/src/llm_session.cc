@@ -159,9 +159,15 @@ int64_t LlmSession::Choose(const std::vector<float>& logits, const SampleOptions
 
 Status LlmSession::Generate(const std::vector<int64_t>& ids, int64_t max_new_tokens, const SampleOptions& sample,
                             bool stop_at_eos, const TokenSink& on_token, const LogitsSink& on_logits, Timings* t,
-                            const std::atomic<bool>* stop) {
+                            const std::atomic<bool>* stop, const std::vector<int64_t>* forced) {
   Status st = CheckPrompt(ids, max_new_tokens);
   if (!st.ok()) return st;
+  if (forced != nullptr) {
+    if (static_cast<int64_t>(forced->size()) < max_new_tokens)
+      return Status::BadInput("fewer forced tokens than decode steps");
+    st = CheckPrompt(*forced, 0);
+    if (!st.ok()) return Status::BadInput("forced tokens: " + st.message);
+  }
   std::vector<float> logits;
   Timings local;
   Timings& tm = t ? *t : local;
@@ -185,6 +191,7 @@ Status LlmSession::Generate(const std::vector<int64_t>& ids, int64_t max_new_tok
   bool go = on_token ? on_token(tok) : true;
   for (int64_t i = 0; i < max_new_tokens && go && !is_eos(tok); i++) {
     if (stop && stop->load()) break;
+    if (forced != nullptr) tok = (*forced)[static_cast<size_t>(i)];
     st = Forward(&tok, 1, pos, &logits);
     if (!st.ok()) return st;
     if (on_logits) on_logits(logits.data(), static_cast<int64_t>(logits.size()));

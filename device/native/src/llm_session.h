@@ -81,9 +81,10 @@ class LlmSession {
   // A fresh sequence: prefill `ids` from position 0 in max_seq_len chunks, then up to
   // `max_new_tokens` decode steps feeding back the chosen token (stops at EOS when stop_at_eos).
   // `on_token` sees every chosen token (including the first, chosen from the prefill logits).
+  // `forced` (parity checks across builds): decode step i is fed forced[i] instead of the choice.
   Status Generate(const std::vector<int64_t>& ids, int64_t max_new_tokens, const SampleOptions& sample,
                   bool stop_at_eos, const TokenSink& on_token, const LogitsSink& on_logits, Timings* t,
-                  const std::atomic<bool>* stop = nullptr);
+                  const std::atomic<bool>* stop = nullptr, const std::vector<int64_t>* forced = nullptr);
 
   int64_t Choose(const std::vector<float>& logits, const SampleOptions& sample);
 

@@ -4,14 +4,17 @@
 //                            [--prompt-lengths 64 256] [--decode-lengths 16] [--warmup 1] [--reps 3]
 //                            [--threads N] [--cpus 4-7]
 //   deltallm_runner generate --pte M.pte --prompt-ids ids.bin [--max-new-tokens 32] [--temperature 0]
-//                            [--seed 0] [--ignore-eos] [--dump-logits logits.f32] [--out result.json]
+//                            [--seed 0] [--ignore-eos] [--dump-logits logits.f32] [--forced-tokens ids.bin]
+//                            [--out result.json]
 //                            [--threads N] [--cpus 4-7]
 //   deltallm_runner info     --pte M.pte
+//   deltallm_runner tokenize --tokenizer tokenizer.json --texts texts.jsonl   (one JSON string a line)
 //
 // Prompt ids: a file of little-endian int32 token ids. bench writes its JSON atomically (temp file,
 // rename), then the marker <out without .json>.done ("ok"). generate prints its JSON (tokens,
 // timings, sparsity) on stdout; --dump-logits writes the last-position logits of every forward
-// call as float32 rows. Exit codes: 0 ok, 2 bad input, 3 run-time failure; one "error: " line.
+// call as float32 rows; --forced-tokens feeds decode step i the i-th id of a file instead of the
+// chosen token (teacher forcing: compare builds call by call on the same context). Exit codes: 0 ok, 2 bad input, 3 run-time failure; one "error: " line.
 #include <unistd.h>
 
 #include <chrono>
@@ -26,9 +29,12 @@
 #include <deltaattn.h>
 #include <executorch/runtime/platform/platform.h>
 
+#include <nlohmann/json.hpp>
+
 #include "bench.h"
 #include "json_writer.h"
 #include "llm_session.h"
+#include "tokenizer.h"
 
 namespace {
 
@@ -61,7 +67,8 @@ struct Args {
 const std::map<std::string, int> kArity = {  // -1: one or more values
     {"--pte", 1}, {"--prompt-ids", 1}, {"--out", 1}, {"--prompt-lengths", -1}, {"--decode-lengths", -1},
     {"--warmup", 1}, {"--reps", 1}, {"--threads", 1}, {"--cpus", 1}, {"--max-new-tokens", 1},
-    {"--temperature", 1}, {"--seed", 1}, {"--ignore-eos", 0}, {"--dump-logits", 1}, {"--verbose", 0}};
+    {"--temperature", 1}, {"--seed", 1}, {"--ignore-eos", 0}, {"--dump-logits", 1}, {"--verbose", 0},
+    {"--forced-tokens", 1}, {"--tokenizer", 1}, {"--texts", 1}};
 
 bool parse(int argc, char** argv, Args* a, std::string* err) {
   if (argc < 2) return (*err = "no command"), false;
@@ -200,6 +207,11 @@ int cmd_generate(const Args& a) {
   std::vector<int64_t> prompt;
   dlm::Status st = read_ids(a.get("--prompt-ids"), &prompt);
   if (!st.ok()) return fail(st);
+  std::vector<int64_t> forced;
+  if (a.has("--forced-tokens")) {
+    st = read_ids(a.get("--forced-tokens"), &forced);
+    if (!st.ok()) return fail(st);
+  }
   int threads = 0;
   std::unique_ptr<dlm::LlmSession> s;
   st = open_session(a, &s, &threads);
@@ -213,7 +225,7 @@ int cmd_generate(const Args& a) {
                    [&](int64_t tok) { tokens.push_back(tok); return true; },
                    dump ? dlm::LogitsSink([&](const float* l, int64_t v) { dumped.insert(dumped.end(), l, l + v); })
                         : dlm::LogitsSink(),
-                   &t);
+                   &t, nullptr, a.has("--forced-tokens") ? &forced : nullptr);
   if (!st.ok()) return fail(st);
   if (dump) {
     st = write_atomic(a.get("--dump-logits"), dumped.data(), dumped.size() * sizeof(float));
@@ -266,6 +278,31 @@ int cmd_info(const Args& a) {
   return 0;
 }
 
+// Each input line (a JSON string) -> {"ids": [...], "decoded": "..."}: the device's tokenizer, for
+// parity checks against `tokenizers` and for tokenising on a device.
+int cmd_tokenize(const Args& a) {
+  if (!a.has("--tokenizer") || !a.has("--texts")) return usage("tokenize needs --tokenizer and --texts");
+  std::unique_ptr<dlm::Tokenizer> tok;
+  dlm::Status st = dlm::Tokenizer::Load(a.get("--tokenizer"), &tok);
+  if (!st.ok()) return fail(st);
+  std::ifstream f(a.get("--texts"));
+  if (!f) return fail(dlm::Status::BadInput(a.get("--texts") + ": cannot open"));
+  std::string line;
+  for (size_t n = 1; std::getline(f, line); n++) {
+    std::string text;
+    try {
+      text = nlohmann::json::parse(line).get<std::string>();
+    } catch (const std::exception&) {
+      return fail(dlm::Status::BadInput(a.get("--texts") + ":" + std::to_string(n) + ": not a JSON string"));
+    }
+    const std::vector<int32_t> ids = tok->Encode(text);
+    nlohmann::json out = {{"ids", ids},
+                          {"decoded", tok->Decode(ids, false)}};
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 // ExecuTorch's log sink: errors only (the runtime's own reasons behind a failed call), all with --verbose.
@@ -288,5 +325,6 @@ int main(int argc, char** argv) {
   if (a.command == "bench") return cmd_bench(a, t_start);
   if (a.command == "generate") return cmd_generate(a);
   if (a.command == "info") return cmd_info(a);
+  if (a.command == "tokenize") return cmd_tokenize(a);
   return usage("unknown command " + a.command);
 }

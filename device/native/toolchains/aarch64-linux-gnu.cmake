@@ -11,5 +11,6 @@ set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64-static)
 set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
-# find_library(m) would return libm.so, which a -static link cannot use (XNNPACK links LIBM).
-set(LIBM /usr/aarch64-linux-gnu/lib/libm.a CACHE FILEPATH "static libm")
+# XNNPACK links ${LIBM}: find_library(m) would give libm.so, which the -static runner cannot link,
+# and libm.a cannot go into the shared JNI library. Plain "m" (-lm) lets each link pick its own.
+set(LIBM m CACHE STRING "libm for XNNPACK" FORCE)
