@@ -6,13 +6,19 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages: adb (the tests prove the virtual ADB device faithful with it), the arm64 cross
-# compiler and qemu-user-static (native arm64 runner, run under qemu in the tests), ccache.
+# compiler and qemu-user-static (native arm64 runner, run under qemu in the tests), ccache, and
+# what the Android app's host-side tests use.
 need=()
 command -v adb >/dev/null 2>&1 || need+=(adb)
 command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+# The Android app's host-side checks: a JDK (javac, jni.h), JUnit 4, aapt2 and framework-res.apk.
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+[ -f /usr/share/java/junit4.jar ] || need+=(junit4)
+command -v aapt2 >/dev/null 2>&1 || need+=(aapt)
+[ -f /usr/share/android-framework-res/framework-res.apk ] || need+=(android-framework-res)
 if [ ${#need[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -28,20 +28,29 @@ sys.path.insert(0, str(ROOT))
 
 LLAMA_CPP = r"""
 import json, sys, time
+import llama_cpp
+import numpy as np
 from llama_cpp import Llama
 gguf, ids, decode, reps, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 llm = Llama(model_path=gguf, n_ctx=2048, n_batch=512, n_ubatch=512, n_threads=threads, n_threads_batch=threads,
             verbose=False, logits_all=False)
 out = {"prefill_tps": [], "decode_tps": []}
+
+
+def argmax_last():   # the last position's logits, read in place (no Python list per token)
+    ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+    return int(np.argmax(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))))
+
+
 for rep in range(reps + 1):
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(ids)
-    tok = int(llm.scores[llm.n_tokens - 1].argmax())
+    tok = argmax_last()
     t1 = time.perf_counter()
     for _ in range(decode):
         llm.eval([tok])
-        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        tok = argmax_last()
     t2 = time.perf_counter()
     if rep:
         out["prefill_tps"].append(len(ids) / (t1 - t0))

@@ -12,6 +12,7 @@ start a virtual device.
                              [--format md|csv|json|jsonl] [--results-dir DIR]
     python -m device generate --device HOST:PORT --pte out/m.pte --prompt "..." [--max-new-tokens 64] [--raw]
     python -m device build-runner [--abi x86_64 arm64-v8a] [--et-src DIR|ARCHIVE] [--force]
+    python -m device stage-source [--et-src DIR|ARCHIVE]       # the ExecuTorch tree builds use
     python -m device report  RESULTS.json [--format md|csv|json|jsonl]
     python -m device plot    RESULTS.json [--out-dir DIR]
     python -m device virtual --root DIR [--port-file F] [--lifetime-s 3600] [--refuse-keys] [--abi arm64-v8a|x86_64]
@@ -208,6 +209,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .native_build import main as build_main
 
         return build_main(argv[1:])
+    if argv[:1] == ["stage-source"]:
+        from .native_build import stage_main
+
+        return stage_main(argv[1:])
     ns = build_parser().parse_args(argv)
     try:
         if ns.command == "bench":

@@ -315,6 +315,23 @@ def _prune(abi: str, keep: Path, keep_others: int = 2) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def stage_main(argv: Optional[List[str]] = None) -> int:
+    """`python -m device stage-source [--et-src ...]`: print the staged ExecuTorch tree (the Android
+    app's Gradle build and other CMake users build from it)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m device stage-source", description=stage_main.__doc__.splitlines()[0])
+    ap.add_argument("--et-src")
+    ns = ap.parse_args(argv)
+    try:
+        src = resolve_source(ns.et_src)
+        print(stage_source(src, source_identity(src), lambda m: print(m, file=sys.stderr)))
+    except BuildError as e:
+        print(f"error: stage-source: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     import argparse
 

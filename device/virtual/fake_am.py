@@ -1,10 +1,14 @@
 """The virtual device's `am`: emulates the Android app's benchmark mode (android_protocol.py).
 
-`am start ... -a <ACTION> --es k v --ei k n` starts the Python runner in the background with the
-extras, writing <files>/bench/<run_id>.json and then the .done marker, as the app does."""
+`am start ... -a <ACTION> --es k v --ei k n` starts, in the background, the app's own benchmark code
+when $DLM_ANDROID_APP names it (a command such as `java -cp CLASSES -Ddeltallm.jni=LIB
+org.deltallm.demo.BenchMain`, given FILES_DIR and key=value extras: the app's classes and native
+library on a JVM), else the Python runner with the extras; either writes <files>/bench/<run_id>.json
+and then the .done marker, as the app does."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +39,13 @@ def main(argv) -> int:
     files.mkdir(parents=True, exist_ok=True)
     run_id = extras["run_id"]
     out, done = files / f"{run_id}.json", files / f"{run_id}.done"
+    app = os.environ.get("DLM_ANDROID_APP")
+    if app:
+        cmd = shlex.split(app) + [str(files.parent)] + [f"{k}={v}" for k, v in extras.items()]
+        subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        print(f"Starting: Intent {{ act={action} cmp={PACKAGE}/.BenchmarkActivity }}\nStatus: ok")
+        return 0
     cmd = [sys.executable, "-m", "device.runner", "--pte", extras["pte"], "--out", str(out),
            "--prompt-lengths", *extras["prompt_lengths"].split(","),
            "--decode-lengths", *extras["decode_lengths"].split(","),

@@ -121,7 +121,8 @@ class Sandbox:
         return self.root / "data" / "local" / "tmp"
 
     def env(self) -> dict:
-        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "LD_LIBRARY_PATH")}
+        env = {k: v for k, v in os.environ.items()
+               if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "LD_LIBRARY_PATH", "DLM_ANDROID_APP", "JAVA_HOME")}
         env.update({"HOME": str(self.cwd), "TMPDIR": str(self.cwd), "ANDROID_DATA": str(self.root / "data"),
                     "EXTERNAL_STORAGE": str(self.root / "sdcard")})
         env["PATH"] = f"{self.root / 'system' / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"

@@ -1,0 +1,91 @@
+package org.deltallm.demo;
+
+import java.io.File;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+
+/**
+ * Programs a user has put on the phone: every {@code X.pte} with a {@code tokenizer.json} beside it
+ * (and, from {@code python -m export}, its manifest {@code X.json}), in the app's files directory or
+ * /data/local/tmp/deltallm (one level of sub-folders too). Programs exported from the same weights
+ * and quantization with dense and delta attention are partners for the chat screen's switch.
+ */
+public final class ModelFiles {
+    /** One program on the device. */
+    public static final class Program {
+        public final File pte;
+        public final File tokenizer;
+        public final String name;
+        public final String attention;      // "dense", "delta" or "?" without a manifest
+        public final String architecture;   // "llama", "bitnet" or "?"
+        public final String quantization;
+        final String weights;               // source sha256 (pairs dense/delta programs)
+
+        Program(File pte, File tokenizer, Object manifest) {
+            this.pte = pte;
+            this.tokenizer = tokenizer;
+            this.name = str(MiniJson.get(manifest, "name"), pte.getName().replaceAll("\\.pte$", ""));
+            this.attention = str(MiniJson.get(manifest, "attention.kind"), "?");
+            this.architecture = str(MiniJson.get(manifest, "architecture.architecture"), "?");
+            this.quantization = str(MiniJson.get(manifest, "quantization.linear"), "?");
+            this.weights = str(MiniJson.get(manifest, "source.sha256"), pte.getAbsolutePath());
+        }
+
+        public String label() {
+            return name + " · " + quantization + " · " + attention + " (" + pte.getParentFile().getName() + ")";
+        }
+    }
+
+    private ModelFiles() {}
+
+    public static List<Program> find(File... roots) {
+        List<Program> out = new ArrayList<>();
+        for (File root : roots) {
+            scan(root, 1, out);
+        }
+        return out;
+    }
+
+    /** The same weights and quantization with the other attention kind, or null. */
+    public static Program partner(List<Program> programs, Program p) {
+        for (Program q : programs) {
+            if (q != p && q.weights.equals(p.weights) && q.quantization.equals(p.quantization)
+                    && !q.attention.equals(p.attention)) {
+                return q;
+            }
+        }
+        return null;
+    }
+
+    private static void scan(File dir, int depth, List<Program> out) {
+        File[] files = dir == null ? null : dir.listFiles();
+        if (files == null) {
+            return;
+        }
+        Arrays.sort(files);
+        File tokenizer = new File(dir, "tokenizer.json");
+        for (File f : files) {
+            if (f.isDirectory() && depth > 0) {
+                scan(f, depth - 1, out);
+            } else if (f.getName().endsWith(".pte") && tokenizer.isFile()) {
+                out.add(new Program(f, tokenizer, manifest(new File(dir, f.getName().replaceAll("\\.pte$", ".json")))));
+            }
+        }
+    }
+
+    private static Object manifest(File f) {
+        try {
+            return f.isFile() ? MiniJson.parse(new String(Files.readAllBytes(f.toPath()), StandardCharsets.UTF_8)) : null;
+        } catch (IOException | IllegalArgumentException e) {
+            return null;   // a damaged manifest: the program still runs, unlabeled
+        }
+    }
+
+    private static String str(Object v, String dflt) {
+        return v instanceof String ? (String) v : dflt;
+    }
+}
