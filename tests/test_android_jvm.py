@@ -50,9 +50,9 @@ def _classpath(classes: Path) -> str:
 
 def test_junit_suite_on_the_host_jvm(jvm_classes, runners, smollm2_8da8w, tiny_llama_delta,  # noqa: F811
                                      tiny_llama_fp32, tmp_path):
-    from device.native_build import cached_runner
+    from device.native_build import build_runner
 
-    jni = cached_runner("x86_64").jni_library
+    jni = build_runner("x86_64").jni_library       # the cached build of the current sources
     smol_dir, smol_manifest = smollm2_8da8w
     system = "You are a concise assistant."
     cases = [
@@ -110,9 +110,9 @@ def test_aapt2_links_manifest_and_resources(tmp_path):
 def test_benchmark_mode_through_the_virtual_device(jvm_classes, runners, tiny_llama_delta, tmp_path,  # noqa: F811
                                                    capsys, monkeypatch):
     from device import android_protocol as ap
-    from device.native_build import cached_runner
+    from device.native_build import build_runner
 
-    jni = cached_runner("x86_64").jni_library
+    jni = build_runner("x86_64").jni_library
     monkeypatch.setenv("DLM_ANDROID_APP", f"java -Ddeltallm.jni={jni} -cp {_classpath(jvm_classes)} "
                                           "org.deltallm.demo.BenchMain")
     out, m = tiny_llama_delta

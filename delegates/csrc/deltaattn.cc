@@ -36,6 +36,12 @@ const Kernels& kernels() {
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (has_avx2 && !g_force_scalar.load()) return avx2;
 #endif
+#if defined(__aarch64__)
+  static const Kernels neon{dlm::f32_deltaenc_ukernel__neon, dlm::f32_deltaqk_ukernel_8x1__neon,
+                            dlm::f32_dot_ukernel__neon, dlm::f32_vexpsum_ukernel__neon,
+                            dlm::f32_pv_ukernel_x32__neon, "neon"};
+  if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
+#endif
   return scalar;
 }
 

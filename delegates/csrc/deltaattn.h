@@ -68,7 +68,7 @@ typedef struct dlm_counts {
 int dlm_stats_read(int64_t layer, int phase, dlm_counts* out);  // DLM_OK or DLM_ERR_INVALID
 int64_t dlm_stats_num_layers(void);                               // 1 + highest layer counted
 void dlm_stats_reset(void);
-const char* dlm_kernel_arch(void);                                // "avx2_fma" or "scalar"
+const char* dlm_kernel_arch(void);                                // "avx2_fma", "neon" or "scalar"
 void dlm_force_scalar(int on);                                    // tests: pin the scalar variant
 
 #ifdef __cplusplus

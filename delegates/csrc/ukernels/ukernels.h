@@ -54,4 +54,13 @@ float f32_vexpsum_ukernel__avx2_fma(size_t, float, float*);
 void f32_pv_ukernel_x64__avx2_fma(size_t, size_t, const float*, const float*, size_t, float, float*);
 #endif
 
+#if defined(__aarch64__)
+size_t f32_deltaenc_ukernel__neon(size_t, const float*, float*, int32_t*, float*, const deltaenc_params*);
+void f32_deltaqk_ukernel_8x1__neon(size_t, const float*, const int32_t*, const float*, size_t, const int32_t*,
+                                   size_t, float*, float*);
+float f32_dot_ukernel__neon(size_t, const float*, const float*);
+float f32_vexpsum_ukernel__neon(size_t, float, float*);
+void f32_pv_ukernel_x32__neon(size_t, size_t, const float*, const float*, size_t, float, float*);
+#endif
+
 }  // namespace dlm

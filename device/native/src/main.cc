@@ -9,6 +9,7 @@
 //                            [--threads N] [--cpus 4-7]
 //   deltallm_runner info     --pte M.pte
 //   deltallm_runner tokenize --tokenizer tokenizer.json --texts texts.jsonl   (one JSON string a line)
+//   deltallm_runner kernel-check --cases cases.bin --out results.bin [--scalar]  (see kernel_check.h)
 //
 // Prompt ids: a file of little-endian int32 token ids. bench writes its JSON atomically (temp file,
 // rename), then the marker <out without .json>.done ("ok"). generate prints its JSON (tokens,
@@ -33,6 +34,7 @@
 
 #include "bench.h"
 #include "json_writer.h"
+#include "kernel_check.h"
 #include "llm_session.h"
 #include "tokenizer.h"
 
@@ -68,7 +70,8 @@ const std::map<std::string, int> kArity = {  // -1: one or more values
     {"--pte", 1}, {"--prompt-ids", 1}, {"--out", 1}, {"--prompt-lengths", -1}, {"--decode-lengths", -1},
     {"--warmup", 1}, {"--reps", 1}, {"--threads", 1}, {"--cpus", 1}, {"--max-new-tokens", 1},
     {"--temperature", 1}, {"--seed", 1}, {"--ignore-eos", 0}, {"--dump-logits", 1}, {"--verbose", 0},
-    {"--forced-tokens", 1}, {"--tokenizer", 1}, {"--texts", 1}};
+    {"--forced-tokens", 1}, {"--tokenizer", 1}, {"--texts", 1}, {"--cases", 1},
+    {"--scalar", 0}};
 
 bool parse(int argc, char** argv, Args* a, std::string* err) {
   if (argc < 2) return (*err = "no command"), false;
@@ -326,5 +329,13 @@ int main(int argc, char** argv) {
   if (a.command == "generate") return cmd_generate(a);
   if (a.command == "info") return cmd_info(a);
   if (a.command == "tokenize") return cmd_tokenize(a);
+  if (a.command == "kernel-check") {
+    if (!a.has("--cases") || !a.has("--out")) return usage("kernel-check needs --cases and --out");
+    std::string arch;
+    dlm::Status st = dlm::KernelCheck(a.get("--cases"), a.get("--out"), a.has("--scalar"), &arch);
+    if (!st.ok()) return fail(st);
+    std::printf("%s\n", arch.c_str());
+    return 0;
+  }
   return usage("unknown command " + a.command);
 }

@@ -1,0 +1,87 @@
+#include "kernel_check.h"
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include <deltaattn.h>
+
+namespace dlm {
+
+namespace {
+
+template <typename T>
+bool read(std::ifstream& f, T* v, size_t n = 1) {
+  return static_cast<bool>(f.read(reinterpret_cast<char*>(v), static_cast<std::streamsize>(sizeof(T) * n)));
+}
+
+}  // namespace
+
+Status KernelCheck(const std::string& cases_path, const std::string& out_path, bool force_scalar,
+                   std::string* arch) {
+  std::ifstream f(cases_path, std::ios::binary);
+  char magic[4];
+  int32_t count = 0;
+  if (!f || !read(f, magic, 4) || std::memcmp(magic, "DLMK", 4) != 0 || !read(f, &count))
+    return Status::BadInput(cases_path + ": not a kernel-check cases file");
+  dlm_force_scalar(force_scalar ? 1 : 0);
+  *arch = dlm_kernel_arch();
+  std::ofstream out(out_path + ".tmp", std::ios::binary);
+  for (int32_t c = 0; c < count; c++) {
+    int64_t h[8];
+    if (!read(f, h, 8) || h[7] < 1 || h[7] > 4096) return Status::BadInput(cases_path + ": truncated case header");
+    const int64_t n = h[0], H = h[1], Hkv = h[2], D = h[3], T = h[4];
+    std::vector<int64_t> chunks(static_cast<size_t>(h[7]));
+    float tg[2];
+    if (!read(f, chunks.data(), chunks.size()) || !read(f, tg, 2)) return Status::BadInput(cases_path + ": truncated");
+    std::vector<float> q(n * H * D), k(n * Hkv * D), v(n * Hkv * D), o(n * H * D);
+    if (!read(f, q.data(), q.size()) || !read(f, k.data(), k.size()) || !read(f, v.data(), v.size()))
+      return Status::BadInput(cases_path + ": truncated tensors");
+    std::vector<float> kc(T * Hkv * D), vc(T * Hkv * D), dv(T * Hkv * D), kh(Hkv * D);
+    std::vector<int32_t> di(T * Hkv * D), dn(T * Hkv);
+    dlm_stats_reset();
+    int64_t pos = 0;
+    for (int64_t len : chunks) {
+      dlm_attn_args a{};
+      a.q = q.data() + pos * H * D;
+      a.k = k.data() + pos * Hkv * D;
+      a.v = v.data() + pos * Hkv * D;
+      a.k_cache = kc.data();
+      a.v_cache = vc.data();
+      a.dk_idx = di.data();
+      a.dk_val = dv.data();
+      a.dk_nnz = dn.data();
+      a.k_hat = kh.data();
+      a.out = o.data() + pos * H * D;
+      a.seq_len = len;
+      a.n_heads = H;
+      a.n_kv_heads = Hkv;
+      a.head_dim = D;
+      a.max_len = T;
+      a.start_pos = pos;
+      a.theta = tg[0];
+      a.gamma = tg[1];
+      a.w_max = h[5];
+      a.w_decode = h[6];
+      a.layer = 0;
+      char err[256] = {0};
+      if (dlm_delta_attention_f32(&a, err, sizeof err) != DLM_OK)
+        return Status::BadInput("case " + std::to_string(c) + ": " + err);
+      pos += len;
+    }
+    out.write(reinterpret_cast<const char*>(o.data()), static_cast<std::streamsize>(o.size() * sizeof(float)));
+    for (int phase = 0; phase < 2; phase++) {
+      dlm_counts cnt{};
+      dlm_stats_read(0, phase, &cnt);
+      const uint64_t row[5] = {cnt.dk_zeros, cnt.dk_elements, cnt.macs_performed, cnt.macs_dense, cnt.calls};
+      out.write(reinterpret_cast<const char*>(row), sizeof row);
+    }
+  }
+  out.close();
+  if (!out || std::rename((out_path + ".tmp").c_str(), out_path.c_str()) != 0)
+    return Status::Runtime(out_path + ": write failed");
+  return Status::Ok();
+}
+
+}  // namespace dlm

@@ -1,0 +1,21 @@
+// `deltallm_runner kernel-check`: replays delta-attention cases written by the host (inputs, call
+// chunks, settings) through this build's kernel and writes its outputs and counters, so the oracle
+// tests (tests/test_kernel_check.py) hold every micro-kernel variant — scalar, AVX2, NEON (arm64,
+// here under qemu; on a phone over adb) — to the PyTorch reference.
+//
+// Cases file (little-endian): "DLMK", int32 count; per case: int64 n, heads, kv_heads, head_dim,
+// max_len, w_max, w_decode, n_chunks, chunks[n_chunks]; float32 theta, gamma; float32 q[n*heads*D],
+// k[n*kv_heads*D], v[n*kv_heads*D]. Output: per case float32 out[n*heads*D], then uint64 counters
+// [prefill, decode] x [dk_zeros, dk_elements, macs_performed, macs_dense, calls] of layer 0.
+#pragma once
+
+#include <string>
+
+#include "llm_session.h"
+
+namespace dlm {
+
+Status KernelCheck(const std::string& cases_path, const std::string& out_path, bool force_scalar,
+                   std::string* arch);
+
+}  // namespace dlm

@@ -1,0 +1,89 @@
+"""Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
+grid of test_delta_kernel.py replayed through `deltallm_runner kernel-check` — NEON on arm64 (under
+qemu-aarch64-static), AVX2 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
+from __future__ import annotations
+
+import itertools
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from delegates.reference import band_width, delta_attention_vectorized, run_calls
+from tests.delta_helpers import make_qkv, nmse
+from tests.native_helpers import run_native
+from tests.test_native_runner import runners  # noqa: F401  (session fixture)
+
+W_HUGE = 1 << 20
+SINGLE = list(itertools.product([1, 2, 7, 64, 129, 512], [64, 128], [1, 3], [0.0, 0.3, 1.0], [0.05, 0.1]))
+TILES = [7, 8, 9, 16, 17]                       # query rows per kv head: lt / eq / gt the 8-row tile
+CHUNKED = [([64, 1, 1, 1, 1, 1, 1, 1, 1], 4, W_HUGE), ([20, 30, 14, 1, 1, 1], 2, 3), ([1] * 12, 4, 100),
+           ([129, 1, 1, 1], 8, W_HUGE)]
+COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")
+
+
+def cases():
+    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, reference out, {phase: counts})."""
+    out = []
+    for n, d, ratio, theta, gamma in SINGLE:
+        hkv = 2 if n < 512 else 3
+        q, k, v = make_qkv(n, hkv * ratio, hkv, d, seed=n + d)
+        ref, _, counts = delta_attention_vectorized(q, k, v, theta, band_width(n, gamma, W_HUGE, 4))
+        out.append((q, k, v, [n], n + 3, theta, gamma, W_HUGE, 4, ref, {"decode" if n == 1 else "prefill": counts}))
+    for rows in TILES:
+        q, k, v = make_qkv(rows, 1, 1, 64, seed=rows)
+        ref, _, counts = delta_attention_vectorized(q, k, v, 0.3, 1)
+        out.append((q, k, v, [rows], rows, 0.3, 0.0, 1, 4, ref, {}))
+    for chunks, w_decode, w_max in CHUNKED:
+        n = sum(chunks)
+        q, k, v = make_qkv(n, 6, 2, 64, seed=n)
+        ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode)
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, ref, {"prefill": st.prefill, "decode": st.decode}))
+    return out
+
+
+def write_cases(path: Path, all_cases) -> None:
+    with open(path, "wb") as f:
+        f.write(b"DLMK" + struct.pack("<i", len(all_cases)))
+        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, _, _ in all_cases:
+            n, heads, d = q.shape
+            f.write(struct.pack("<8q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks)))
+            f.write(struct.pack(f"<{len(chunks)}q", *chunks) + struct.pack("<2f", theta, gamma))
+            for t in (q, k, v):
+                f.write(t.float().numpy().astype("<f4").tobytes())
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    all_cases = cases()
+    path = tmp_path_factory.mktemp("kernel_check") / "cases.bin"
+    write_cases(path, all_cases)
+    return path, all_cases
+
+
+@pytest.mark.parametrize("abi,scalar,arch", [("arm64-v8a", False, "neon"), ("arm64-v8a", True, "scalar"),
+                                             ("x86_64", False, "avx2_fma"), ("x86_64", True, "scalar")])
+def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, arch):  # noqa: F811
+    path, all_cases = oracle
+    res = tmp_path / "results.bin"
+    r = run_native(runners[abi], abi, "kernel-check", "--cases", path, "--out", res, *(["--scalar"] if scalar else []))
+    assert r.returncode == 0, r.stderr
+    if r.stdout.strip() != arch:
+        assert arch == "avx2_fma", r.stdout            # only a CPU without AVX2 may lack a variant here
+        pytest.fail("this x86-64 CPU has no AVX2/FMA: the AVX2 variant cannot be checked")
+    data, offset = res.read_bytes(), 0
+    assert len(all_cases) >= 150
+    for i, (q, *_, ref, counts) in enumerate(all_cases):
+        size = q.numel() * 4
+        got = np.frombuffer(data, dtype="<f4", count=q.numel(), offset=offset).reshape(tuple(q.shape))
+        offset += size
+        import torch
+
+        assert nmse(torch.from_numpy(got.copy()), ref) <= 1e-10, i
+        rows = np.frombuffer(data, dtype="<u8", count=10, offset=offset).reshape(2, 5)
+        offset += 80
+        for phase, want in counts.items():
+            got_counts = rows[0 if phase == "prefill" else 1][:4].tolist()
+            assert got_counts == [getattr(want, k) for k in COUNT_KEYS], (i, phase)
+    assert offset == len(data)
