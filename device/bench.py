@@ -174,7 +174,7 @@ def resolve_runner(t: Transport, plan: BenchPlan, abi: str):
     return "native", binary, local_digest(binary, "sha256")
 
 
-def _check_storage(t: Transport, plan: BenchPlan, files: List[Path]) -> None:
+def check_storage(t: Transport, plan: BenchPlan, files: List[Path]) -> None:
     """Fail before pushing when the device lacks room for what is not there yet."""
     free = free_bytes(t, plan.workdir)
     if free is None:
@@ -209,7 +209,7 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
         if binary is not None:
             shutil.copy2(binary, Path(tmp) / NATIVE_NAME)
             files.append(Path(tmp) / NATIVE_NAME)
-        _check_storage(t, plan, files)
+        check_storage(t, plan, files)
         for f in files:
             log(f"push {f.name} -> {plan.workdir}")
             pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name), progress=ProgressBar(f.name))

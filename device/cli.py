@@ -181,12 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
     sp.add_argument("--json", action="store_true", help="print the whole result (tokens, timings, sparsity)")
     sp.add_argument("--timeout-s", type=float, default=1800.0)
-    sp = sub.add_parser("build-runner", help="build the native runner (ExecuTorch from source + our kernels)")
-    sp.add_argument("--abi", nargs="+", default=["x86_64", "arm64-v8a"], choices=["x86_64", "arm64-v8a"])
-    sp.add_argument("--et-src")
-    sp.add_argument("--force", action="store_true")
-    sp.add_argument("--jobs", type=int)
-    sp.add_argument("--print-path", action="store_true")
+    # Listed for --help; main() hands their arguments to device/native_build.py's own parsers.
+    sub.add_parser("build-runner", help="build the native runner and JNI library (ExecuTorch from source + our "
+                                        "kernels); see its --help")
+    sub.add_parser("stage-source", help="print the staged ExecuTorch source tree native builds use")
     sp = sub.add_parser("report", help="re-format a results.json")
     sp.add_argument("results")
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .bench import IDS_NAME, NATIVE_NAME, BenchPlan, ProgressBar, _check_storage, resolve_runner
+from .bench import IDS_NAME, NATIVE_NAME, BenchPlan, ProgressBar, check_storage, resolve_runner
 from .chat import chat_messages, render_chat
 from .errors import DeviceError
 from .info import device_abi
@@ -60,7 +60,7 @@ def _generate(ns, t: Transport) -> int:
         ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
         shutil.copy2(binary, Path(tmp) / NATIVE_NAME)
         files = [pte, ids_file, Path(tmp) / NATIVE_NAME]
-        _check_storage(t, plan, files)
+        check_storage(t, plan, files)
         for f in files:
             pushed = push_verified(t, f, posixpath.join(ns.workdir, f.name), progress=ProgressBar(f.name))
             print(f"{f.name}: {'pushed' if pushed else 'unchanged on device'}", file=sys.stderr)

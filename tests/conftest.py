@@ -71,3 +71,12 @@ def tiny_llama_delta(tmp_path_factory):
 def tiny_llama_delta_theta0(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_llama_delta_theta0")
     return out, export_with_cli("tiny_llama.yaml", out, "attention.kind=delta", "attention.theta=0.0")
+
+
+@pytest.fixture(scope="session")
+def runners():
+    """The native runners of the current sources, by ABI (install.sh builds them; a cache miss
+    builds here, which takes minutes)."""
+    from device.native_build import build_runner
+
+    return {abi: Path(build_runner(abi).binary) for abi in ("x86_64", "arm64-v8a")}

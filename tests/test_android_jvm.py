@@ -16,7 +16,6 @@ from device.chat import render_chat
 from device.cli import main
 from device.keys import ensure_key
 from device.virtual import VirtualDevice
-from tests.test_native_runner import runners  # noqa: F401  (session fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "android_demo" / "app"
@@ -48,7 +47,7 @@ def _classpath(classes: Path) -> str:
     return ":".join([str(classes), *map(str, JARS)])
 
 
-def test_junit_suite_on_the_host_jvm(jvm_classes, runners, smollm2_8da8w, tiny_llama_delta,  # noqa: F811
+def test_junit_suite_on_the_host_jvm(jvm_classes, runners, smollm2_8da8w, tiny_llama_delta,
                                      tiny_llama_fp32, tmp_path):
     from device.native_build import build_runner
 
@@ -107,7 +106,7 @@ def test_aapt2_links_manifest_and_resources(tmp_path):
     assert framework and not absent, f"framework resources missing from framework-res: {absent}"
 
 
-def test_benchmark_mode_through_the_virtual_device(jvm_classes, runners, tiny_llama_delta, tmp_path,  # noqa: F811
+def test_benchmark_mode_through_the_virtual_device(jvm_classes, runners, tiny_llama_delta, tmp_path,
                                                    capsys, monkeypatch):
     from device import android_protocol as ap
     from device.native_build import build_runner

@@ -10,7 +10,6 @@ import pytest
 
 from export.datasets import squad_v11_dev_path
 from tests.native_helpers import run_native
-from tests.test_native_runner import runners  # noqa: F401  (session fixture)
 
 NON_ASCII = [
     "Zürich, São Paulo, Kraków and Øresund — naïve café façades.", "東京は日本の首都です。人口は約1400万人。",
@@ -66,7 +65,7 @@ def tokenizer_files(smollm2_8da8w, tiny_llama_fp32, tmp_path_factory):
 @pytest.mark.smollm2
 @pytest.mark.parametrize("abi", ["x86_64", "arm64-v8a"])
 @pytest.mark.parametrize("name", ["smollm2", "tiny", "llama3_style"])
-def test_token_for_token_parity(runners, tokenizer_files, abi, name, tmp_path):  # noqa: F811
+def test_token_for_token_parity(runners, tokenizer_files, abi, name, tmp_path):
     from tokenizers import Tokenizer
 
     path = tokenizer_files[name]
@@ -94,7 +93,7 @@ def test_token_for_token_parity(runners, tokenizer_files, abi, name, tmp_path): 
      "unsupported pre_tokenizer Metaspace"),
     ('{"model": ', "not a tokenizer.json"),
 ])
-def test_unsupported_tokenizer_named(runners, tmp_path, content, message):  # noqa: F811
+def test_unsupported_tokenizer_named(runners, tmp_path, content, message):
     path = tmp_path / "tokenizer.json"
     path.write_text(content)
     (tmp_path / "t.jsonl").write_text('"x"\n')

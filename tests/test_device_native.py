@@ -13,7 +13,6 @@ from device.keys import ensure_key
 from device.prompts import read_ids
 from device.transport import AdbTcpTransport
 from device.virtual import Faults, VirtualDevice
-from tests.test_native_runner import runners  # noqa: F401  (session fixture)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +30,7 @@ def bench(dev, key, pte, *extra):
                  "40", "--decode-lengths", "4", "--reps", "2", "--warmup", "1", *extra])
 
 
-def test_auto_runs_the_arm64_binary_with_real_text(tmp_path, key, runners, tiny_llama_delta, capsys):  # noqa: F811
+def test_auto_runs_the_arm64_binary_with_real_text(tmp_path, key, runners, tiny_llama_delta, capsys):
     out, m = tiny_llama_delta
     with device(tmp_path, key) as dev:
         code = bench(dev, key, out / m["pte"], "--results-dir", str(tmp_path / "res"))
@@ -50,7 +49,7 @@ def test_auto_runs_the_arm64_binary_with_real_text(tmp_path, key, runners, tiny_
     assert "runner: native" in capsys.readouterr().out       # the markdown table's constant columns
 
 
-def test_python_and_native_runners_agree_on_sparsity(tmp_path, key, runners, tiny_llama_delta, capsys,  # noqa: F811
+def test_python_and_native_runners_agree_on_sparsity(tmp_path, key, runners, tiny_llama_delta, capsys,
                                                       monkeypatch):
     """Same program, same pushed ids: the kernel counters give the same S_m/S_c in both runners."""
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
@@ -66,7 +65,7 @@ def test_python_and_native_runners_agree_on_sparsity(tmp_path, key, runners, tin
         assert a["decode_s_m"] == pytest.approx(b["decode_s_m"], abs=1e-12)
 
 
-def test_generate_on_the_phone(tmp_path, key, runners, tiny_llama_fp32, capsys):  # noqa: F811
+def test_generate_on_the_phone(tmp_path, key, runners, tiny_llama_fp32, capsys):
     out, m = tiny_llama_fp32
     with device(tmp_path, key) as dev:
         code = main(["generate", "--device", dev.address, "--key", str(key), "--pte", str(out / m["pte"]),
@@ -77,7 +76,7 @@ def test_generate_on_the_phone(tmp_path, key, runners, tiny_llama_fp32, capsys):
     assert 1 <= len(result["tokens"]) <= 7 and isinstance(result["text"], str) and result["ttft_ms"] > 0
 
 
-def test_x86_64_device_runs_its_own_binary(tmp_path, key, runners, tiny_llama_fp32, capsys):  # noqa: F811
+def test_x86_64_device_runs_its_own_binary(tmp_path, key, runners, tiny_llama_fp32, capsys):
     out, m = tiny_llama_fp32
     with device(tmp_path, key, abi="x86_64") as dev:
         code = bench(dev, key, out / m["pte"], "--runner", "native", "--format", "json")
@@ -91,7 +90,7 @@ def _error(capsys) -> str:
     return lines[0]
 
 
-def test_wrong_abi_binary_is_refused_before_pushing(tmp_path, key, runners, tiny_llama_fp32, capsys):  # noqa: F811
+def test_wrong_abi_binary_is_refused_before_pushing(tmp_path, key, runners, tiny_llama_fp32, capsys):
     out, m = tiny_llama_fp32
     with device(tmp_path, key) as dev:
         code = bench(dev, key, out / m["pte"], "--runner", "native", "--runner-binary", str(runners["x86_64"]),
@@ -102,7 +101,7 @@ def test_wrong_abi_binary_is_refused_before_pushing(tmp_path, key, runners, tiny
     assert not pushed and not (tmp_path / "res").exists()
 
 
-def test_virtual_phone_refuses_a_foreign_executable(tmp_path, key, runners):  # noqa: F811
+def test_virtual_phone_refuses_a_foreign_executable(tmp_path, key, runners):
     """As an arm64 phone's shell does: an x86-64 ELF is not executable (126); aarch64 runs."""
     with device(tmp_path, key) as dev:
         t = AdbTcpTransport(dev.address, key_path=key)
@@ -118,7 +117,7 @@ def test_virtual_phone_refuses_a_foreign_executable(tmp_path, key, runners):  # 
     assert machine == "aarch64"
 
 
-def test_not_enough_storage_fails_before_pushing(tmp_path, key, runners, tiny_llama_fp32, capsys):  # noqa: F811
+def test_not_enough_storage_fails_before_pushing(tmp_path, key, runners, tiny_llama_fp32, capsys):
     out, m = tiny_llama_fp32
     with device(tmp_path, key, faults=Faults(storage_quota_bytes=200_000)) as dev:
         code = bench(dev, key, out / m["pte"], "--runner", "native")
@@ -129,7 +128,7 @@ def test_not_enough_storage_fails_before_pushing(tmp_path, key, runners, tiny_ll
     assert not pushed
 
 
-def test_program_needing_a_missing_operator_is_named(tmp_path, key, runners, tiny_llama_fp32, capsys):  # noqa: F811
+def test_program_needing_a_missing_operator_is_named(tmp_path, key, runners, tiny_llama_fp32, capsys):
     from tests.test_native_runner import _tanh_program
 
     out, m = tiny_llama_fp32
@@ -179,7 +178,7 @@ def _wrong_tokenizer(out, m, tmp_path):
     ("past_context", ["--prompt-lengths", "120", "--decode-lengths", "16"], "exceeds the program's context of 128"),
     ("wrong_tokenizer", [], "outside the vocabulary [0, 512)"),
 ])
-def test_bad_input_through_the_cli_records_nothing(tmp_path, key, runners, tiny_llama_fp32, capsys,  # noqa: F811
+def test_bad_input_through_the_cli_records_nothing(tmp_path, key, runners, tiny_llama_fp32, capsys,
                                                    case, extra, message):
     out, m = tiny_llama_fp32
     pte = {"corrupt": _corrupt, "wrong_tokenizer": _wrong_tokenizer}.get(case, lambda o, mm, t: o / mm["pte"])(

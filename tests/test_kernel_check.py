@@ -13,7 +13,6 @@ import pytest
 from delegates.reference import band_width, delta_attention_vectorized, run_calls
 from tests.delta_helpers import make_qkv, nmse
 from tests.native_helpers import run_native
-from tests.test_native_runner import runners  # noqa: F401  (session fixture)
 
 W_HUGE = 1 << 20
 SINGLE = list(itertools.product([1, 2, 7, 64, 129, 512], [64, 128], [1, 3], [0.0, 0.3, 1.0], [0.05, 0.1]))
@@ -64,7 +63,7 @@ def oracle(tmp_path_factory):
 
 @pytest.mark.parametrize("abi,scalar,arch", [("arm64-v8a", False, "neon"), ("arm64-v8a", True, "scalar"),
                                              ("x86_64", False, "avx2_fma"), ("x86_64", True, "scalar")])
-def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, arch):  # noqa: F811
+def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, arch):
     path, all_cases = oracle
     res = tmp_path / "results.bin"
     r = run_native(runners[abi], abi, "kernel-check", "--cases", path, "--out", res, *(["--scalar"] if scalar else []))

@@ -17,14 +17,6 @@ STEPS = 8
 LAYER_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense", "layer", "phase", "calls")
 
 
-@pytest.fixture(scope="session")
-def runners():
-    """The cached builds (install.sh builds them; a miss builds here, which takes minutes)."""
-    from device.native_build import build_runner
-
-    return {abi: Path(build_runner(abi).binary) for abi in ABIS}
-
-
 def prompt_file(out: Path, manifest: dict, n: int, tmp: Path) -> tuple:
     ids = text_ids(load_tokenizer(out / "tokenizer.json"), DEFAULT_PASSAGE.read_text(), n,
                    manifest["architecture"]["bos_id"])

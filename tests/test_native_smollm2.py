@@ -18,7 +18,6 @@ from device.keys import ensure_key
 from device.prompts import DEFAULT_PASSAGE, load_tokenizer, text_ids, write_ids
 from device.virtual import VirtualDevice
 from tests.native_helpers import native_generate, python_generate
-from tests.test_native_runner import runners  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.smollm2
 STEPS = 16
@@ -43,7 +42,7 @@ def _cosine(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def _check(runners, abi, smollm2_8da8w, tmp_path):  # noqa: F811
+def _check(runners, abi, smollm2_8da8w, tmp_path):
     """Greedy: the same tokens as the Python runtime, or a divergence at a near tie (after which the
     contexts differ). Teacher-forced with the Python's tokens, so every call sees the same context:
     the same argmax wherever the lead exceeds NEAR_TIE, one of the top two elsewhere, cosine >= 0.97."""
@@ -69,19 +68,19 @@ def _check(runners, abi, smollm2_8da8w, tmp_path):  # noqa: F811
     return greedy, want
 
 
-def test_x86_64_native_same_greedy_tokens(runners, smollm2_8da8w, tmp_path):  # noqa: F811
+def test_x86_64_native_same_greedy_tokens(runners, smollm2_8da8w, tmp_path):
     greedy, want = _check(runners, "x86_64", smollm2_8da8w, tmp_path)
     assert greedy["tokens"] == want                 # all 17 greedy tokens on this machine's CPU
     assert greedy["peak_rss_mb"] < 600              # the model's own memory: no interpreter, no torch
 
 
 @pytest.mark.slow
-def test_arm64_native_under_qemu_same_tokens(runners, smollm2_8da8w, tmp_path):  # noqa: F811
+def test_arm64_native_under_qemu_same_tokens(runners, smollm2_8da8w, tmp_path):
     _check(runners, "arm64-v8a", smollm2_8da8w, tmp_path)
 
 
 @pytest.mark.slow
-def test_generate_answers_paris_on_the_virtual_phone(runners, smollm2_8da8w, tmp_path, capsys):  # noqa: F811
+def test_generate_answers_paris_on_the_virtual_phone(runners, smollm2_8da8w, tmp_path, capsys):
     out, m = smollm2_8da8w
     key = ensure_key(tmp_path / "adbkey")
     with VirtualDevice(tmp_path / "dev", authorized_keys=[Path(str(key) + ".pub").read_bytes()],

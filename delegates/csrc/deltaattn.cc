@@ -27,19 +27,19 @@ std::atomic<bool> g_force_scalar{false};
 
 const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar, dlm::f32_deltaqk_ukernel_8x1__scalar,
-                              dlm::f32_dot_ukernel__scalar,
-                              dlm::f32_vexpsum_ukernel__scalar, dlm::f32_pv_ukernel__scalar, "scalar"};
+                              dlm::f32_dot_ukernel__scalar, dlm::f32_vexpsum_ukernel__scalar,
+                              dlm::f32_pv_ukernel_8xd__scalar, "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2, dlm::f32_deltaqk_ukernel_8x1__avx2_fma,
                             dlm::f32_dot_ukernel__avx2_fma,
-                            dlm::f32_vexpsum_ukernel__avx2_fma, dlm::f32_pv_ukernel_x64__avx2_fma, "avx2_fma"};
+                            dlm::f32_vexpsum_ukernel__avx2_fma, dlm::f32_pv_ukernel_8x8__avx2_fma, "avx2_fma"};
   static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (has_avx2 && !g_force_scalar.load()) return avx2;
 #endif
 #if defined(__aarch64__)
   static const Kernels neon{dlm::f32_deltaenc_ukernel__neon, dlm::f32_deltaqk_ukernel_8x1__neon,
                             dlm::f32_dot_ukernel__neon, dlm::f32_vexpsum_ukernel__neon,
-                            dlm::f32_pv_ukernel_x32__neon, "neon"};
+                            dlm::f32_pv_ukernel_8x8__neon, "neon"};
   if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
 #endif
   return scalar;
@@ -63,6 +63,12 @@ struct TaskCtx {
   int64_t band;       // W
 };
 
+constexpr int64_t kKB = 64;   // keys per block
+
+// One task: MR query rows of one kv-head group against all their keys, in blocks of kKB keys with
+// an online (running max / sum) softmax, so each block of V is read once for the whole tile.
+// Scores of keys before a row's band come from the sparse Q·ΔKᵀ prefix sums (deltaqk), keys in
+// the band from exact dot products; keys past a row's position are masked (causal).
 void run_tile(void* vctx, size_t task) {
   const TaskCtx& c = *static_cast<const TaskCtx*>(vctx);
   const dlm_attn_args& a = *c.a;
@@ -70,41 +76,72 @@ void run_tile(void* vctx, size_t task) {
   const int64_t g = static_cast<int64_t>(task) / c.tiles;
   const int64_t r0 = (static_cast<int64_t>(task) % c.tiles) * dlm::kMR;
   const int64_t m = std::min<int64_t>(dlm::kMR, c.rows - r0);
-  const int64_t total = a.start_pos + a.seq_len;
 
-  thread_local std::vector<float> qt, scores, row;
+  thread_local std::vector<float> qt, sblk, p, acc;
   qt.assign(static_cast<size_t>(D) * dlm::kMR, 0.0f);
-  int64_t pos[dlm::kMR], head[dlm::kMR], n_approx[dlm::kMR];
-  int64_t max_approx = 0;
-  for (int64_t r = 0; r < m; r++) {
+  sblk.resize(static_cast<size_t>(kKB) * dlm::kMR);
+  p.assign(static_cast<size_t>(kKB) * dlm::kMR, 0.0f);
+  acc.assign(static_cast<size_t>(D) * dlm::kMR, 0.0f);
+  int64_t pos[dlm::kMR], n_approx[dlm::kMR];
+  const float* qrow[dlm::kMR];
+  float mx[dlm::kMR], sum[dlm::kMR];
+  int64_t max_approx = 0, max_pos = -1;
+  for (int64_t r = 0; r < dlm::kMR; r++) {
+    mx[r] = -INFINITY;
+    sum[r] = 0.0f;
+    pos[r] = -1;                 // unused rows of a partial tile see no keys
+    n_approx[r] = 0;
+    qrow[r] = nullptr;
+    if (r >= m) continue;
     const int64_t s = (r0 + r) / c.group;
-    head[r] = g * c.group + (r0 + r) % c.group;
+    const int64_t head = g * c.group + (r0 + r) % c.group;
     pos[r] = a.start_pos + s;
     n_approx[r] = std::max<int64_t>(0, pos[r] + 1 - c.band);
     max_approx = std::max(max_approx, n_approx[r]);
-    const float* qrow = a.q + (s * H + head[r]) * D;
-    for (int64_t d = 0; d < D; d++) qt[d * dlm::kMR + r] = qrow[d];
+    max_pos = std::max(max_pos, pos[r]);
+    qrow[r] = a.q + (s * H + head) * D;
+    for (int64_t d = 0; d < D; d++) qt[d * dlm::kMR + r] = qrow[r][d];
   }
-  // Sparse q·Δk for keys [0, max_approx) with the prefix sum along keys.
-  if (scores.size() < static_cast<size_t>(total) * dlm::kMR) scores.resize(static_cast<size_t>(total) * dlm::kMR);
-  float acc[dlm::kMR] = {0, 0, 0, 0, 0, 0, 0, 0};
-  c.k->deltaqk(max_approx, qt.data(), a.dk_idx + g * D, a.dk_val + g * D, Hkv * D, a.dk_nnz + g, Hkv, acc,
-               scores.data());
-  if (row.size() < static_cast<size_t>(total)) row.resize(total);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  for (int64_t r = 0; r < m; r++) {
-    const int64_t i = pos[r];
-    const float* qrow = a.q + ((i - a.start_pos) * H + head[r]) * D;
-    float mx = -INFINITY;
-    for (int64_t j = 0; j <= i; j++) {
-      const float sc = j < n_approx[r] ? scores[j * dlm::kMR + r]
-                                       : c.k->dot(D, qrow, a.k_cache + (j * Hkv + g) * D);
-      row[j] = sc * scale;
-      mx = std::max(mx, row[j]);
+  float dq_acc[dlm::kMR] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t j0 = 0; j0 <= max_pos; j0 += kKB) {
+    const int64_t nb = std::min<int64_t>(kKB, max_pos + 1 - j0);
+    // Sparse q·Δk with the running prefix sum for the block's keys before the widest band start.
+    const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
+    if (na > 0)
+      c.k->deltaqk(na, qt.data(), a.dk_idx + (j0 * Hkv + g) * D, a.dk_val + (j0 * Hkv + g) * D, Hkv * D,
+                   a.dk_nnz + j0 * Hkv + g, Hkv, dq_acc, sblk.data());
+    for (int64_t r = 0; r < dlm::kMR; r++) {
+      float* pr = p.data() + r * kKB;
+      const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0));   // causal
+      if (valid == 0) {
+        std::fill(pr, pr + nb, 0.0f);
+        continue;
+      }
+      float bmax = -INFINITY;
+      for (int64_t jj = 0; jj < valid; jj++) {
+        const int64_t j = j0 + jj;
+        const float sc = j < n_approx[r] ? sblk[jj * dlm::kMR + r]
+                                         : c.k->dot(D, qrow[r], a.k_cache + (j * Hkv + g) * D);
+        pr[jj] = sc * scale;
+        bmax = std::max(bmax, pr[jj]);
+      }
+      std::fill(pr + valid, pr + nb, 0.0f);
+      const float new_max = std::max(mx[r], bmax);
+      const float corr = mx[r] == -INFINITY ? 0.0f : std::exp(mx[r] - new_max);
+      sum[r] = sum[r] * corr + c.k->vexpsum(valid, new_max, pr);
+      if (corr != 1.0f)
+        for (int64_t d = 0; d < D; d++) acc[r * D + d] *= corr;
+      mx[r] = new_max;
     }
-    const float sum = c.k->vexpsum(i + 1, mx, row.data());
-    float* o = a.out + ((i - a.start_pos) * H + head[r]) * D;
-    c.k->pv(i + 1, D, row.data(), a.v_cache + g * D, Hkv * D, 1.0f / sum, o);
+    c.k->pv(nb, D, p.data(), kKB, a.v_cache + (j0 * Hkv + g) * D, Hkv * D, acc.data());
+  }
+  for (int64_t r = 0; r < m; r++) {
+    const int64_t s = (r0 + r) / c.group;
+    const int64_t head = g * c.group + (r0 + r) % c.group;
+    float* o = a.out + (s * H + head) * D;
+    const float inv = 1.0f / sum[r];
+    for (int64_t d = 0; d < D; d++) o[d] = acc[r * D + d] * inv;
   }
 }
 

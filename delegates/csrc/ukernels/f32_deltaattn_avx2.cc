@@ -30,12 +30,7 @@ size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, int32_
       n++;
     }
   }
-  if (i < d) {  // remainder: the scalar kernel, indices shifted by i
-    const size_t m = f32_deltaenc_ukernel__scalar(d - i, k + i, k_hat + i, idx + n, val + n, params);
-    for (size_t z = n; z < n + m; z++) idx[z] += static_cast<int32_t>(i);
-    n += m;
-  }
-  return n;
+  return n + f32_deltaenc_remainder__scalar(d, i, k, k_hat, idx + n, val + n, params);
 }
 
 void f32_deltaqk_ukernel_8x1__avx2_fma(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
@@ -79,13 +74,6 @@ float f32_dot_ukernel__avx2_fma(size_t d, const float* a, const float* b) {
   return s;
 }
 
-void f32_axpy_ukernel__avx2_fma(size_t d, float a, const float* x, float* y) {
-  const __m256 va = _mm256_set1_ps(a);
-  size_t i = 0;
-  for (; i + 8 <= d; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < d; i++) y[i] += a * x[i];
-}
-
 // exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; degree-6 polynomial for exp(r).
 // Inputs are <= 0 here (x - max); below -87.3 the result flushes to 0.
 static inline __m256 exp256_ps(__m256 x) {
@@ -125,36 +113,39 @@ float f32_vexpsum_ukernel__avx2_fma(size_t n, float max, float* x) {
   return sum;
 }
 
-void f32_pv_ukernel_x64__avx2_fma(size_t n, size_t d, const float* p, const float* v, size_t v_stride, float scale,
-                                  float* out) {
+void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, const float* p, size_t ldp, const float* v,
+                                  size_t v_stride, float* acc) {
+  static_assert(kMR == 8, "8 rows x 8 columns: 8 accumulators + V + broadcast fit the 16 ymm registers");
   size_t c = 0;
-  for (; c + 64 <= d; c += 64) {   // 64 output columns in 8 registers across all keys
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (; c + 8 <= d; c += 8) {
+    __m256 a0 = _mm256_loadu_ps(acc + 0 * d + c), a1 = _mm256_loadu_ps(acc + 1 * d + c);
+    __m256 a2 = _mm256_loadu_ps(acc + 2 * d + c), a3 = _mm256_loadu_ps(acc + 3 * d + c);
+    __m256 a4 = _mm256_loadu_ps(acc + 4 * d + c), a5 = _mm256_loadu_ps(acc + 5 * d + c);
+    __m256 a6 = _mm256_loadu_ps(acc + 6 * d + c), a7 = _mm256_loadu_ps(acc + 7 * d + c);
     for (size_t j = 0; j < n; j++) {
-      const __m256 w = _mm256_set1_ps(p[j]);
-      const float* vj = v + j * v_stride + c;
-      a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj), a0);
-      a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 8), a1);
-      a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 16), a2);
-      a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 24), a3);
-      a4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 32), a4);
-      a5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 40), a5);
-      a6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 48), a6);
-      a7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vj + 56), a7);
+      const __m256 vj = _mm256_loadu_ps(v + j * v_stride + c);
+      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 0 * ldp + j), vj, a0);
+      a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 1 * ldp + j), vj, a1);
+      a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 2 * ldp + j), vj, a2);
+      a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 3 * ldp + j), vj, a3);
+      a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 4 * ldp + j), vj, a4);
+      a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 5 * ldp + j), vj, a5);
+      a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 6 * ldp + j), vj, a6);
+      a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 7 * ldp + j), vj, a7);
     }
-    const __m256 s = _mm256_set1_ps(scale);
-    _mm256_storeu_ps(out + c, _mm256_mul_ps(a0, s));
-    _mm256_storeu_ps(out + c + 8, _mm256_mul_ps(a1, s));
-    _mm256_storeu_ps(out + c + 16, _mm256_mul_ps(a2, s));
-    _mm256_storeu_ps(out + c + 24, _mm256_mul_ps(a3, s));
-    _mm256_storeu_ps(out + c + 32, _mm256_mul_ps(a4, s));
-    _mm256_storeu_ps(out + c + 40, _mm256_mul_ps(a5, s));
-    _mm256_storeu_ps(out + c + 48, _mm256_mul_ps(a6, s));
-    _mm256_storeu_ps(out + c + 56, _mm256_mul_ps(a7, s));
+    _mm256_storeu_ps(acc + 0 * d + c, a0);
+    _mm256_storeu_ps(acc + 1 * d + c, a1);
+    _mm256_storeu_ps(acc + 2 * d + c, a2);
+    _mm256_storeu_ps(acc + 3 * d + c, a3);
+    _mm256_storeu_ps(acc + 4 * d + c, a4);
+    _mm256_storeu_ps(acc + 5 * d + c, a5);
+    _mm256_storeu_ps(acc + 6 * d + c, a6);
+    _mm256_storeu_ps(acc + 7 * d + c, a7);
   }
-  if (c < d) {   // remainder columns
-    for (size_t i = c; i < d; i++) out[i] = 0.0f;
-    for (size_t j = 0; j < n; j++) f32_axpy_ukernel__avx2_fma(d - c, p[j] * scale, v + j * v_stride + c, out + c);
+  if (c < d) {   // remainder columns (head_dim not a multiple of 8)
+    for (size_t j = 0; j < n; j++)
+      for (int r = 0; r < 8; r++)
+        for (size_t i = c; i < d; i++) acc[r * d + i] += p[r * ldp + j] * v[j * v_stride + i];
   }
 }
 

@@ -28,12 +28,7 @@ size_t f32_deltaenc_ukernel__neon(size_t d, const float* k, float* k_hat, int32_
       n++;
     }
   }
-  if (i < d) {  // remainder: the scalar kernel, indices shifted by i
-    const size_t m = f32_deltaenc_ukernel__scalar(d - i, k + i, k_hat + i, idx + n, val + n, params);
-    for (size_t z = n; z < n + m; z++) idx[z] += static_cast<int32_t>(i);
-    n += m;
-  }
-  return n;
+  return n + f32_deltaenc_remainder__scalar(d, i, k, k_hat, idx + n, val + n, params);
 }
 
 void f32_deltaqk_ukernel_8x1__neon(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
@@ -118,39 +113,33 @@ float f32_vexpsum_ukernel__neon(size_t n, float max, float* x) {
   return sum;
 }
 
-void f32_pv_ukernel_x32__neon(size_t n, size_t d, const float* p, const float* v, size_t v_stride, float scale,
-                              float* out) {
+void f32_pv_ukernel_8x8__neon(size_t n, size_t d, const float* p, size_t ldp, const float* v, size_t v_stride,
+                              float* acc) {
+  static_assert(kMR == 8, "8 rows x 8 columns: 16 accumulator registers");
   size_t c = 0;
-  for (; c + 32 <= d; c += 32) {   // 32 output columns in 8 registers across all keys
-    float32x4_t a0 = vdupq_n_f32(0.0f), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-    for (size_t j = 0; j < n; j++) {
-      const float w = p[j];
-      const float* vj = v + j * v_stride + c;
-      a0 = vfmaq_n_f32(a0, vld1q_f32(vj), w);
-      a1 = vfmaq_n_f32(a1, vld1q_f32(vj + 4), w);
-      a2 = vfmaq_n_f32(a2, vld1q_f32(vj + 8), w);
-      a3 = vfmaq_n_f32(a3, vld1q_f32(vj + 12), w);
-      a4 = vfmaq_n_f32(a4, vld1q_f32(vj + 16), w);
-      a5 = vfmaq_n_f32(a5, vld1q_f32(vj + 20), w);
-      a6 = vfmaq_n_f32(a6, vld1q_f32(vj + 24), w);
-      a7 = vfmaq_n_f32(a7, vld1q_f32(vj + 28), w);
+  for (; c + 8 <= d; c += 8) {
+    float32x4_t lo[8], hi[8];
+    for (int r = 0; r < 8; r++) {
+      lo[r] = vld1q_f32(acc + r * d + c);
+      hi[r] = vld1q_f32(acc + r * d + c + 4);
     }
-    vst1q_f32(out + c, vmulq_n_f32(a0, scale));
-    vst1q_f32(out + c + 4, vmulq_n_f32(a1, scale));
-    vst1q_f32(out + c + 8, vmulq_n_f32(a2, scale));
-    vst1q_f32(out + c + 12, vmulq_n_f32(a3, scale));
-    vst1q_f32(out + c + 16, vmulq_n_f32(a4, scale));
-    vst1q_f32(out + c + 20, vmulq_n_f32(a5, scale));
-    vst1q_f32(out + c + 24, vmulq_n_f32(a6, scale));
-    vst1q_f32(out + c + 28, vmulq_n_f32(a7, scale));
+    for (size_t j = 0; j < n; j++) {
+      const float32x4_t vl = vld1q_f32(v + j * v_stride + c), vh = vld1q_f32(v + j * v_stride + c + 4);
+      for (int r = 0; r < 8; r++) {
+        const float w = p[r * ldp + j];
+        lo[r] = vfmaq_n_f32(lo[r], vl, w);
+        hi[r] = vfmaq_n_f32(hi[r], vh, w);
+      }
+    }
+    for (int r = 0; r < 8; r++) {
+      vst1q_f32(acc + r * d + c, lo[r]);
+      vst1q_f32(acc + r * d + c + 4, hi[r]);
+    }
   }
-  if (c < d) {   // remainder columns (head_dim not a multiple of 32)
-    for (size_t i = c; i < d; i++) out[i] = 0.0f;
-    for (size_t j = 0; j < n; j++) {
-      const float w = p[j] * scale;
-      const float* vj = v + j * v_stride;
-      for (size_t i = c; i < d; i++) out[i] += w * vj[i];
-    }
+  if (c < d) {   // remainder columns (head_dim not a multiple of 8)
+    for (size_t j = 0; j < n; j++)
+      for (int r = 0; r < 8; r++)
+        for (size_t i = c; i < d; i++) acc[r * d + i] += p[r * ldp + j] * v[j * v_stride + i];
   }
 }
 

@@ -21,6 +21,14 @@ size_t f32_deltaenc_ukernel__scalar(size_t d, const float* k, float* k_hat, int3
   return n;
 }
 
+size_t f32_deltaenc_remainder__scalar(size_t d, size_t i, const float* k, float* k_hat, int32_t* idx, float* val,
+                                      const deltaenc_params* params) {
+  if (i >= d) return 0;
+  const size_t m = f32_deltaenc_ukernel__scalar(d - i, k + i, k_hat + i, idx, val, params);
+  for (size_t z = 0; z < m; z++) idx[z] += static_cast<int32_t>(i);
+  return m;
+}
+
 void f32_deltaqk_ukernel_8x1__scalar(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
                                      size_t key_stride, const int32_t* nnz, size_t nnz_stride, float* acc,
                                      float* scores) {
@@ -56,13 +64,16 @@ float f32_vexpsum_ukernel__scalar(size_t n, float max, float* x) {
   return sum;
 }
 
-void f32_pv_ukernel__scalar(size_t n, size_t d, const float* p, const float* v, size_t v_stride, float scale,
-                            float* out) {
-  for (size_t i = 0; i < d; i++) out[i] = 0.0f;
+void f32_pv_ukernel_8xd__scalar(size_t n, size_t d, const float* p, size_t ldp, const float* v, size_t v_stride,
+                                float* acc) {
   for (size_t j = 0; j < n; j++) {
-    const float w = p[j] * scale;
     const float* vj = v + j * v_stride;
-    for (size_t i = 0; i < d; i++) out[i] += w * vj[i];
+    for (int r = 0; r < kMR; r++) {
+      const float w = p[r * ldp + j];
+      if (w == 0.0f) continue;   // rows past their causal end, and unused rows of a partial tile
+      float* a = acc + r * d;
+      for (size_t c = 0; c < d; c++) a[c] += w * vj[c];
+    }
   }
 }
 
