@@ -130,3 +130,17 @@ def test_benchmark_mode_through_the_virtual_device(jvm_classes, runners, tiny_ll
     capsys.readouterr()
     assert main(["report", str(tmp_path / "res" / "results.json"), "--format", "md"]) == 0
     assert "| 40 | 3 |" in capsys.readouterr().out
+
+
+def test_arm64_jni_library_is_cross_compiled():
+    """The app's native sources (runner core, tokenizer, JNI bridge) build for arm64 here (glibc;
+    the NDK's bionic build is the app's Gradle build) and export every native method of the bridge."""
+    from device.native_build import abi_of_binary, build_runner
+
+    lib = Path(build_runner("arm64-v8a").jni_library)
+    assert abi_of_binary(lib) == "arm64-v8a"
+    exported = subprocess.run(["aarch64-linux-gnu-nm", "-D", "--defined-only", str(lib)], capture_output=True,
+                              text=True, check=True).stdout
+    for java in (MAIN_JAVA / "org" / "deltallm" / "demo").glob("*.java"):
+        for method in re.findall(r"private static native \S+ (\w+)\(", java.read_text()):
+            assert f"Java_org_deltallm_demo_{java.stem}_{method}" in exported, (java.stem, method)
