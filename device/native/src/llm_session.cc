@@ -16,7 +16,6 @@
 #include <executorch/extension/threadpool/threadpool.h>
 #include <executorch/runtime/kernel/operator_registry.h>
 #include <executorch/runtime/platform/runtime.h>
-#include <executorch/schema/program_generated.h>
 
 #include "program_ops.h"
 
