@@ -52,17 +52,11 @@ def main(argv) -> int:
            "--warmup", extras.get("warmup", "1"), "--reps", extras.get("reps", "3"),
            "--threads", extras.get("threads", "0")] + (["--prompt-ids", extras["prompt_ids"]]
                                                         if extras.get("prompt_ids") else [])
-    script = (f"{' '.join(map(_q, cmd))} > /dev/null 2>&1 || echo \"error: runner exited with $?\" > {_q(str(done))}")
+    script = (f"{' '.join(map(shlex.quote, cmd))} > /dev/null 2>&1 || echo \"error: runner exited with $?\" > {shlex.quote(str(done))}")
     subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"Starting: Intent {{ act={action} cmp={PACKAGE}/.BenchmarkActivity }}\nStatus: ok")
     return 0
-
-
-def _q(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
 
 
 if __name__ == "__main__":
