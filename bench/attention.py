@@ -1,15 +1,17 @@
 """Delta-attention kernel vs the best dense attention, same shapes, same run.
 
     python bench/attention.py [--n 512 1024 2048 4096] [--decode-context 1024 2048 4096]
-                              [--targets 0.4 0.6] [--gamma 0.05] [--reps 3] [--json]
+                              [--targets 0.4 0.6] [--gamma 0.05] [--threads 1 2] [--reps 3] [--json]
 
 Prefill: one call from position 0 (cache update included on both sides). Decode: one token at the
 given context after a prefill of the rest (timed alone; the state is restored between repetitions).
 The dense baseline is the faster of ExecuTorch's `llama::update_cache` + `llama::custom_sdpa` and
 our own kernel's exact path (every key in the exact band: the same flash-style tiles with no
 sparse part), and the table says which. θ is searched so the kernel's own S_c lands on each
-target. Keys drift like real post-RoPE keys. One thread (the eager op runs the kernel serially). Progress on stderr; the markdown table (or, with --json, a
-JSON list of rows) on stdout; ratio = delta_ms / dense_ms (< 1: delta is faster).
+target. Keys drift like real post-RoPE keys. Each row runs at a given thread count on both sides:
+ExecuTorch's threadpool (custom_sdpa) and our core's task pool are both set to it. Progress on
+stderr; the markdown table (or, with --json, a JSON list of rows) on stdout; ratio = delta_ms /
+dense_ms (< 1: delta is faster).
 """
 from __future__ import annotations
 
@@ -34,10 +36,14 @@ def synthetic_inputs(n: int, h: int, hkv: int, d: int, seed: int = 0):
 
 
 class Delta:
+    """One layer's delta state and the op. The ring holds n keys: enough for the exact path's
+    band (every key), which shares the state object with the delta runs."""
+
     def __init__(self, n, hkv, d):
-        shape = (1, n, hkv, d)
-        self.bufs = [torch.zeros(shape), torch.zeros(shape), torch.zeros(shape, dtype=torch.int32),
-                     torch.zeros(shape), torch.zeros(shape[:3], dtype=torch.int32), torch.zeros(1, hkv, d)]
+        from delegates.op import STATE, empty_state
+
+        state = empty_state(n, n, hkv, d)
+        self.bufs = [state[name] for name in STATE]
 
     def __call__(self, q, k, v, start, theta, gamma, w_decode=4):
         return torch.ops.deltallm.delta_attention(q, k, v, *self.bufs, start, theta, gamma, 1 << 20, w_decode, 0)
@@ -66,6 +72,17 @@ def timed(fn, reps, before=None):
     return statistics.median(out)
 
 
+def set_threads(n: int) -> None:
+    """Both sides at n threads: custom_sdpa runs on ExecuTorch's threadpool (whatever
+    torch.set_num_threads says), our eager op on the core's task pool."""
+    from executorch.extension.pybindings import portable_lib
+    from delegates.library import core
+
+    portable_lib._unsafe_reset_threadpool(n)
+    if core().dlm_set_num_threads(n) != 0:
+        raise SystemExit(f"--threads: {n} is out of range")
+
+
 def theta_for_target(run_at, target, phase):
     lo, hi = 0.0, 8.0
     for _ in range(18):
@@ -87,17 +104,22 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         return torch.ops.llama.custom_sdpa(q, kc, vc, 0, None, 0, True)
 
     delta = Delta(n, hkv, d)
-    dense = {"custom_sdpa": timed(sdpa, ns.reps),
-             "deltallm_exact": timed(lambda: delta(q, k, v, 0, EXACT["theta"], EXACT["gamma"]), ns.reps)}
-    best = min(dense, key=dense.get)
+    thetas = {}
     for target in ns.targets:
         print(f"{name} prefill n={n} target {target:.0%} ...", file=sys.stderr)
-        theta = theta_for_target(lambda t: delta(q, k, v, 0, t, ns.gamma), target, "prefill")
-        tot = counted(lambda: delta(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]
-        t_delta = timed(lambda: delta(q, k, v, 0, theta, ns.gamma), ns.reps)
-        yield dict(shape=name, phase="prefill", n=n, threads=1, theta=theta, s_m=tot["s_m"], s_c=tot["s_c"],
-                   dense_ms=dense[best] * 1e3, dense_impl=best, custom_sdpa_ms=dense["custom_sdpa"] * 1e3,
-                   delta_ms=t_delta * 1e3, ratio=t_delta / dense[best])
+        thetas[target] = theta_for_target(lambda t: delta(q, k, v, 0, t, ns.gamma), target, "prefill")
+    for threads in ns.threads:
+        set_threads(threads)
+        dense = {"custom_sdpa": timed(sdpa, ns.reps),
+                 "deltallm_exact": timed(lambda: delta(q, k, v, 0, EXACT["theta"], EXACT["gamma"]), ns.reps)}
+        best = min(dense, key=dense.get)
+        for target, theta in thetas.items():
+            tot = counted(lambda: delta(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]
+            t_delta = timed(lambda: delta(q, k, v, 0, theta, ns.gamma), ns.reps)
+            yield dict(shape=name, phase="prefill", n=n, threads=threads, theta=theta, s_m=tot["s_m"],
+                       s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
+                       custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3, ratio=t_delta / dense[best])
+        set_threads(1)
 
 
 def decode_rows(name, h, hkv, d, ctx, ns, make):
@@ -124,9 +146,7 @@ def decode_rows(name, h, hkv, d, ctx, ns, make):
 
         return delta, restore, (lambda: delta(q1, k1, v1, last, theta, gamma, w_decode))
 
-    _, restore_x, step_x = primed(EXACT["theta"], EXACT["gamma"], EXACT["w_decode"])
-    dense = {"custom_sdpa": timed(sdpa, ns.reps * 5), "deltallm_exact": timed(step_x, ns.reps * 5, restore_x)}
-    best = min(dense, key=dense.get)
+    thetas = {}
     for target in ns.targets:
         print(f"{name} decode ctx={ctx} target {target:.0%} ...", file=sys.stderr)
 
@@ -135,15 +155,22 @@ def decode_rows(name, h, hkv, d, ctx, ns, make):
             restore()
             return step
 
-        theta = theta_for_target(lambda t: s_c_of(t)(), target, "decode")
-        delta, restore, step = primed(theta, ns.gamma, 4)
-        s_m = counted(lambda: Delta(ctx, hkv, d)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
-        restore()
-        tot = counted(step)["decode"]["total"]
-        t_delta = timed(step, ns.reps * 5, restore)
-        yield dict(shape=name, phase="decode", n=ctx, threads=1, theta=theta, s_m=s_m, s_c=tot["s_c"],
-                   dense_ms=dense[best] * 1e3, dense_impl=best, custom_sdpa_ms=dense["custom_sdpa"] * 1e3,
-                   delta_ms=t_delta * 1e3, ratio=t_delta / dense[best])
+        thetas[target] = theta_for_target(lambda t: s_c_of(t)(), target, "decode")
+    for threads in ns.threads:
+        set_threads(threads)
+        _, restore_x, step_x = primed(EXACT["theta"], EXACT["gamma"], EXACT["w_decode"])
+        dense = {"custom_sdpa": timed(sdpa, ns.reps * 5), "deltallm_exact": timed(step_x, ns.reps * 5, restore_x)}
+        best = min(dense, key=dense.get)
+        for target, theta in thetas.items():
+            delta, restore, step = primed(theta, ns.gamma, 4)
+            s_m = counted(lambda: Delta(ctx, hkv, d)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
+            restore()
+            tot = counted(step)["decode"]["total"]
+            t_delta = timed(step, ns.reps * 5, restore)
+            yield dict(shape=name, phase="decode", n=ctx, threads=threads, theta=theta, s_m=s_m, s_c=tot["s_c"],
+                       dense_ms=dense[best] * 1e3, dense_impl=best, custom_sdpa_ms=dense["custom_sdpa"] * 1e3,
+                       delta_ms=t_delta * 1e3, ratio=t_delta / dense[best])
+        set_threads(1)
 
 
 def main() -> int:
@@ -152,6 +179,7 @@ def main() -> int:
     ap.add_argument("--decode-context", type=int, nargs="*", default=[1024, 2048, 4096])
     ap.add_argument("--targets", type=float, nargs="+", default=[0.4, 0.6])
     ap.add_argument("--gamma", type=float, default=0.05)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
@@ -161,11 +189,12 @@ def main() -> int:
     from export.attention import load_llama_custom_ops
 
     load_llama_custom_ops()
+    set_threads(1)
     print(f"kernel variant: {core().dlm_kernel_arch().decode()}, gamma: {ns.gamma}", file=sys.stderr)
     rows = []
     if not ns.json:
-        print("| shape | phase | n | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms | delta/dense |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("| shape | phase | n | threads | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms | delta/dense |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, (h, hkv, d) in SHAPES.items():
         gens = [prefill_rows(name, h, hkv, d, n, ns, synthetic_inputs) for n in ns.n]
         gens += [decode_rows(name, h, hkv, d, c, ns, synthetic_inputs) for c in ns.decode_context]
@@ -173,7 +202,7 @@ def main() -> int:
             for r in gen:
                 rows.append(r)
                 if not ns.json:
-                    print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
+                    print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['threads']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
                           f"{r['ratio']:.2f} |", flush=True)
     if ns.json:

@@ -1,30 +1,44 @@
 """DeltaAttention: the attention core plugged into export/arch when attention.kind=delta.
 
-Its state (raw K and V caches for the exact band, the compressed ΔK cache and the per-head
-reference key) lives in non-persistent buffers, which torch.export turns into mutable
-buffers of the program, beside the V cache, as ExecuTorch's KV cache."""
+Its state lives in non-persistent buffers, which torch.export turns into mutable buffers of the
+program (ExecuTorch's KV cache): the V cache, the compressed ΔK cache (a bitmask and packed fp16
+non-zeros per token and kv head), a ring of raw keys just long enough for the exact band of the
+longest chunk (⌊γ·max_seq_len⌋ bounded by w_max, at least w_decode), the sink key and the
+reference key. See delegates/csrc/deltaattn.h."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from . import op  # noqa: F401  (registers deltallm::delta_attention)
+from .reference import band_width
+
+
+def ring_len(max_seq_len: int, gamma: float, w_max: int, w_decode: int) -> int:
+    """Raw keys the exact band of any call of at most max_seq_len tokens reads (dlm_ring_len)."""
+    return max(band_width(max(2, max_seq_len), gamma, w_max, w_decode), w_decode)
+
+
+def state_bytes(max_context_len: int, max_seq_len: int, n_kv_heads: int, head_dim: int, gamma: float,
+                w_max: int, w_decode: int) -> dict:
+    """One layer's attention state in bytes: delta (this core) vs dense (fp32 K and V caches)."""
+    shapes = op.state_shapes(max_context_len, ring_len(max_seq_len, gamma, w_max, w_decode), n_kv_heads, head_dim)
+    delta = sum(math.prod(s) * torch.empty((), dtype=op.DTYPES[n]).element_size() for n, s in shapes.items())
+    return {"delta": delta, "dense": 2 * 4 * max_context_len * n_kv_heads * head_dim}
 
 
 class DeltaAttention(nn.Module):
-    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_context_len: int, theta: float,
-                 gamma: float, w_max: int, w_decode: int, layer: int):
+    def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_context_len: int, max_seq_len: int,
+                 theta: float, gamma: float, w_max: int, w_decode: int, layer: int):
         super().__init__()
         self.theta, self.gamma, self.w_max, self.w_decode, self.layer = theta, gamma, w_max, w_decode, layer
-        cache = (1, max_context_len, n_kv_heads, head_dim)
-        self.register_buffer("k_cache", torch.zeros(cache), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(cache), persistent=False)
-        self.register_buffer("dk_idx", torch.zeros(cache, dtype=torch.int32), persistent=False)
-        self.register_buffer("dk_val", torch.zeros(cache), persistent=False)
-        self.register_buffer("dk_nnz", torch.zeros(cache[:3], dtype=torch.int32), persistent=False)
-        self.register_buffer("k_hat", torch.zeros(1, n_kv_heads, head_dim), persistent=False)
+        ring = ring_len(max_seq_len, gamma, w_max, w_decode)
+        for name, t in op.empty_state(max_context_len, ring, n_kv_heads, head_dim).items():
+            self.register_buffer(name, t, persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
         return torch.ops.deltallm.delta_attention(
-            q, k, v, self.k_cache, self.v_cache, self.dk_idx, self.dk_val, self.dk_nnz, self.k_hat, start,
-            self.theta, self.gamma, self.w_max, self.w_decode, self.layer)
+            q, k, v, self.k_ring, self.k_sink, self.v_cache, self.dk_mask, self.dk_val, self.dk_nnz, self.k_hat,
+            start, self.theta, self.gamma, self.w_max, self.w_decode, self.layer)

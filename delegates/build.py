@@ -59,7 +59,7 @@ def build(force: bool = False, debug: bool = False) -> None:
     LIB_DIR.mkdir(exist_ok=True)
     opt = ["-O0", "-g"] if debug else ["-O3", "-DNDEBUG"]
     base = [cxx, "-std=c++17", "-fPIC", *opt, "-Wall", "-Wno-unused-function", f"-I{CSRC}"]
-    core_srcs = [CSRC / "deltaattn.cc", CSRC / "ukernels" / "f32_deltaattn_scalar.cc",
+    core_srcs = [CSRC / "deltaattn.cc", CSRC / "task_pool.cc", CSRC / "ukernels" / "f32_deltaattn_scalar.cc",
                  CSRC / "ukernels" / "f32_deltaattn_neon.cc"]     # compiles to nothing off AArch64
     x86 = platform.machine() in ("x86_64", "AMD64")
     deps = _sources([CSRC, CSRC / "ukernels"])
@@ -72,7 +72,7 @@ def build(force: bool = False, debug: bool = False) -> None:
                 objs.append(obj)
             if x86:
                 obj = Path(tmp) / "avx2.o"
-                _run([*base, "-mavx2", "-mfma", "-c", str(CSRC / "ukernels" / "f32_deltaattn_avx2.cc"), "-o", str(obj)])
+                _run([*base, "-mavx2", "-mfma", "-mf16c", "-c", str(CSRC / "ukernels" / "f32_deltaattn_avx2.cc"), "-o", str(obj)])
                 objs.append(obj)
             out = Path(tmp) / CORE.name
             _run([*base, "-shared", *map(str, objs), "-o", str(out), "-Wl,-soname," + CORE.name, "-lpthread"])

@@ -15,11 +15,12 @@ _et_loaded = False
 class AttnArgs(ctypes.Structure):
     _fields_ = [(n, t) for n, t in [
         ("q", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p),
-        ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p), ("dk_idx", ctypes.c_void_p),
-        ("dk_val", ctypes.c_void_p), ("dk_nnz", ctypes.c_void_p), ("k_hat", ctypes.c_void_p),
-        ("out", ctypes.c_void_p),
+        ("k_ring", ctypes.c_void_p), ("k_sink", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
+        ("dk_mask", ctypes.c_void_p), ("dk_val", ctypes.c_void_p), ("dk_nnz", ctypes.c_void_p),
+        ("k_hat", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
-        ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("start_pos", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("ring_len", ctypes.c_int64),
+        ("start_pos", ctypes.c_int64),
         ("theta", ctypes.c_float), ("gamma", ctypes.c_float), ("w_max", ctypes.c_int64),
         ("w_decode", ctypes.c_int64), ("layer", ctypes.c_int64),
         ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p)]]
@@ -49,8 +50,13 @@ def core() -> ctypes.CDLL:
             lib.dlm_stats_num_layers.restype = ctypes.c_int64
             lib.dlm_kernel_arch.restype = ctypes.c_char_p
             lib.dlm_force_scalar.argtypes = [ctypes.c_int]
+            lib.dlm_set_num_threads.argtypes = [ctypes.c_int]
+            lib.dlm_set_num_threads.restype = ctypes.c_int
+            lib.dlm_get_num_threads.restype = ctypes.c_int
             lib.dlm_band_width.argtypes = [ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int64]
             lib.dlm_band_width.restype = ctypes.c_int64
+            lib.dlm_ring_len.argtypes = [ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int64]
+            lib.dlm_ring_len.restype = ctypes.c_int64
             _core = lib
     return _core
 

@@ -1,9 +1,12 @@
 """PyTorch references for delta attention (the test oracles).
 
 Definitions (per layer, per KV head; post-RoPE keys):
-- k̂_{-1} = 0. Token 0 is stored dense: Δk_0 = k_0. For t > 0 and each element d:
-  Δk_t[d] = k_t[d] − k̂_{t−1}[d] if |k_t[d] − k̂_{t−1}[d]| > θ else 0;  k̂_t = k̂_{t−1} + Δk_t.
-- Approximate score q_i·k̂_j = Σ_{τ≤j} q_i·Δk_τ (sparse products + prefix sum over keys).
+- k̂_{-1} = 0. Token 0 is stored dense: Δk_0 = r(k_0). For t > 0 and each element d, in fp32:
+  δ = k_t[d] − k̂_{t−1}[d];  Δk_t[d] = r(δ) if |δ| > θ else 0;  k̂_t = k̂_{t−1} + Δk_t,
+  where r(x) rounds clamp(x, ±65504) to fp16 (nearest even): ΔK is stored in fp16 and the
+  reference key advances by exactly the stored value (error feedback: no drift).
+- Approximate score q_i·k̂_j = Σ_{τ≤j} q_i·Δk_τ (sparse products + prefix sum over keys), except
+  key 0 (the attention sink), whose score is always the exact q_i·k_0.
 - Exact band: a forward call with S new tokens uses band width W = w_decode if S == 1, else
   max(1, min(⌊γ·S⌋, w_max)). Query at absolute position i uses the exact key k_j when
   i − j < W (so its own key always), the approximation otherwise. A chunked prefill
@@ -53,17 +56,20 @@ class SparsityCounts:
         return 1.0 - self.macs_performed / self.macs_dense if self.macs_dense else 0.0
 
 
+F16_MAX = 65504.0
+
+
 def delta_encode(k: torch.Tensor, k_hat: torch.Tensor, start: int, theta: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Token by token. k: [S, Hkv, D] at positions start..start+S-1; k_hat: [Hkv, D] (k̂_{start-1}).
-    Returns (Δk [S, Hkv, D], k̂ after the last token)."""
-    k_hat = k_hat.clone()
+    """Token by token, in fp32 (as the kernel). k: [S, Hkv, D] at positions start..start+S-1; k_hat:
+    [Hkv, D] (k̂_{start-1}). Returns (Δk [S, Hkv, D] fp32: the stored, fp16-rounded deltas; k̂ after
+    the last token, fp32)."""
+    k = k.float()
+    k_hat = k_hat.float().clone()
     dk = torch.zeros_like(k)
     for s in range(k.shape[0]):
-        if start + s == 0:
-            d = k[s] - k_hat
-        else:
-            d = k[s] - k_hat
-            d = torch.where(d.abs() > theta, d, torch.zeros_like(d))
+        d = k[s] - k_hat
+        keep = torch.ones_like(d, dtype=torch.bool) if start + s == 0 else d.abs() > theta
+        d = torch.where(keep, d.clamp(-F16_MAX, F16_MAX).half().float(), torch.zeros_like(d))
         dk[s] = d
         k_hat = k_hat + d
     return dk, k_hat
@@ -84,7 +90,7 @@ class DeltaState:
     @classmethod
     def empty(cls, max_len: int, n_kv_heads: int, head_dim: int, dtype=torch.float64) -> "DeltaState":
         z = lambda: torch.zeros(max_len, n_kv_heads, head_dim, dtype=dtype)  # noqa: E731
-        return cls(z(), z(), z(), torch.zeros(n_kv_heads, head_dim, dtype=dtype),
+        return cls(z(), z(), z(), torch.zeros(n_kv_heads, head_dim, dtype=torch.float32),   # k̂: fp32 as the kernel
                    torch.zeros(max_len, n_kv_heads, dtype=torch.long))
 
 
@@ -95,7 +101,7 @@ def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v:
     hkv = k.shape[1]
     if start == 0:
         state.k_hat.zero_()
-    dk, state.k_hat = delta_encode(k.to(state.k_hat.dtype), state.k_hat, start, theta)
+    dk, state.k_hat = delta_encode(k, state.k_hat, start, theta)
     end = start + S
     state.k_cache[start:end] = k
     state.v_cache[start:end] = v
@@ -119,7 +125,7 @@ def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v:
             acc = 0.0
             for j in range(i + 1):
                 acc = acc + float(qv @ state.dk_cache[j, g])   # prefix sum of q·Δk
-                scores[j] = qv @ state.k_cache[j, g] if i - j < W else acc
+                scores[j] = qv @ state.k_cache[j, g] if i - j < W or j == 0 else acc   # key 0: the exact sink
             n_approx = max(0, i + 1 - W)
             counts.macs_performed += int(state.nnz[:n_approx, g].sum()) + min(W, i + 1) * D
             counts.macs_dense += (i + 1) * D
@@ -132,7 +138,7 @@ def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v:
 def delta_attention_vectorized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, W: int,
                                ) -> Tuple[torch.Tensor, torch.Tensor, SparsityCounts]:
     """One call from position 0 over the whole sequence, vectorised over heads and queries.
-    The delta encoding runs in k's dtype (fp32 to match the kernel bit for bit), the rest in fp64.
+    The delta encoding runs in fp32 with fp16 rounding (as the kernel, bit for bit), the rest in fp64.
     q: [n, H, D]; k, v: [n, Hkv, D]. Returns (out [n, H, D] fp64, Δk [n, Hkv, D], counts)."""
     n, H, D = q.shape
     hkv = k.shape[1]
@@ -148,6 +154,7 @@ def delta_attention_vectorized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     qx = q.transpose(0, 1)
     exact = qx @ kx.transpose(1, 2)
     approx = qx @ kh.transpose(1, 2)
+    approx[:, :, 0] = exact[:, :, 0]                             # the sink's score is exact
     i = torch.arange(n)[:, None]
     j = torch.arange(n)[None, :]
     scores = torch.where(i - j < W, exact, approx) / math.sqrt(D)

@@ -37,7 +37,7 @@ class DenseAttention(nn.Module):
 
 
 def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_heads: int,
-                        head_dim: int, max_context_len: int) -> nn.Module:
+                        head_dim: int, max_context_len: int, max_seq_len: int) -> nn.Module:
     if cfg.kind == AttentionKind.DENSE:
         return DenseAttention(n_kv_heads, head_dim, max_context_len)
     if cfg.kind == AttentionKind.DELTA:
@@ -46,11 +46,23 @@ def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_hea
         except ImportError as e:
             raise ConfigError("attention.kind", "'delta' needs the delta-attention operator "
                                                 f"(delegates), which is not available: {e}") from e
+        if head_dim % 8:
+            raise ConfigError("attention.kind", f"'delta' needs head_dim to be a multiple of 8, got {head_dim}")
         theta = cfg.theta if cfg.theta_per_layer is None else cfg.theta_per_layer[layer]
         return DeltaAttention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
-                              max_context_len=max_context_len, theta=theta, gamma=cfg.gamma,
+                              max_context_len=max_context_len, max_seq_len=max_seq_len, theta=theta, gamma=cfg.gamma,
                               w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer)
     raise ConfigError("attention.kind", f"unsupported {cfg.kind!r}")  # pragma: no cover
+
+
+def attention_state_report(model: nn.Module, max_context_len: int) -> dict:
+    """The attention state the program carries (every attention core's buffers), against the fp32
+    K and V caches of a dense program of the same shape at the same max context."""
+    cores = [m for m in model.modules() if isinstance(m, DenseAttention) or type(m).__name__ == "DeltaAttention"]
+    total = sum(b.numel() * b.element_size() for c in cores for b in c.buffers())
+    dense = sum(2 * c.v_cache.numel() * 4 for c in cores)   # every core keeps a [1, T, Hkv, D] V cache
+    return {"bytes": total, "bytes_per_token": total / max_context_len, "dense_fp32_kv_bytes": dense,
+            "ratio_to_dense_fp32_kv": total / dense if dense else None, "max_context_len": max_context_len}
 
 
 @contextmanager

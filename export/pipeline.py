@@ -15,7 +15,7 @@ import torch
 from .arch import Transformer
 from .arch.bitnet import ternarize_
 from .atomic import temp_path_for, write_atomic, write_json_atomic
-from .attention import make_attention_core
+from .attention import attention_state_report, make_attention_core
 from .calibration import DeltaCalibration, fold_key_scales_, load_calibration
 from .config import Architecture, ExportConfig, LinearQuant
 from .errors import ConfigError, ExportError
@@ -56,7 +56,8 @@ def build_model(cfg: ExportConfig, source: LoadedSource,
                                                        f"got {len(attention.theta_per_layer)}")
     torch.manual_seed(cfg.model.seed)
     model = Transformer(args, lambda i: make_attention_core(
-        attention, i, args.n_heads, args.n_kv_heads, args.head_dim, cfg.export.max_context_len),
+        attention, i, args.n_heads, args.n_kv_heads, args.head_dim, cfg.export.max_context_len,
+        cfg.export.max_seq_len),
         cfg.export.max_context_len, full_logits=cfg.export.full_logits)
     if source.state_dict is None:
         _init_random_(model)
@@ -134,6 +135,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         built = build_model(cfg, source)
         model, args = built.model, source.args
         n_params = sum(p.numel() for p in model.parameters())
+        state = attention_state_report(model, cfg.export.max_context_len)
     prompt_ids = encode_prompt(source.tokenizer, cfg.validation.prompt, args.bos_id)
     fp32_logits = None
     if cfg.validation.enabled and is_approximate(cfg):
@@ -184,6 +186,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         "parameters": n_params,
         "quantization": qreport,
         "attention": cfg.to_dict()["attention"],
+        "attention_state": state,
         "calibration": built.calibration.summary(cfg.attention.calibration) if built.calibration else None,
         "metadata_methods": metadata,
         "versions": _versions(),

@@ -15,25 +15,31 @@ def make_qkv(n: int, n_heads: int, n_kv_heads: int, head_dim: int, seed: int = 0
 
 
 class KernelState:
-    """Caches for one layer, as DeltaAttention holds them."""
+    """One layer's state, as DeltaAttention holds it: the ring sized for calls of at most
+    max_seq_len tokens (default: max_len), as an export sizes it."""
 
-    def __init__(self, max_len: int, n_kv_heads: int, head_dim: int):
-        shape = (1, max_len, n_kv_heads, head_dim)
-        self.k_cache, self.v_cache, self.dk_val = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
-        self.dk_idx = torch.zeros(shape, dtype=torch.int32)
-        self.dk_nnz = torch.zeros(shape[:3], dtype=torch.int32)
-        self.k_hat = torch.zeros(1, n_kv_heads, head_dim)
+    def __init__(self, max_len: int, n_kv_heads: int, head_dim: int, max_seq_len: int = 0, gamma: float = 0.1,
+                 w_max: int = 1 << 20, w_decode: int = 4):
+        from delegates.attention_core import ring_len
+        from delegates.op import empty_state
+
+        self.ring = ring_len(max_seq_len or max_len, gamma, w_max, w_decode)
+        self.state = empty_state(max_len, self.ring, n_kv_heads, head_dim)
+        for name, t in self.state.items():
+            setattr(self, name, t)
+
+    def tensors(self):
+        return [self.k_ring, self.k_sink, self.v_cache, self.dk_mask, self.dk_val, self.dk_nnz, self.k_hat]
 
     def call(self, q, k, v, start, theta, gamma, w_max, w_decode, layer=0):
-        from delegates import op  # noqa: F401
-
-        return torch.ops.deltallm.delta_attention(
-            q[None], k[None], v[None], self.k_cache, self.v_cache, self.dk_idx, self.dk_val, self.dk_nnz,
-            self.k_hat, start, theta, gamma, w_max, w_decode, layer)[0]
+        return torch.ops.deltallm.delta_attention(q[None], k[None], v[None], *self.tensors(), start, theta, gamma,
+                                                  w_max, w_decode, layer)[0]
 
 
 def run_kernel(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, layer=0):
-    st = KernelState(max_len, k.shape[1], k.shape[2])
+    from delegates import op  # noqa: F401
+
+    st = KernelState(max_len, k.shape[1], k.shape[2], max(chunks), gamma, w_max, w_decode)
     outs, pos = [], 0
     for n in chunks:
         outs.append(st.call(q[pos:pos + n], k[pos:pos + n], v[pos:pos + n], pos, theta, gamma, w_max, w_decode,

@@ -44,9 +44,12 @@ def test_single_call_matches_reference(variant, n, d, ratio, theta, gamma):
         (counts.dk_zeros, counts.dk_elements, counts.macs_performed, counts.macs_dense)
 
 
-@pytest.mark.parametrize("rows", [7, 8, 9, 16, 17])   # query rows per kv head: lt / eq / gt the 8-row tile
-def test_tile_boundaries(variant, rows):
-    q, k, v = make_qkv(rows, 1, 1, 64, seed=rows)
+# query rows per kv head: lt / eq / gt the 8-row (decode) tile, the 8-row P·V micro-tile and the
+# 64-row tile (n positions x group heads), and n = 1
+@pytest.mark.parametrize("rows,group", [(1, 1), (7, 1), (8, 1), (9, 1), (16, 1), (17, 1), (63, 1), (64, 1),
+                                        (65, 1), (129, 1), (21, 3), (22, 3), (33, 4)])
+def test_tile_boundaries(variant, rows, group):
+    q, k, v = make_qkv(rows, group, 1, 64, seed=rows)
     ref, _, _ = delta_attention_vectorized(q, k, v, 0.3, 1)
     got, _ = run_kernel(q, k, v, [rows], rows, 0.3, 0.0, 1, 4)
     assert nmse(got, ref) <= 1e-10
@@ -84,8 +87,7 @@ def test_restart_at_zero_resets_reference_key():
 def _bad(**change):
     q, k, v = make_qkv(4, 4, 2, 64)
     st = KernelState(8, 2, 64)
-    args = dict(q=q[None], k=k[None], v=v[None], k_cache=st.k_cache, v_cache=st.v_cache, dk_idx=st.dk_idx,
-                dk_val=st.dk_val, dk_nnz=st.dk_nnz, k_hat=st.k_hat, start_pos=0, theta=0.5, gamma=0.1, w_max=100,
+    args = dict(q=q[None], k=k[None], v=v[None], **st.state, start_pos=0, theta=0.5, gamma=0.1, w_max=100,
                 w_decode=4, layer=0)
     args.update(change)
     return torch.ops.deltallm.delta_attention(*args.values())
@@ -93,8 +95,12 @@ def _bad(**change):
 
 @pytest.mark.parametrize("change,message", [
     (dict(q=torch.zeros(4, 4, 64)), "rank 4"),
-    (dict(k=torch.zeros(1, 4, 3, 64)), "kv head count mismatch"),
-    (dict(q=torch.zeros(1, 4, 4, 32)), "head_dim mismatch"),
+    (dict(k=torch.zeros(1, 4, 3, 64)), "kv head mismatch"),
+    (dict(q=torch.zeros(1, 4, 4, 32)), "head_dim"),
+    (dict(q=torch.zeros(1, 4, 4, 12), k=torch.zeros(1, 4, 2, 12), v=torch.zeros(1, 4, 2, 12)), "multiple of 8"),
+    (dict(dk_val=torch.zeros(1, 8, 2, 64)), "dk_val must be torch.float16"),
+    (dict(dk_mask=torch.zeros(1, 8, 2, 64, dtype=torch.uint8)), r"dk_mask must have shape \[1, 8, 2, 8\]"),
+    (dict(k_ring=torch.zeros(1, 1, 2, 64), start_pos=3, gamma=1.0), "key ring holds 1 keys"),
     (dict(theta=-0.5), "theta must be finite and >= 0"),
     (dict(start_pos=6), "cache overflow"),
     (dict(q=torch.zeros(1, 4, 3, 64)), "multiple of n_kv_heads"),
@@ -116,9 +122,9 @@ def test_c_core_rejects_inconsistent_args_without_touching_memory():
     buf = (ctypes.c_float * 64)()
     ibuf = (ctypes.c_int32 * 64)()
     p, ip = ctypes.cast(buf, ctypes.c_void_p), ctypes.cast(ibuf, ctypes.c_void_p)
-    a = AttnArgs(q=p, k=p, v=p, k_cache=p, v_cache=p, dk_idx=ip, dk_val=p, dk_nnz=ip, k_hat=p, out=p, seq_len=2,
-                 n_heads=1, n_kv_heads=1, head_dim=4, max_len=4, start_pos=3, theta=0.1, gamma=0.1, w_max=4,
-                 w_decode=1, layer=0)
+    a = AttnArgs(q=p, k=p, v=p, k_ring=p, k_sink=p, v_cache=p, dk_mask=ip, dk_val=ip, dk_nnz=ip, k_hat=p, out=p,
+                 seq_len=2, n_heads=1, n_kv_heads=1, head_dim=8, max_len=4, ring_len=4, start_pos=3, theta=0.1,
+                 gamma=0.1, w_max=4, w_decode=1, layer=0)
     assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
     assert b"cache overflow" in err.value
     a.start_pos, a.n_kv_heads = 0, 0

@@ -66,14 +66,12 @@ RUNTIME_ERROR_SCRIPT = textwrap.dedent("""
         def __init__(self, theta):
             super().__init__()
             self.theta = theta
-            for name, dt, shape in [("kc", torch.float32, (1, 8, 2, 16)), ("vc", torch.float32, (1, 8, 2, 16)),
-                                    ("di", torch.int32, (1, 8, 2, 16)), ("dv", torch.float32, (1, 8, 2, 16)),
-                                    ("dn", torch.int32, (1, 8, 2)), ("kh", torch.float32, (1, 2, 16))]:
-                self.register_buffer(name, torch.zeros(shape, dtype=dt), persistent=False)
+            for name, t in op.empty_state(8, 4, 2, 16).items():
+                self.register_buffer(name, t, persistent=False)
         def forward(self, q, k, v, pos):
             p = pos[0].item()
-            return torch.ops.deltallm.delta_attention(q, k, v, self.kc, self.vc, self.di, self.dv, self.dn,
-                                                      self.kh, p, self.theta, 0.1, 100, 4, 0)
+            return torch.ops.deltallm.delta_attention(q, k, v, *[getattr(self, n) for n in op.STATE], p,
+                                                      self.theta, 0.1, 100, 4, 0)
 
     theta, start, case = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     kshape = {"ok": (1, 2, 2, 16), "head_dim": (1, 2, 2, 8), "kv_heads": (1, 2, 3, 16)}[case]

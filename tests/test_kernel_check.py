@@ -16,7 +16,7 @@ from tests.native_helpers import run_native
 
 W_HUGE = 1 << 20
 SINGLE = list(itertools.product([1, 2, 7, 64, 129, 512], [64, 128], [1, 3], [0.0, 0.3, 1.0], [0.05, 0.1]))
-TILES = [7, 8, 9, 16, 17]                       # query rows per kv head: lt / eq / gt the 8-row tile
+TILES = [7, 8, 9, 16, 17, 63, 64, 65, 129]       # rows per kv head: lt / eq / gt the 8- and 64-row tiles
 CHUNKED = [([64, 1, 1, 1, 1, 1, 1, 1, 1], 4, W_HUGE), ([20, 30, 14, 1, 1, 1], 2, 3), ([1] * 12, 4, 100),
            ([129, 1, 1, 1], 8, W_HUGE)]
 COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")

@@ -3,6 +3,7 @@
 #include "deltaattn.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -10,15 +11,16 @@
 #include <mutex>
 #include <vector>
 
+#include "task_pool.h"
 #include "ukernels/ukernels.h"
 
 namespace {
 
 struct Kernels {
   dlm::deltaenc_ukernel_fn deltaenc;
-  dlm::deltaqk_ukernel_fn deltaqk;
-  dlm::dot_ukernel_fn dot;
-  dlm::vexpsum_ukernel_fn vexpsum;
+  dlm::deltaqk_ukernel_fn deltaqk, deltaqk_narrow;   // kTR / kTRNarrow rows
+  dlm::qk_ukernel_fn qk, qk_narrow;
+  dlm::softmax_ukernel_fn softmax;
   dlm::pv_ukernel_fn pv;
   const char* arch;
 };
@@ -26,20 +28,24 @@ struct Kernels {
 std::atomic<bool> g_force_scalar{false};
 
 const Kernels& kernels() {
-  static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar, dlm::f32_deltaqk_ukernel_8x1__scalar,
-                              dlm::f32_dot_ukernel__scalar, dlm::f32_vexpsum_ukernel__scalar,
-                              dlm::f32_pv_ukernel_8xd__scalar, "scalar"};
+  static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
+                              dlm::f32_deltaqk_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
+                              dlm::f32_qk_ukernel_8x1__scalar,      dlm::f32_softmax_ukernel_x1__scalar,
+                              dlm::f32_pv_ukernel_8xd__scalar,      "scalar"};
 #if defined(__x86_64__)
-  static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2, dlm::f32_deltaqk_ukernel_8x1__avx2_fma,
-                            dlm::f32_dot_ukernel__avx2_fma,
-                            dlm::f32_vexpsum_ukernel__avx2_fma, dlm::f32_pv_ukernel_8x8__avx2_fma, "avx2_fma"};
-  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
+                            dlm::f32_deltaqk_ukernel_8x1__avx2_fma,  dlm::f32_qk_ukernel_32x2__avx2_fma,
+                            dlm::f32_qk_ukernel_8x4__avx2_fma,       dlm::f32_softmax_ukernel_x8__avx2_fma,
+                            dlm::f32_pv_ukernel_8x8__avx2_fma,       "avx2_fma"};
+  static const bool has_avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (has_avx2 && !g_force_scalar.load()) return avx2;
 #endif
 #if defined(__aarch64__)
-  static const Kernels neon{dlm::f32_deltaenc_ukernel__neon, dlm::f32_deltaqk_ukernel_8x1__neon,
-                            dlm::f32_dot_ukernel__neon, dlm::f32_vexpsum_ukernel__neon,
-                            dlm::f32_pv_ukernel_8x8__neon, "neon"};
+  static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
+                            dlm::f32_deltaqk_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
+                            dlm::f32_qk_ukernel_8x4__neon,          dlm::f32_softmax_ukernel_x4__neon,
+                            dlm::f32_pv_ukernel_8x8__neon,          "neon"};
   if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
 #endif
   return scalar;
@@ -59,86 +65,114 @@ struct TaskCtx {
   const Kernels* k;
   int64_t group;      // query heads per kv head
   int64_t rows;       // S * group rows per kv head
-  int64_t tiles;      // ceil(rows / MR)
+  int64_t lanes;      // rows per tile: kTR, or kTRNarrow when rows <= kTRNarrow (decode)
+  int64_t tiles;      // ceil(rows / lanes)
   int64_t band;       // W
 };
 
 constexpr int64_t kKB = 64;   // keys per block
 
-// One task: MR query rows of one kv-head group against all their keys, in blocks of kKB keys with
-// an online (running max / sum) softmax, so each block of V is read once for the whole tile.
-// Scores of keys before a row's band come from the sparse Q·ΔKᵀ prefix sums (deltaqk), keys in
-// the band from exact dot products; keys past a row's position are masked (causal).
+// Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
+// (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
+// run of rows is one qk call.
+void exact_scores(const TaskCtx& c, int64_t g, const float* qt, int64_t j0, int64_t j_from, int64_t j_to,
+                  float* scores) {
+  const dlm_attn_args& a = *c.a;
+  const int64_t D = a.head_dim, Hkv = a.n_kv_heads, L = c.lanes, R = a.ring_len;
+  const auto qk = L == dlm::kTR ? c.k->qk : c.k->qk_narrow;
+  for (int64_t j = j_from; j < j_to;) {
+    const float* key;
+    int64_t run;
+    if (j >= a.start_pos) {
+      key = a.k + ((j - a.start_pos) * Hkv + g) * D;
+      run = j_to - j;
+    } else {
+      const int64_t slot = j % R;
+      key = a.k_ring + (slot * Hkv + g) * D;
+      run = std::min({j_to, a.start_pos, j + R - slot}) - j;
+    }
+    qk(static_cast<size_t>(run), static_cast<size_t>(D), qt, key, static_cast<size_t>(Hkv * D),
+       scores + (j - j0) * L);
+    j += run;
+  }
+}
+
+// One task: up to L query rows of one kv-head group (a tile) against all their keys, in blocks of
+// kKB keys with an online (running max / sum) softmax. The tile's queries are transposed and its
+// scores key-major, so each key element (exact part) or ΔK non-zero (sparse part) is loaded once
+// and multiplied into all L rows, and each block of K, ΔK and V is read from memory once per tile.
+// Keys before a row's band use the sparse Q·ΔKᵀ prefix sums (deltaqk), keys in the band the exact
+// Q·Kᵀ (qk); keys past a row's position are masked (causal).
 void run_tile(void* vctx, size_t task) {
   const TaskCtx& c = *static_cast<const TaskCtx*>(vctx);
   const dlm_attn_args& a = *c.a;
-  const int64_t D = a.head_dim, H = a.n_heads, Hkv = a.n_kv_heads;
+  const int64_t D = a.head_dim, H = a.n_heads, Hkv = a.n_kv_heads, ld = Hkv * D, L = c.lanes;
   const int64_t g = static_cast<int64_t>(task) / c.tiles;
-  const int64_t r0 = (static_cast<int64_t>(task) % c.tiles) * dlm::kMR;
-  const int64_t m = std::min<int64_t>(dlm::kMR, c.rows - r0);
+  const int64_t t0 = (static_cast<int64_t>(task) % c.tiles) * L;
+  const int64_t rows = std::min<int64_t>(L, c.rows - t0);
+  const bool wide = L == dlm::kTR;
 
-  thread_local std::vector<float> qt, sblk, p, acc;
-  qt.assign(static_cast<size_t>(D) * dlm::kMR, 0.0f);
-  sblk.resize(static_cast<size_t>(kKB) * dlm::kMR);
-  p.assign(static_cast<size_t>(kKB) * dlm::kMR, 0.0f);
-  acc.assign(static_cast<size_t>(D) * dlm::kMR, 0.0f);
-  int64_t pos[dlm::kMR], n_approx[dlm::kMR];
-  const float* qrow[dlm::kMR];
-  float mx[dlm::kMR], sum[dlm::kMR];
-  int64_t max_approx = 0, max_pos = -1;
-  for (int64_t r = 0; r < dlm::kMR; r++) {
+  // Per-thread scratch, 64-byte aligned so no vector load of a tile row splits a cache line.
+  thread_local std::vector<float> scratch;
+  const size_t tile_floats = static_cast<size_t>(D * L), blk_floats = static_cast<size_t>(kKB * L);
+  scratch.resize(2 * tile_floats + 3 * blk_floats + 16);
+  float* base = scratch.data() + ((64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64) / sizeof(float);
+  float* const qt = base;
+  float* const acc = qt + tile_floats;
+  float* const s_approx = acc + tile_floats;
+  float* const s_exact = s_approx + blk_floats;
+  float* const p = s_exact + blk_floats;
+  std::fill(qt, qt + 2 * tile_floats, 0.0f);
+  int64_t pos[dlm::kTR], n_approx[dlm::kTR];
+  int32_t blk_approx[dlm::kTR], blk_valid[dlm::kTR];
+  float mx[dlm::kTR], sum[dlm::kTR], dq[dlm::kTR], corr[dlm::kTR];
+  int64_t max_pos = -1, min_approx = INT64_MAX, max_approx = 0;
+  for (int64_t r = 0; r < L; r++) {
     mx[r] = -INFINITY;
     sum[r] = 0.0f;
+    dq[r] = 0.0f;
     pos[r] = -1;                 // unused rows of a partial tile see no keys
     n_approx[r] = 0;
-    qrow[r] = nullptr;
-    if (r >= m) continue;
-    const int64_t s = (r0 + r) / c.group;
-    const int64_t head = g * c.group + (r0 + r) % c.group;
+    if (r >= rows) continue;
+    const int64_t s = (t0 + r) / c.group, head = g * c.group + (t0 + r) % c.group;
     pos[r] = a.start_pos + s;
     n_approx[r] = std::max<int64_t>(0, pos[r] + 1 - c.band);
     max_approx = std::max(max_approx, n_approx[r]);
+    min_approx = std::min(min_approx, n_approx[r]);
     max_pos = std::max(max_pos, pos[r]);
-    qrow[r] = a.q + (s * H + head) * D;
-    for (int64_t d = 0; d < D; d++) qt[d * dlm::kMR + r] = qrow[r][d];
+    const float* qrow = a.q + (s * H + head) * D;
+    for (int64_t d = 0; d < D; d++) qt[d * L + r] = qrow[d];
   }
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  float dq_acc[dlm::kMR] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const dlm::softmax_params sp{1.0f / std::sqrt(static_cast<float>(D))};
   for (int64_t j0 = 0; j0 <= max_pos; j0 += kKB) {
     const int64_t nb = std::min<int64_t>(kKB, max_pos + 1 - j0);
-    // Sparse q·Δk with the running prefix sum for the block's keys before the widest band start.
+    // Sparse q·Δk with the running prefix sums, for the block's keys before the widest band start.
     const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
-    if (na > 0)
-      c.k->deltaqk(na, qt.data(), a.dk_idx + (j0 * Hkv + g) * D, a.dk_val + (j0 * Hkv + g) * D, Hkv * D,
-                   a.dk_nnz + j0 * Hkv + g, Hkv, dq_acc, sblk.data());
-    for (int64_t r = 0; r < dlm::kMR; r++) {
-      float* pr = p.data() + r * kKB;
-      const int64_t valid = std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0));   // causal
-      if (valid == 0) {
-        std::fill(pr, pr + nb, 0.0f);
-        continue;
+    if (na > 0) {
+      (wide ? c.k->deltaqk : c.k->deltaqk_narrow)(static_cast<size_t>(na), static_cast<size_t>(D), qt,
+                                                  a.dk_mask + (j0 * Hkv + g) * (D / 8), a.dk_val + (j0 * Hkv + g) * D,
+                                                  static_cast<size_t>(ld), dq, s_approx);
+      if (j0 == 0) {   // the sink: key 0's score is exact for every row (its fp16 Δ only feeds the prefix)
+        (wide ? c.k->qk : c.k->qk_narrow)(1, static_cast<size_t>(D), qt, a.k_sink + g * D, 0, p);
+        std::copy(p, p + L, s_approx);
       }
-      float bmax = -INFINITY;
-      for (int64_t jj = 0; jj < valid; jj++) {
-        const int64_t j = j0 + jj;
-        const float sc = j < n_approx[r] ? sblk[jj * dlm::kMR + r]
-                                         : c.k->dot(D, qrow[r], a.k_cache + (j * Hkv + g) * D);
-        pr[jj] = sc * scale;
-        bmax = std::max(bmax, pr[jj]);
-      }
-      std::fill(pr + valid, pr + nb, 0.0f);
-      const float new_max = std::max(mx[r], bmax);
-      const float corr = mx[r] == -INFINITY ? 0.0f : std::exp(mx[r] - new_max);
-      sum[r] = sum[r] * corr + c.k->vexpsum(valid, new_max, pr);
-      if (corr != 1.0f)
-        for (int64_t d = 0; d < D; d++) acc[r * D + d] *= corr;
-      mx[r] = new_max;
     }
-    c.k->pv(nb, D, p.data(), kKB, a.v_cache + (j0 * Hkv + g) * D, Hkv * D, acc.data());
+    // Exact q·k for the block's keys from the narrowest band start on.
+    const int64_t e0 = std::max<int64_t>(0, std::min<int64_t>(nb, min_approx - j0));
+    if (e0 < nb) exact_scores(c, g, qt, j0, j0 + e0, j0 + nb, s_exact);
+    for (int64_t r = 0; r < L; r++) {
+      blk_approx[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, n_approx[r] - j0)));
+      blk_valid[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0)));
+    }
+    c.k->softmax(L, nb, s_approx, s_exact, blk_approx, blk_valid, mx, sum, corr, p, &sp);
+    for (int64_t r0 = 0; r0 < rows; r0 += dlm::kPR) {
+      // Rows that see no key of this block keep corr = 1 and get p = 0: nothing to do for them.
+      if (pos[std::min<int64_t>(rows, r0 + dlm::kPR) - 1] < j0) continue;
+      c.k->pv(nb, D, p + r0, L, a.v_cache + (j0 * Hkv + g) * D, ld, corr + r0, acc + r0 * D);
+    }
   }
-  for (int64_t r = 0; r < m; r++) {
-    const int64_t s = (r0 + r) / c.group;
-    const int64_t head = g * c.group + (r0 + r) % c.group;
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t s = (t0 + r) / c.group, head = g * c.group + (t0 + r) % c.group;
     float* o = a.out + (s * H + head) * D;
     const float inv = 1.0f / sum[r];
     for (int64_t d = 0; d < D; d++) o[d] = acc[r * D + d] * inv;
@@ -187,10 +221,14 @@ int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_de
   return std::max<int64_t>(1, std::min(w, w_max));
 }
 
+int64_t dlm_ring_len(int64_t max_seq_len, float gamma, int64_t w_max, int64_t w_decode) {
+  return std::max(dlm_band_width(std::max<int64_t>(2, max_seq_len), gamma, w_max, w_decode), w_decode);
+}
+
 int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
   if (!a) return fail(err, len, "null arguments");
-  if (!a->q || !a->k || !a->v || !a->k_cache || !a->v_cache || !a->dk_idx || !a->dk_val || !a->dk_nnz ||
-      !a->k_hat || !a->out)
+  if (!a->q || !a->k || !a->v || !a->k_ring || !a->k_sink || !a->v_cache || !a->dk_mask || !a->dk_val ||
+      !a->dk_nnz || !a->k_hat || !a->out)
     return fail(err, len, "null tensor");
   if (a->seq_len < 1) return fail(err, len, "seq_len must be >= 1");
   if (a->n_heads < 1 || a->n_kv_heads < 1 || a->head_dim < 1) return fail(err, len, "head counts and head_dim must be >= 1");
@@ -207,30 +245,46 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
   if (!(a->gamma >= 0.0f && a->gamma <= 1.0f)) return fail(err, len, "gamma must be in [0, 1]");
   if (a->w_max < 1 || a->w_decode < 1) return fail(err, len, "w_max and w_decode must be >= 1");
   if (a->layer >= DLM_MAX_LAYERS) return fail(err, len, "layer index too large for the counters");
-
+  if (a->head_dim % 8 != 0 || a->head_dim > 1024) return fail(err, len, "head_dim must be a multiple of 8, <= 1024");
+  const int64_t band = dlm_band_width(a->seq_len, a->gamma, a->w_max, a->w_decode);
+  if (a->ring_len < 1 || a->ring_len < std::min(band - 1, a->start_pos)) {   // earlier keys the band reads
+    char msg[220];
+    std::snprintf(msg, sizeof msg, "the key ring holds %lld keys, fewer than the %lld earlier keys this call's "
+                  "exact band reads: the ring must be >= dlm_ring_len(max_seq_len, ...)",
+                  static_cast<long long>(a->ring_len), static_cast<long long>(std::min(band - 1, a->start_pos)));
+    return fail(err, len, msg);
+  }
   const Kernels& k = kernels();
   const int64_t D = a->head_dim, Hkv = a->n_kv_heads;
-  if (a->start_pos == 0) std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
-  std::memcpy(a->k_cache + a->start_pos * Hkv * D, a->k, sizeof(float) * a->seq_len * Hkv * D);
+  if (a->start_pos == 0) {
+    std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
+    std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
+  }
   std::memcpy(a->v_cache + a->start_pos * Hkv * D, a->v, sizeof(float) * a->seq_len * Hkv * D);
   for (int64_t s = 0; s < a->seq_len; s++) {
     const int64_t t = a->start_pos + s;
     const dlm::deltaenc_params p{a->theta, t == 0};
     for (int64_t g = 0; g < Hkv; g++) {
-      const size_t off = static_cast<size_t>((t * Hkv + g) * D);
-      a->dk_nnz[t * Hkv + g] = static_cast<int32_t>(
-          k.deltaenc(D, a->k + (s * Hkv + g) * D, a->k_hat + g * D, a->dk_idx + off, a->dk_val + off, &p));
+      const int64_t row = t * Hkv + g;
+      a->dk_nnz[row] = static_cast<int32_t>(k.deltaenc(static_cast<size_t>(D), a->k + (s * Hkv + g) * D,
+                                                       a->k_hat + g * D, a->dk_mask + row * (D / 8),
+                                                       a->dk_val + row * D, &p));
     }
   }
-  TaskCtx ctx{a, &k, a->n_heads / Hkv, 0, 0, dlm_band_width(a->seq_len, a->gamma, a->w_max, a->w_decode)};
+  TaskCtx ctx{a, &k, a->n_heads / Hkv, 0, 0, 0, dlm_band_width(a->seq_len, a->gamma, a->w_max, a->w_decode)};
   ctx.rows = a->seq_len * ctx.group;
-  ctx.tiles = (ctx.rows + dlm::kMR - 1) / dlm::kMR;
+  ctx.lanes = ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
+  ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
   const size_t n_tasks = static_cast<size_t>(Hkv * ctx.tiles);
   if (a->parallel) {
     a->parallel(a->pool_ctx, n_tasks, run_tile, &ctx);
   } else {
-    for (size_t i = 0; i < n_tasks; i++) run_tile(&ctx, i);
+    dlm::run_on_task_pool(n_tasks, run_tile, &ctx);
   }
+  // The ring keeps the last R raw keys: written after the tiles, which may still read the slots.
+  const int64_t end = a->start_pos + a->seq_len, R = a->ring_len;
+  for (int64_t t = std::max(a->start_pos, end - R); t < end; t++)
+    std::memcpy(a->k_ring + (t % R) * Hkv * D, a->k + (t - a->start_pos) * Hkv * D, sizeof(float) * Hkv * D);
   count(*a, ctx.band);
   return DLM_OK;
 }

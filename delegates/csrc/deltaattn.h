@@ -12,23 +12,32 @@ extern "C" {
 #define DLM_OK 0
 #define DLM_ERR_INVALID 1
 
-// Runs task(task_ctx, i) for i in [0, n); may run them in parallel. NULL: serial.
+// Runs task(task_ctx, i) for i in [0, n); may run them in parallel. NULL: the core's own task pool
+// (dlm_set_num_threads; one thread, i.e. serial, unless set).
 typedef void (*dlm_task_fn)(void* task_ctx, size_t i);
 typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void* task_ctx);
 
-// One forward call of one layer. Tensors are contiguous fp32/int32, batch 1:
-//   q [S, H, D], k/v [S, Hkv, D]                          (inputs, post-RoPE)
-//   k_cache/v_cache/dk_val [T, Hkv, D] f32, dk_idx [T, Hkv, D] i32, dk_nnz [T, Hkv] i32,
-//   k_hat [Hkv, D] f32                                     (state, updated in place)
-//   out [S, H, D]
+// One forward call of one layer. Tensors are contiguous, batch 1 (T = max context, R = ring length):
+//   q [S, H, D] f32, k/v [S, Hkv, D] f32                 (inputs, post-RoPE)
+//   state, updated in place:
+//   k_ring [R, Hkv, D] f32      raw keys of the last R positions (key j in slot j % R), for the exact band
+//   k_sink [Hkv, D] f32         key 0 (the attention sink: its score is always exact)
+//   v_cache [T, Hkv, D] f32
+//   dk_mask [T, Hkv, D/8] u8    bit c%8 of byte c/8: element c of Δk is non-zero
+//   dk_val [T, Hkv, D] fp16     the non-zeros of Δk in element order (the first dk_nnz of the row)
+//   dk_nnz [T, Hkv] i32
+//   k_hat [Hkv, D] f32          reference key; advances by exactly the stored (fp16) deltas
+//   out [S, H, D] f32
+// head_dim must be a multiple of 8; R must be >= the call's band width.
 typedef struct dlm_attn_args {
   const float* q;
   const float* k;
   const float* v;
-  float* k_cache;
+  float* k_ring;
+  float* k_sink;
   float* v_cache;
-  int32_t* dk_idx;
-  float* dk_val;
+  uint8_t* dk_mask;
+  uint16_t* dk_val;
   int32_t* dk_nnz;
   float* k_hat;
   float* out;
@@ -37,6 +46,7 @@ typedef struct dlm_attn_args {
   int64_t n_kv_heads;   // Hkv
   int64_t head_dim;     // D
   int64_t max_len;      // T
+  int64_t ring_len;     // R
   int64_t start_pos;
   float theta;
   float gamma;
@@ -52,6 +62,8 @@ int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len
 
 // Band width of a call with seq_len new tokens (see delegates/reference.py).
 int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_decode);
+// The ring a program needs: the widest band of any call of at most max_seq_len tokens.
+int64_t dlm_ring_len(int64_t max_seq_len, float gamma, int64_t w_max, int64_t w_decode);
 
 // ---- sparsity counters, per layer and phase (0 = prefill, 1 = decode), process-wide.
 #define DLM_PHASE_PREFILL 0
@@ -68,6 +80,9 @@ typedef struct dlm_counts {
 int dlm_stats_read(int64_t layer, int phase, dlm_counts* out);  // DLM_OK or DLM_ERR_INVALID
 int64_t dlm_stats_num_layers(void);                               // 1 + highest layer counted
 void dlm_stats_reset(void);
+// Threads of the core's own task pool (used when args->parallel is NULL): 1..256, default 1.
+int dlm_set_num_threads(int n);                                   // DLM_OK or DLM_ERR_INVALID
+int dlm_get_num_threads(void);
 const char* dlm_kernel_arch(void);                                // "avx2_fma", "neon" or "scalar"
 void dlm_force_scalar(int on);                                    // tests: pin the scalar variant
 

@@ -4,74 +4,207 @@
 
 #include <cmath>
 
+#include "fp16.h"
 #include "ukernels.h"
 
 namespace dlm {
 
-size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, int32_t* idx, float* val,
+size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                   const deltaenc_params* params) {
-  size_t n = 0, i = 0;
+  size_t n = 0;
   const __m256 vtheta = _mm256_set1_ps(params->theta);
   const __m256 vabs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  for (; i + 8 <= d; i += 8) {
-    const __m256 vk = _mm256_loadu_ps(k + i);
-    const __m256 vh = _mm256_loadu_ps(k_hat + i);
-    const __m256 vd = _mm256_sub_ps(vk, vh);
-    int mask = params->dense ? 0xff : _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(vd, vabs), vtheta, _CMP_GT_OQ));
-    if (mask == 0) continue;
-    alignas(32) float dv[8];
-    _mm256_store_ps(dv, vd);
-    while (mask) {
-      const int b = __builtin_ctz(mask);
-      mask &= mask - 1;
-      k_hat[i + b] += dv[b];
-      idx[n] = static_cast<int32_t>(i + b);
-      val[n] = dv[b];
-      n++;
+  const __m256 vhi = _mm256_set1_ps(kF16Max), vlo = _mm256_set1_ps(-kF16Max);
+  for (size_t c = 0; c < d; c += 8) {
+    const __m256 vh = _mm256_loadu_ps(k_hat + c);
+    const __m256 vd = _mm256_sub_ps(_mm256_loadu_ps(k + c), vh);
+    const __m128i h = _mm256_cvtps_ph(_mm256_min_ps(_mm256_max_ps(vd, vlo), vhi), _MM_FROUND_TO_NEAREST_INT);
+    const __m256 r = _mm256_cvtph_ps(h);
+    // |Δ| > θ and Δ does not round to zero (a delta that rounds to zero is no delta); token 0: all
+    const __m256 keep = params->dense ? _mm256_castsi256_ps(_mm256_set1_epi32(-1))
+                                      : _mm256_and_ps(_mm256_cmp_ps(_mm256_and_ps(vd, vabs), vtheta, _CMP_GT_OQ),
+                                                      _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_NEQ_OQ));
+    int bits = _mm256_movemask_ps(keep);
+    mask[c / 8] = static_cast<uint8_t>(bits);
+    if (bits == 0) continue;
+    _mm256_storeu_ps(k_hat + c, _mm256_blendv_ps(vh, _mm256_add_ps(vh, r), keep));
+    alignas(16) uint16_t hv[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(hv), h);
+    while (bits) {
+      val[n++] = hv[__builtin_ctz(bits)];
+      bits &= bits - 1;
     }
   }
-  return n + f32_deltaenc_remainder__scalar(d, i, k, k_hat, idx + n, val + n, params);
+  return n;
 }
 
-void f32_deltaqk_ukernel_8x1__avx2_fma(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
-                                       size_t key_stride, const int32_t* nnz, size_t nnz_stride, float* acc,
-                                       float* scores) {
-  static_assert(kMR == 8, "one ymm register holds the tile's 8 rows");
+// Expands key t's mask into indices and its fp16 values into fp32 (8 at a time: the row holds d
+// values, d a multiple of 8, so rounding the count up stays inside it); prefetches key t + 4.
+static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* mask, const uint16_t* val,
+                              size_t key_stride, int32_t* idx, float* w) {
+  const uint8_t* tm = mask + t * (key_stride / 8);
+  const uint16_t* tv = val + t * key_stride;
+  if (t + 4 < n_keys) {   // strided rows the hardware prefetcher misses
+    _mm_prefetch(reinterpret_cast<const char*>(tm + 4 * (key_stride / 8)), _MM_HINT_T0);
+    for (size_t i = 0; i < d; i += 32) _mm_prefetch(reinterpret_cast<const char*>(tv + 4 * key_stride + i), _MM_HINT_T0);
+  }
+  const size_t count = expand_mask(tm, d, idx);
+  for (size_t z = 0; z < count; z += 8)
+    _mm256_store_ps(w + z, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tv + z))));
+  return count;
+}
+
+void f32_deltaqk_ukernel_64x1__avx2_fma(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                        const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+  static_assert(kTR == 64, "8 ymm accumulators hold the tile's 64 rows");
+  int32_t idx[1024];
+  alignas(32) float w[1024];
+  __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8), a2 = _mm256_loadu_ps(acc + 16);
+  __m256 a3 = _mm256_loadu_ps(acc + 24), a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40);
+  __m256 a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);
+  for (size_t t = 0; t < n_keys; t++) {
+    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
+    for (size_t z = 0; z < count; z++) {   // one non-zero: 8 independent FMAs into the prefix sums
+      const float* q = qt + static_cast<size_t>(idx[z]) * 64;
+      const __m256 wz = _mm256_broadcast_ss(w + z);
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q), wz, a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8), wz, a1);
+      a2 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 16), wz, a2);
+      a3 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 24), wz, a3);
+      a4 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 32), wz, a4);
+      a5 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 40), wz, a5);
+      a6 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 48), wz, a6);
+      a7 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 56), wz, a7);
+    }
+    float* st = scores + t * 64;
+    _mm256_storeu_ps(st, a0);
+    _mm256_storeu_ps(st + 8, a1);
+    _mm256_storeu_ps(st + 16, a2);
+    _mm256_storeu_ps(st + 24, a3);
+    _mm256_storeu_ps(st + 32, a4);
+    _mm256_storeu_ps(st + 40, a5);
+    _mm256_storeu_ps(st + 48, a6);
+    _mm256_storeu_ps(st + 56, a7);
+  }
+  _mm256_storeu_ps(acc, a0);
+  _mm256_storeu_ps(acc + 8, a1);
+  _mm256_storeu_ps(acc + 16, a2);
+  _mm256_storeu_ps(acc + 24, a3);
+  _mm256_storeu_ps(acc + 32, a4);
+  _mm256_storeu_ps(acc + 40, a5);
+  _mm256_storeu_ps(acc + 48, a6);
+  _mm256_storeu_ps(acc + 56, a7);
+}
+
+void f32_qk_ukernel_32x2__avx2_fma(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
+                                  float* scores) {
+  static_assert(kTR % 32 == 0, "the tile's rows in slices of 32 (4 ymm)");
+  for (int r0 = 0; r0 < kTR; r0 += 32) {   // 32 rows x 2 keys: 8 accumulators, 4 Q loads + 2 broadcasts per element
+    const float* q = qt + r0;
+    size_t t = 0;
+    for (; t + 2 <= n; t += 2) {
+      const float* k0 = k + t * k_stride;
+      const float* k1 = k0 + k_stride;
+      if (r0 == 0 && t + 6 < n)   // key rows 4 ahead (strided by the kv heads)
+        for (size_t i = 0; i < d; i += 16) {
+          _mm_prefetch(reinterpret_cast<const char*>(k0 + 4 * k_stride + i), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(k1 + 4 * k_stride + i), _MM_HINT_T0);
+        }
+      __m256 s00 = _mm256_setzero_ps(), s01 = s00, s02 = s00, s03 = s00, s10 = s00, s11 = s00, s12 = s00, s13 = s00;
+      for (size_t c = 0; c < d; c++) {
+        const float* qc = q + c * kTR;
+        const __m256 q0 = _mm256_loadu_ps(qc), q1 = _mm256_loadu_ps(qc + 8);
+        const __m256 q2 = _mm256_loadu_ps(qc + 16), q3 = _mm256_loadu_ps(qc + 24);
+        const __m256 w0 = _mm256_broadcast_ss(k0 + c), w1 = _mm256_broadcast_ss(k1 + c);
+        s00 = _mm256_fmadd_ps(q0, w0, s00);
+        s01 = _mm256_fmadd_ps(q1, w0, s01);
+        s02 = _mm256_fmadd_ps(q2, w0, s02);
+        s03 = _mm256_fmadd_ps(q3, w0, s03);
+        s10 = _mm256_fmadd_ps(q0, w1, s10);
+        s11 = _mm256_fmadd_ps(q1, w1, s11);
+        s12 = _mm256_fmadd_ps(q2, w1, s12);
+        s13 = _mm256_fmadd_ps(q3, w1, s13);
+      }
+      float* o0 = scores + t * kTR + r0;
+      float* o1 = o0 + kTR;
+      _mm256_storeu_ps(o0, s00);
+      _mm256_storeu_ps(o0 + 8, s01);
+      _mm256_storeu_ps(o0 + 16, s02);
+      _mm256_storeu_ps(o0 + 24, s03);
+      _mm256_storeu_ps(o1, s10);
+      _mm256_storeu_ps(o1 + 8, s11);
+      _mm256_storeu_ps(o1 + 16, s12);
+      _mm256_storeu_ps(o1 + 24, s13);
+    }
+    if (t < n) {
+      const float* k0 = k + t * k_stride;
+      __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+      for (size_t c = 0; c < d; c++) {
+        const float* qc = q + c * kTR;
+        const __m256 w = _mm256_broadcast_ss(k0 + c);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(qc), w, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(qc + 8), w, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(qc + 16), w, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(qc + 24), w, s3);
+      }
+      float* o0 = scores + t * kTR + r0;
+      _mm256_storeu_ps(o0, s0);
+      _mm256_storeu_ps(o0 + 8, s1);
+      _mm256_storeu_ps(o0 + 16, s2);
+      _mm256_storeu_ps(o0 + 24, s3);
+    }
+  }
+}
+
+void f32_deltaqk_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                       const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+  static_assert(kTRNarrow == 8, "one ymm register holds the tile's 8 rows");
+  int32_t idx[1024];
+  alignas(32) float w[1024];
   __m256 vacc = _mm256_loadu_ps(acc);
   for (size_t t = 0; t < n_keys; t++) {
-    const int32_t* ti = idx + t * key_stride;
-    const float* tv = val + t * key_stride;
-    const int32_t count = nnz[t * nnz_stride];
+    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
     __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
-    int32_t z = 0;
+    size_t z = 0;
     for (; z + 2 <= count; z += 2) {
-      p0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(ti[z]) * 8), _mm256_set1_ps(tv[z]), p0);
-      p1 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(ti[z + 1]) * 8), _mm256_set1_ps(tv[z + 1]), p1);
+      p0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(idx[z]) * 8), _mm256_broadcast_ss(w + z), p0);
+      p1 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(idx[z + 1]) * 8), _mm256_broadcast_ss(w + z + 1), p1);
     }
-    if (z < count) {
-      p0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(ti[z]) * 8), _mm256_set1_ps(tv[z]), p0);
-    }
+    if (z < count) p0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(idx[z]) * 8), _mm256_broadcast_ss(w + z), p0);
     vacc = _mm256_add_ps(vacc, _mm256_add_ps(p0, p1));
     _mm256_storeu_ps(scores + t * 8, vacc);
   }
   _mm256_storeu_ps(acc, vacc);
 }
 
-float f32_dot_ukernel__avx2_fma(size_t d, const float* a, const float* b) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 16 <= d; i += 16) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+void f32_qk_ukernel_8x4__avx2_fma(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
+                                 float* scores) {
+  static_assert(kTRNarrow == 8, "one ymm register holds the tile's 8 rows");
+  size_t t = 0;
+  for (; t + 4 <= n; t += 4) {   // 4 keys: per element, one Q load and 4 broadcast FMAs
+    const float* k0 = k + t * k_stride;
+    const float* k1 = k0 + k_stride;
+    const float* k2 = k1 + k_stride;
+    const float* k3 = k2 + k_stride;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t c = 0; c < d; c++) {
+      const __m256 vq = _mm256_loadu_ps(qt + c * 8);
+      s0 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k0 + c), s0);
+      s1 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k1 + c), s1);
+      s2 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k2 + c), s2);
+      s3 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k3 + c), s3);
+    }
+    _mm256_storeu_ps(scores + t * 8, s0);
+    _mm256_storeu_ps(scores + t * 8 + 8, s1);
+    _mm256_storeu_ps(scores + t * 8 + 16, s2);
+    _mm256_storeu_ps(scores + t * 8 + 24, s3);
   }
-  for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-  s0 = _mm256_add_ps(s0, s1);
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  float s = _mm_cvtss_f32(h);
-  for (; i < d; i++) s += a[i] * b[i];
-  return s;
+  for (; t < n; t++) {
+    const float* kt = k + t * k_stride;
+    __m256 s0 = _mm256_setzero_ps();
+    for (size_t c = 0; c < d; c++) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + c * 8), _mm256_broadcast_ss(kt + c), s0);
+    _mm256_storeu_ps(scores + t * 8, s0);
+  }
 }
 
 // exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; degree-6 polynomial for exp(r).
@@ -93,45 +226,70 @@ static inline __m256 exp256_ps(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-float f32_vexpsum_ukernel__avx2_fma(size_t n, float max, float* x) {
-  const __m256 vmax = _mm256_set1_ps(max);
-  __m256 vsum = _mm256_setzero_ps();
-  size_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 y = exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vmax));
-    _mm256_storeu_ps(x + j, y);
-    vsum = _mm256_add_ps(vsum, y);
+void f32_softmax_ukernel_x8__avx2_fma(size_t rows, size_t n, const float* s_approx, const float* s_exact,
+                                      const int32_t* n_approx, const int32_t* n_valid, float* mx, float* sum,
+                                      float* corr, float* p, const softmax_params* params) {
+  const __m256 vscale = _mm256_set1_ps(params->scale), vninf = _mm256_set1_ps(-INFINITY);
+  const size_t L = rows;
+  for (size_t r = 0; r < rows; r += 8) {   // 8 rows at a time, walking the block's keys
+    const __m256i va = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(n_approx + r));
+    const __m256i vv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(n_valid + r));
+    const __m256 old = _mm256_loadu_ps(mx + r);
+    __m256 m = old;
+    for (size_t t = 0; t < n; t++) {
+      const __m256i vt = _mm256_set1_epi32(static_cast<int32_t>(t));
+      const __m256 use_exact = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_add_epi32(vt, _mm256_set1_epi32(1)), va));
+      const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vv, vt));
+      __m256 x = _mm256_blendv_ps(_mm256_loadu_ps(s_approx + t * L + r), _mm256_loadu_ps(s_exact + t * L + r),
+                                  use_exact);
+      x = _mm256_blendv_ps(vninf, _mm256_mul_ps(x, vscale), valid);
+      m = _mm256_max_ps(m, x);
+    }
+    const __m256 was_empty = _mm256_cmp_ps(old, vninf, _CMP_EQ_OQ);
+    const __m256 now_empty = _mm256_cmp_ps(m, vninf, _CMP_EQ_OQ);
+    const __m256 c = _mm256_blendv_ps(exp256_ps(_mm256_sub_ps(old, m)), _mm256_setzero_ps(), was_empty);
+    const __m256 msub = _mm256_blendv_ps(m, _mm256_setzero_ps(), now_empty);   // no key yet: keep exp finite
+    __m256 total = _mm256_setzero_ps();
+    for (size_t t = 0; t < n; t++) {
+      const __m256i vt = _mm256_set1_epi32(static_cast<int32_t>(t));
+      const __m256 use_exact = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_add_epi32(vt, _mm256_set1_epi32(1)), va));
+      const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vv, vt));
+      const __m256 x = _mm256_blendv_ps(_mm256_loadu_ps(s_approx + t * L + r),
+                                        _mm256_loadu_ps(s_exact + t * L + r), use_exact);
+      const __m256 e = _mm256_and_ps(exp256_ps(_mm256_fmsub_ps(x, vscale, msub)), valid);
+      _mm256_storeu_ps(p + t * L + r, e);
+      total = _mm256_add_ps(total, e);
+    }
+    _mm256_storeu_ps(corr + r, c);
+    _mm256_storeu_ps(sum + r, _mm256_fmadd_ps(_mm256_loadu_ps(sum + r), c, total));
+    _mm256_storeu_ps(mx + r, m);
   }
-  __m128 h = _mm_add_ps(_mm256_castps256_ps128(vsum), _mm256_extractf128_ps(vsum, 1));
-  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-  float sum = _mm_cvtss_f32(h);
-  for (; j < n; j++) {
-    x[j] = std::exp(x[j] - max);
-    sum += x[j];
-  }
-  return sum;
 }
 
-void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, const float* p, size_t ldp, const float* v,
-                                  size_t v_stride, float* acc) {
-  static_assert(kMR == 8, "8 rows x 8 columns: 8 accumulators + V + broadcast fit the 16 ymm registers");
+void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, const float* p, size_t p_stride, const float* v,
+                                  size_t v_stride, const float* corr, float* acc) {
+  static_assert(kPR == 8, "8 rows x 8 columns: 8 accumulators + V + broadcast fit the 16 ymm registers");
   size_t c = 0;
   for (; c + 8 <= d; c += 8) {
-    __m256 a0 = _mm256_loadu_ps(acc + 0 * d + c), a1 = _mm256_loadu_ps(acc + 1 * d + c);
-    __m256 a2 = _mm256_loadu_ps(acc + 2 * d + c), a3 = _mm256_loadu_ps(acc + 3 * d + c);
-    __m256 a4 = _mm256_loadu_ps(acc + 4 * d + c), a5 = _mm256_loadu_ps(acc + 5 * d + c);
-    __m256 a6 = _mm256_loadu_ps(acc + 6 * d + c), a7 = _mm256_loadu_ps(acc + 7 * d + c);
+    __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(acc + 0 * d + c), _mm256_broadcast_ss(corr + 0));
+    __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(acc + 1 * d + c), _mm256_broadcast_ss(corr + 1));
+    __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(acc + 2 * d + c), _mm256_broadcast_ss(corr + 2));
+    __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + 3 * d + c), _mm256_broadcast_ss(corr + 3));
+    __m256 a4 = _mm256_mul_ps(_mm256_loadu_ps(acc + 4 * d + c), _mm256_broadcast_ss(corr + 4));
+    __m256 a5 = _mm256_mul_ps(_mm256_loadu_ps(acc + 5 * d + c), _mm256_broadcast_ss(corr + 5));
+    __m256 a6 = _mm256_mul_ps(_mm256_loadu_ps(acc + 6 * d + c), _mm256_broadcast_ss(corr + 6));
+    __m256 a7 = _mm256_mul_ps(_mm256_loadu_ps(acc + 7 * d + c), _mm256_broadcast_ss(corr + 7));
     for (size_t j = 0; j < n; j++) {
       const __m256 vj = _mm256_loadu_ps(v + j * v_stride + c);
-      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 0 * ldp + j), vj, a0);
-      a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 1 * ldp + j), vj, a1);
-      a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 2 * ldp + j), vj, a2);
-      a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 3 * ldp + j), vj, a3);
-      a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 4 * ldp + j), vj, a4);
-      a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 5 * ldp + j), vj, a5);
-      a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 6 * ldp + j), vj, a6);
-      a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(p + 7 * ldp + j), vj, a7);
+      const float* pj = p + j * p_stride;
+      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 0), vj, a0);
+      a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 1), vj, a1);
+      a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 2), vj, a2);
+      a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 3), vj, a3);
+      a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 4), vj, a4);
+      a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 5), vj, a5);
+      a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 6), vj, a6);
+      a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 7), vj, a7);
     }
     _mm256_storeu_ps(acc + 0 * d + c, a0);
     _mm256_storeu_ps(acc + 1 * d + c, a1);
@@ -143,9 +301,11 @@ void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, const float* p, size_t ldp
     _mm256_storeu_ps(acc + 7 * d + c, a7);
   }
   if (c < d) {   // remainder columns (head_dim not a multiple of 8)
+    for (int r = 0; r < 8; r++)
+      for (size_t i = c; i < d; i++) acc[r * d + i] *= corr[r];
     for (size_t j = 0; j < n; j++)
       for (int r = 0; r < 8; r++)
-        for (size_t i = c; i < d; i++) acc[r * d + i] += p[r * ldp + j] * v[j * v_stride + i];
+        for (size_t i = c; i < d; i++) acc[r * d + i] += p[j * p_stride + r] * v[j * v_stride + i];
   }
 }
 

@@ -4,56 +4,133 @@
 
 #include <cmath>
 
+#include "fp16.h"
 #include "ukernels.h"
 
 namespace dlm {
 
-size_t f32_deltaenc_ukernel__neon(size_t d, const float* k, float* k_hat, int32_t* idx, float* val,
+size_t f32_deltaenc_ukernel__neon(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                   const deltaenc_params* params) {
-  size_t n = 0, i = 0;
-  const float32x4_t vtheta = vdupq_n_f32(params->theta);
-  for (; i + 4 <= d; i += 4) {
-    const float32x4_t vd = vsubq_f32(vld1q_f32(k + i), vld1q_f32(k_hat + i));
-    const uint32x4_t keep = params->dense ? vdupq_n_u32(~0u) : vcagtq_f32(vd, vtheta);   // |Δ| > θ
-    if (vmaxvq_u32(keep) == 0) continue;
-    float dv[4];
-    uint32_t km[4];
-    vst1q_f32(dv, vd);
-    vst1q_u32(km, keep);
-    for (int b = 0; b < 4; b++) {
-      if (!km[b]) continue;
-      k_hat[i + b] += dv[b];
-      idx[n] = static_cast<int32_t>(i + b);
-      val[n] = dv[b];
-      n++;
+  size_t n = 0;
+  const float32x4_t vtheta = vdupq_n_f32(params->theta), vhi = vdupq_n_f32(kF16Max), vlo = vdupq_n_f32(-kF16Max);
+  for (size_t c = 0; c < d; c += 8) {
+    uint32_t bits = 0;
+    for (size_t i = c; i < c + 8; i += 4) {
+      const float32x4_t vh = vld1q_f32(k_hat + i);
+      const float32x4_t vd = vsubq_f32(vld1q_f32(k + i), vh);
+      const float16x4_t h = vcvt_f16_f32(vminq_f32(vmaxq_f32(vd, vlo), vhi));   // round to nearest even
+      const float32x4_t r = vcvt_f32_f16(h);
+      // |Δ| > θ and Δ does not round to zero (a delta that rounds to zero is no delta); token 0: all
+      const uint32x4_t keep = params->dense ? vdupq_n_u32(~0u)
+                                            : vandq_u32(vcagtq_f32(vd, vtheta), vmvnq_u32(vceqzq_f32(r)));
+      if (vmaxvq_u32(keep) == 0) continue;
+      vst1q_f32(k_hat + i, vbslq_f32(keep, vaddq_f32(vh, r), vh));
+      uint16_t hv[4];
+      uint32_t km[4];
+      vst1_u16(hv, vreinterpret_u16_f16(h));
+      vst1q_u32(km, keep);
+      for (size_t b = 0; b < 4; b++) {
+        if (!km[b]) continue;
+        val[n++] = hv[b];
+        bits |= 1u << (i - c + b);
+      }
     }
+    mask[c / 8] = static_cast<uint8_t>(bits);
   }
-  return n + f32_deltaenc_remainder__scalar(d, i, k, k_hat, idx + n, val + n, params);
+  return n;
 }
 
-void f32_deltaqk_ukernel_8x1__neon(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
-                                   size_t key_stride, const int32_t* nnz, size_t nnz_stride, float* acc,
-                                   float* scores) {
-  static_assert(kMR == 8, "two q registers hold the tile's 8 rows");
+// Expands key t's mask into indices and its fp16 values into fp32 (4 at a time: the row holds d
+// values, d a multiple of 8, so rounding the count up stays inside it); prefetches key t + 4.
+static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* mask, const uint16_t* val,
+                              size_t key_stride, int32_t* idx, float* w) {
+  const uint8_t* tm = mask + t * (key_stride / 8);
+  const uint16_t* tv = val + t * key_stride;
+  if (t + 4 < n_keys) {   // strided rows the hardware prefetcher misses
+    __builtin_prefetch(tm + 4 * (key_stride / 8));
+    for (size_t i = 0; i < d; i += 32) __builtin_prefetch(tv + 4 * key_stride + i);
+  }
+  const size_t count = expand_mask(tm, d, idx);
+  for (size_t z = 0; z < count; z += 4) vst1q_f32(w + z, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(tv + z))));
+  return count;
+}
+
+void f32_deltaqk_ukernel_64x1__neon(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                    const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+  static_assert(kTR == 64, "16 q registers hold the tile's 64 rows");
+  int32_t idx[1024];
+  float w[1024];
+  float32x4_t a[16];
+  for (int i = 0; i < 16; i++) a[i] = vld1q_f32(acc + 4 * i);
+  for (size_t t = 0; t < n_keys; t++) {
+    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
+    for (size_t z = 0; z < count; z++) {   // one non-zero: 16 independent FMAs into the prefix sums
+      const float* q = qt + static_cast<size_t>(idx[z]) * 64;
+      for (int i = 0; i < 16; i++) a[i] = vfmaq_n_f32(a[i], vld1q_f32(q + 4 * i), w[z]);
+    }
+    for (int i = 0; i < 16; i++) vst1q_f32(scores + t * 64 + 4 * i, a[i]);
+  }
+  for (int i = 0; i < 16; i++) vst1q_f32(acc + 4 * i, a[i]);
+}
+
+void f32_qk_ukernel_16x2__neon(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
+                               float* scores) {
+  static_assert(kTR % 16 == 0, "the tile's rows in slices of 16 (4 q registers)");
+  for (int r0 = 0; r0 < kTR; r0 += 16) {   // 16 rows x 2 keys: 8 accumulators, 4 Q loads per element
+    const float* q = qt + r0;
+    size_t t = 0;
+    for (; t + 2 <= n; t += 2) {
+      const float* k0 = k + t * k_stride;
+      const float* k1 = k0 + k_stride;
+      float32x4_t s0[4], s1[4];
+      for (int i = 0; i < 4; i++) s0[i] = s1[i] = vdupq_n_f32(0.0f);
+      for (size_t c = 0; c < d; c++) {
+        const float* qc = q + c * kTR;
+        const float w0 = k0[c], w1 = k1[c];
+        for (int i = 0; i < 4; i++) {
+          const float32x4_t qv = vld1q_f32(qc + 4 * i);
+          s0[i] = vfmaq_n_f32(s0[i], qv, w0);
+          s1[i] = vfmaq_n_f32(s1[i], qv, w1);
+        }
+      }
+      for (int i = 0; i < 4; i++) {
+        vst1q_f32(scores + t * kTR + r0 + 4 * i, s0[i]);
+        vst1q_f32(scores + (t + 1) * kTR + r0 + 4 * i, s1[i]);
+      }
+    }
+    if (t < n) {
+      const float* k0 = k + t * k_stride;
+      float32x4_t s0[4];
+      for (int i = 0; i < 4; i++) s0[i] = vdupq_n_f32(0.0f);
+      for (size_t c = 0; c < d; c++)
+        for (int i = 0; i < 4; i++) s0[i] = vfmaq_n_f32(s0[i], vld1q_f32(q + c * kTR + 4 * i), k0[c]);
+      for (int i = 0; i < 4; i++) vst1q_f32(scores + t * kTR + r0 + 4 * i, s0[i]);
+    }
+  }
+}
+
+void f32_deltaqk_ukernel_8x1__neon(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                   const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+  static_assert(kTRNarrow == 8, "two q registers hold the tile's 8 rows");
+  int32_t idx[1024];
+  float w[1024];
   float32x4_t acc_lo = vld1q_f32(acc), acc_hi = vld1q_f32(acc + 4);
   for (size_t t = 0; t < n_keys; t++) {
-    const int32_t* ti = idx + t * key_stride;
-    const float* tv = val + t * key_stride;
-    const int32_t count = nnz[t * nnz_stride];
+    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
     float32x4_t p0l = vdupq_n_f32(0.0f), p0h = p0l, p1l = p0l, p1h = p0l;
-    int32_t z = 0;
+    size_t z = 0;
     for (; z + 2 <= count; z += 2) {
-      const float* q0 = qt + static_cast<size_t>(ti[z]) * 8;
-      const float* q1 = qt + static_cast<size_t>(ti[z + 1]) * 8;
-      p0l = vfmaq_n_f32(p0l, vld1q_f32(q0), tv[z]);
-      p0h = vfmaq_n_f32(p0h, vld1q_f32(q0 + 4), tv[z]);
-      p1l = vfmaq_n_f32(p1l, vld1q_f32(q1), tv[z + 1]);
-      p1h = vfmaq_n_f32(p1h, vld1q_f32(q1 + 4), tv[z + 1]);
+      const float* q0 = qt + static_cast<size_t>(idx[z]) * 8;
+      const float* q1 = qt + static_cast<size_t>(idx[z + 1]) * 8;
+      p0l = vfmaq_n_f32(p0l, vld1q_f32(q0), w[z]);
+      p0h = vfmaq_n_f32(p0h, vld1q_f32(q0 + 4), w[z]);
+      p1l = vfmaq_n_f32(p1l, vld1q_f32(q1), w[z + 1]);
+      p1h = vfmaq_n_f32(p1h, vld1q_f32(q1 + 4), w[z + 1]);
     }
     if (z < count) {
-      const float* q0 = qt + static_cast<size_t>(ti[z]) * 8;
-      p0l = vfmaq_n_f32(p0l, vld1q_f32(q0), tv[z]);
-      p0h = vfmaq_n_f32(p0h, vld1q_f32(q0 + 4), tv[z]);
+      const float* q0 = qt + static_cast<size_t>(idx[z]) * 8;
+      p0l = vfmaq_n_f32(p0l, vld1q_f32(q0), w[z]);
+      p0h = vfmaq_n_f32(p0h, vld1q_f32(q0 + 4), w[z]);
     }
     acc_lo = vaddq_f32(acc_lo, vaddq_f32(p0l, p1l));
     acc_hi = vaddq_f32(acc_hi, vaddq_f32(p0h, p1h));
@@ -64,19 +141,54 @@ void f32_deltaqk_ukernel_8x1__neon(size_t n_keys, const float* qt, const int32_t
   vst1q_f32(acc + 4, acc_hi);
 }
 
-float f32_dot_ukernel__neon(size_t d, const float* a, const float* b) {
-  float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
-  size_t i = 0;
-  for (; i + 16 <= d; i += 16) {
-    s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-    s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
-    s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));
-    s3 = vfmaq_f32(s3, vld1q_f32(a + i + 12), vld1q_f32(b + i + 12));
+void f32_qk_ukernel_8x4__neon(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
+                              float* scores) {
+  static_assert(kTRNarrow == 8, "two q registers hold the tile's 8 rows");
+  size_t t = 0;
+  for (; t + 4 <= n; t += 4) {   // 4 keys x 8 rows: 8 accumulators; 4 key elements per load, FMA by lane
+    const float* kr[4] = {k + t * k_stride, k + (t + 1) * k_stride, k + (t + 2) * k_stride, k + (t + 3) * k_stride};
+    float32x4_t lo[4], hi[4];
+    for (int i = 0; i < 4; i++) lo[i] = hi[i] = vdupq_n_f32(0.0f);
+    size_t c = 0;
+    for (; c + 4 <= d; c += 4) {
+      const float32x4_t q0l = vld1q_f32(qt + c * 8), q0h = vld1q_f32(qt + c * 8 + 4);
+      const float32x4_t q1l = vld1q_f32(qt + c * 8 + 8), q1h = vld1q_f32(qt + c * 8 + 12);
+      const float32x4_t q2l = vld1q_f32(qt + c * 8 + 16), q2h = vld1q_f32(qt + c * 8 + 20);
+      const float32x4_t q3l = vld1q_f32(qt + c * 8 + 24), q3h = vld1q_f32(qt + c * 8 + 28);
+      for (int i = 0; i < 4; i++) {
+        const float32x4_t kv = vld1q_f32(kr[i] + c);
+        lo[i] = vfmaq_laneq_f32(lo[i], q0l, kv, 0);
+        hi[i] = vfmaq_laneq_f32(hi[i], q0h, kv, 0);
+        lo[i] = vfmaq_laneq_f32(lo[i], q1l, kv, 1);
+        hi[i] = vfmaq_laneq_f32(hi[i], q1h, kv, 1);
+        lo[i] = vfmaq_laneq_f32(lo[i], q2l, kv, 2);
+        hi[i] = vfmaq_laneq_f32(hi[i], q2h, kv, 2);
+        lo[i] = vfmaq_laneq_f32(lo[i], q3l, kv, 3);
+        hi[i] = vfmaq_laneq_f32(hi[i], q3h, kv, 3);
+      }
+    }
+    for (; c < d; c++) {
+      const float32x4_t ql = vld1q_f32(qt + c * 8), qh = vld1q_f32(qt + c * 8 + 4);
+      for (int i = 0; i < 4; i++) {
+        lo[i] = vfmaq_n_f32(lo[i], ql, kr[i][c]);
+        hi[i] = vfmaq_n_f32(hi[i], qh, kr[i][c]);
+      }
+    }
+    for (int i = 0; i < 4; i++) {
+      vst1q_f32(scores + (t + i) * 8, lo[i]);
+      vst1q_f32(scores + (t + i) * 8 + 4, hi[i]);
+    }
   }
-  for (; i + 4 <= d; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
-  float s = vaddvq_f32(vaddq_f32(vaddq_f32(s0, s1), vaddq_f32(s2, s3)));
-  for (; i < d; i++) s += a[i] * b[i];
-  return s;
+  for (; t < n; t++) {
+    const float* kt = k + t * k_stride;
+    float32x4_t lo = vdupq_n_f32(0.0f), hi = lo;
+    for (size_t c = 0; c < d; c++) {
+      lo = vfmaq_n_f32(lo, vld1q_f32(qt + c * 8), kt[c]);
+      hi = vfmaq_n_f32(hi, vld1q_f32(qt + c * 8 + 4), kt[c]);
+    }
+    vst1q_f32(scores + t * 8, lo);
+    vst1q_f32(scores + t * 8 + 4, hi);
+  }
 }
 
 // exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; the same degree-6 polynomial as the AVX2 kernel.
@@ -96,40 +208,69 @@ static inline float32x4_t exp_f32x4(float32x4_t x) {
   return vmulq_f32(p, vreinterpretq_f32_s32(e));
 }
 
-float f32_vexpsum_ukernel__neon(size_t n, float max, float* x) {
-  const float32x4_t vmax = vdupq_n_f32(max);
-  float32x4_t vsum = vdupq_n_f32(0.0f);
-  size_t j = 0;
-  for (; j + 4 <= n; j += 4) {
-    const float32x4_t y = exp_f32x4(vsubq_f32(vld1q_f32(x + j), vmax));
-    vst1q_f32(x + j, y);
-    vsum = vaddq_f32(vsum, y);
+void f32_softmax_ukernel_x4__neon(size_t rows, size_t n, const float* s_approx, const float* s_exact,
+                                  const int32_t* n_approx, const int32_t* n_valid, float* mx, float* sum, float* corr,
+                                  float* p, const softmax_params* params) {
+  const float32x4_t vninf = vdupq_n_f32(-INFINITY);
+  const size_t L = rows;
+  for (size_t r = 0; r < rows; r += 4) {   // 4 rows at a time, walking the block's keys
+    const int32x4_t va = vld1q_s32(n_approx + r), vv = vld1q_s32(n_valid + r);
+    const float32x4_t old = vld1q_f32(mx + r);
+    float32x4_t m = old;
+    for (size_t t = 0; t < n; t++) {
+      const int32x4_t vt = vdupq_n_s32(static_cast<int32_t>(t));
+      const uint32x4_t use_exact = vcgeq_s32(vt, va), valid = vcgtq_s32(vv, vt);
+      const float32x4_t x = vbslq_f32(use_exact, vld1q_f32(s_exact + t * L + r), vld1q_f32(s_approx + t * L + r));
+      m = vmaxq_f32(m, vbslq_f32(valid, vmulq_n_f32(x, params->scale), vninf));
+    }
+    const uint32x4_t was_empty = vceqq_f32(old, vninf), now_empty = vceqq_f32(m, vninf);
+    const float32x4_t c = vbslq_f32(was_empty, vdupq_n_f32(0.0f), exp_f32x4(vsubq_f32(old, m)));
+    const float32x4_t msub = vbslq_f32(now_empty, vdupq_n_f32(0.0f), m);   // no key yet: keep exp finite
+    float32x4_t total = vdupq_n_f32(0.0f);
+    for (size_t t = 0; t < n; t++) {
+      const int32x4_t vt = vdupq_n_s32(static_cast<int32_t>(t));
+      const uint32x4_t use_exact = vcgeq_s32(vt, va), valid = vcgtq_s32(vv, vt);
+      const float32x4_t x = vbslq_f32(use_exact, vld1q_f32(s_exact + t * L + r), vld1q_f32(s_approx + t * L + r));
+      const float32x4_t e = vreinterpretq_f32_u32(
+          vandq_u32(vreinterpretq_u32_f32(exp_f32x4(vsubq_f32(vmulq_n_f32(x, params->scale), msub))), valid));
+      vst1q_f32(p + t * L + r, e);
+      total = vaddq_f32(total, e);
+    }
+    vst1q_f32(corr + r, c);
+    vst1q_f32(sum + r, vfmaq_f32(total, vld1q_f32(sum + r), c));
+    vst1q_f32(mx + r, m);
   }
-  float sum = vaddvq_f32(vsum);
-  for (; j < n; j++) {
-    x[j] = std::exp(x[j] - max);
-    sum += x[j];
-  }
-  return sum;
 }
 
-void f32_pv_ukernel_8x8__neon(size_t n, size_t d, const float* p, size_t ldp, const float* v, size_t v_stride,
-                              float* acc) {
-  static_assert(kMR == 8, "8 rows x 8 columns: 16 accumulator registers");
+void f32_pv_ukernel_8x8__neon(size_t n, size_t d, const float* p, size_t p_stride, const float* v, size_t v_stride,
+                              const float* corr, float* acc) {
+  static_assert(kPR == 8, "8 rows x 8 columns: 16 accumulator registers");
   size_t c = 0;
   for (; c + 8 <= d; c += 8) {
     float32x4_t lo[8], hi[8];
     for (int r = 0; r < 8; r++) {
-      lo[r] = vld1q_f32(acc + r * d + c);
-      hi[r] = vld1q_f32(acc + r * d + c + 4);
+      lo[r] = vmulq_n_f32(vld1q_f32(acc + r * d + c), corr[r]);
+      hi[r] = vmulq_n_f32(vld1q_f32(acc + r * d + c + 4), corr[r]);
     }
     for (size_t j = 0; j < n; j++) {
       const float32x4_t vl = vld1q_f32(v + j * v_stride + c), vh = vld1q_f32(v + j * v_stride + c + 4);
-      for (int r = 0; r < 8; r++) {
-        const float w = p[r * ldp + j];
-        lo[r] = vfmaq_n_f32(lo[r], vl, w);
-        hi[r] = vfmaq_n_f32(hi[r], vh, w);
-      }
+      const float32x4_t p0 = vld1q_f32(p + j * p_stride), p1 = vld1q_f32(p + j * p_stride + 4);
+      lo[0] = vfmaq_laneq_f32(lo[0], vl, p0, 0);
+      hi[0] = vfmaq_laneq_f32(hi[0], vh, p0, 0);
+      lo[1] = vfmaq_laneq_f32(lo[1], vl, p0, 1);
+      hi[1] = vfmaq_laneq_f32(hi[1], vh, p0, 1);
+      lo[2] = vfmaq_laneq_f32(lo[2], vl, p0, 2);
+      hi[2] = vfmaq_laneq_f32(hi[2], vh, p0, 2);
+      lo[3] = vfmaq_laneq_f32(lo[3], vl, p0, 3);
+      hi[3] = vfmaq_laneq_f32(hi[3], vh, p0, 3);
+      lo[4] = vfmaq_laneq_f32(lo[4], vl, p1, 0);
+      hi[4] = vfmaq_laneq_f32(hi[4], vh, p1, 0);
+      lo[5] = vfmaq_laneq_f32(lo[5], vl, p1, 1);
+      hi[5] = vfmaq_laneq_f32(hi[5], vh, p1, 1);
+      lo[6] = vfmaq_laneq_f32(lo[6], vl, p1, 2);
+      hi[6] = vfmaq_laneq_f32(hi[6], vh, p1, 2);
+      lo[7] = vfmaq_laneq_f32(lo[7], vl, p1, 3);
+      hi[7] = vfmaq_laneq_f32(hi[7], vh, p1, 3);
     }
     for (int r = 0; r < 8; r++) {
       vst1q_f32(acc + r * d + c, lo[r]);
@@ -137,9 +278,11 @@ void f32_pv_ukernel_8x8__neon(size_t n, size_t d, const float* p, size_t ldp, co
     }
   }
   if (c < d) {   // remainder columns (head_dim not a multiple of 8)
+    for (int r = 0; r < 8; r++)
+      for (size_t i = c; i < d; i++) acc[r * d + i] *= corr[r];
     for (size_t j = 0; j < n; j++)
       for (int r = 0; r < 8; r++)
-        for (size_t i = c; i < d; i++) acc[r * d + i] += p[r * ldp + j] * v[j * v_stride + i];
+        for (size_t i = c; i < d; i++) acc[r * d + i] += p[j * p_stride + r] * v[j * v_stride + i];
   }
 }
 

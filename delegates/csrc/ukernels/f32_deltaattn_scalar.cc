@@ -1,76 +1,117 @@
 // Scalar micro-kernels: the reference variant, built for every architecture.
+#include <algorithm>
 #include <cmath>
 
+#include "fp16.h"
 #include "ukernels.h"
 
 namespace dlm {
 
-size_t f32_deltaenc_ukernel__scalar(size_t d, const float* k, float* k_hat, int32_t* idx, float* val,
+size_t f32_deltaenc_ukernel__scalar(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                     const deltaenc_params* params) {
   size_t n = 0;
   const float theta = params->theta;
-  for (size_t i = 0; i < d; i++) {
-    const float delta = k[i] - k_hat[i];
-    if (params->dense || std::fabs(delta) > theta) {
-      k_hat[i] += delta;
-      idx[n] = static_cast<int32_t>(i);
-      val[n] = delta;
-      n++;
+  for (size_t c = 0; c < d; c += 8) {
+    uint8_t bits = 0;
+    for (size_t b = 0; b < 8; b++) {
+      const float delta = k[c + b] - k_hat[c + b];
+      if (!params->dense && !(std::fabs(delta) > theta)) continue;
+      const uint16_t h = f32_to_f16(std::min(std::max(delta, -kF16Max), kF16Max));
+      if (params->dense || (h & 0x7fffu) != 0) {   // a delta that rounds to zero is no delta (token 0 excepted)
+        k_hat[c + b] += f16_to_f32(h);
+        val[n++] = h;
+        bits = static_cast<uint8_t>(bits | (1u << b));
+      }
     }
+    mask[c / 8] = bits;
   }
   return n;
 }
 
-size_t f32_deltaenc_remainder__scalar(size_t d, size_t i, const float* k, float* k_hat, int32_t* idx, float* val,
-                                      const deltaenc_params* params) {
-  if (i >= d) return 0;
-  const size_t m = f32_deltaenc_ukernel__scalar(d - i, k + i, k_hat + i, idx, val, params);
-  for (size_t z = 0; z < m; z++) idx[z] += static_cast<int32_t>(i);
-  return m;
-}
+namespace {
 
-void f32_deltaqk_ukernel_8x1__scalar(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
-                                     size_t key_stride, const int32_t* nnz, size_t nnz_stride, float* acc,
-                                     float* scores) {
+template <int L>
+void deltaqk(size_t n_keys, size_t d, const float* qt, const uint8_t* mask, const uint16_t* val, size_t key_stride,
+             float* acc, float* scores) {
+  int32_t idx[1024];   // head_dim <= 1024 (checked by the driver)
   for (size_t t = 0; t < n_keys; t++) {
-    const int32_t* ti = idx + t * key_stride;
-    const float* tv = val + t * key_stride;
-    float part[kMR] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const int32_t count = nnz[t * nnz_stride];
-    for (int32_t z = 0; z < count; z++) {
-      const float* qrow = qt + static_cast<size_t>(ti[z]) * kMR;
-      const float w = tv[z];
-      for (int r = 0; r < kMR; r++) part[r] += qrow[r] * w;
+    const uint16_t* tv = val + t * key_stride;
+    const size_t count = expand_mask(mask + t * (key_stride / 8), d, idx);
+    for (size_t z = 0; z < count; z++) {
+      const float* qrow = qt + static_cast<size_t>(idx[z]) * L;
+      const float w = f16_to_f32(tv[z]);
+      for (int r = 0; r < L; r++) acc[r] += qrow[r] * w;
     }
-    for (int r = 0; r < kMR; r++) {
-      acc[r] += part[r];
-      scores[t * kMR + r] = acc[r];
+    for (int r = 0; r < L; r++) scores[t * L + r] = acc[r];
+  }
+}
+
+template <int L>
+void qk(size_t n, size_t d, const float* qt, const float* k, size_t k_stride, float* scores) {
+  for (size_t t = 0; t < n; t++) {
+    const float* kt = k + t * k_stride;
+    float* s = scores + t * L;
+    for (int r = 0; r < L; r++) s[r] = 0.0f;
+    for (size_t c = 0; c < d; c++) {
+      const float w = kt[c];
+      for (int r = 0; r < L; r++) s[r] += qt[c * L + r] * w;
     }
   }
 }
 
-float f32_dot_ukernel__scalar(size_t d, const float* a, const float* b) {
-  float s = 0.0f;
-  for (size_t i = 0; i < d; i++) s += a[i] * b[i];
-  return s;
+}  // namespace
+
+void f32_deltaqk_ukernel_64x1__scalar(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                      const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+  deltaqk<kTR>(n_keys, d, qt, mask, val, key_stride, acc, scores);
 }
 
-float f32_vexpsum_ukernel__scalar(size_t n, float max, float* x) {
-  float sum = 0.0f;
-  for (size_t j = 0; j < n; j++) {
-    x[j] = std::exp(x[j] - max);
-    sum += x[j];
+void f32_deltaqk_ukernel_8x1__scalar(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                     const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+  deltaqk<kTRNarrow>(n_keys, d, qt, mask, val, key_stride, acc, scores);
+}
+
+void f32_qk_ukernel_64x1__scalar(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
+                                 float* scores) {
+  qk<kTR>(n, d, qt, k, k_stride, scores);
+}
+
+void f32_qk_ukernel_8x1__scalar(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
+                                float* scores) {
+  qk<kTRNarrow>(n, d, qt, k, k_stride, scores);
+}
+
+void f32_softmax_ukernel_x1__scalar(size_t rows, size_t n, const float* s_approx, const float* s_exact,
+                                    const int32_t* n_approx, const int32_t* n_valid, float* mx, float* sum,
+                                    float* corr, float* p, const softmax_params* params) {
+  const size_t L = rows;
+  for (size_t r = 0; r < rows; r++) {
+    const size_t valid = static_cast<size_t>(n_valid[r]), approx = static_cast<size_t>(n_approx[r]);
+    float m = mx[r];
+    for (size_t t = 0; t < valid; t++)
+      m = std::max(m, (t < approx ? s_approx : s_exact)[t * L + r] * params->scale);
+    corr[r] = mx[r] == -INFINITY ? 0.0f : std::exp(mx[r] - m);
+    float total = 0.0f;
+    for (size_t t = 0; t < n; t++) {
+      float e = 0.0f;
+      if (t < valid) e = std::exp((t < approx ? s_approx : s_exact)[t * L + r] * params->scale - m);
+      p[t * L + r] = e;
+      total += e;
+    }
+    sum[r] = sum[r] * corr[r] + total;
+    mx[r] = m;
   }
-  return sum;
 }
 
-void f32_pv_ukernel_8xd__scalar(size_t n, size_t d, const float* p, size_t ldp, const float* v, size_t v_stride,
-                                float* acc) {
+void f32_pv_ukernel_8xd__scalar(size_t n, size_t d, const float* p, size_t p_stride, const float* v,
+                                size_t v_stride, const float* corr, float* acc) {
+  for (int r = 0; r < kPR; r++)
+    for (size_t c = 0; c < d; c++) acc[r * d + c] *= corr[r];
   for (size_t j = 0; j < n; j++) {
     const float* vj = v + j * v_stride;
-    for (int r = 0; r < kMR; r++) {
-      const float w = p[r * ldp + j];
-      if (w == 0.0f) continue;   // rows past their causal end, and unused rows of a partial tile
+    for (int r = 0; r < kPR; r++) {
+      const float w = p[j * p_stride + r];
+      if (w == 0.0f) continue;   // keys past a row's causal end, and unused rows of a partial tile
       float* a = acc + r * d;
       for (size_t c = 0; c < d; c++) a[c] += w * vj[c];
     }

@@ -1,67 +1,79 @@
 // Micro-kernels (XNNPACK style): name = dlm_<dtype>_<op>_ukernel_<tile>__<arch>.
 // No allocation; tiny params structs; all buffers given by the caller.
+//
+// A task of the driver is a tile of kTR query rows of one kv-head group. Its queries are stored
+// transposed (qt[c*kTR + r]) and its scores key-major (s[t*kTR + r]), so every key element or
+// non-zero is loaded once and multiplied into all kTR rows with full-width vector FMAs.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
 namespace dlm {
 
-constexpr int kMR = 8;  // query rows per tile
+constexpr int kTR = 64;        // query rows per tile (lanes of the score vectors)
+constexpr int kTRNarrow = 8;   // rows per tile when a call has at most 8 rows per kv head (decode)
+constexpr int kPR = 8;   // rows per P·V micro-tile
 
 struct deltaenc_params {
   float theta;
   bool dense;  // token 0: store every element
 };
 
-// Encode one key row: Δ = k − k̂ where |Δ| > θ (all if dense); k̂ += Δ.
-// Writes the non-zeros as (idx, val) and returns their count.
-typedef size_t (*deltaenc_ukernel_fn)(size_t d, const float* k, float* k_hat, int32_t* idx, float* val,
+// Encode one key row (d a multiple of 8): Δ = k − k̂ where |Δ| > θ (every element if dense); each
+// kept Δ is clamped to ±kF16Max and rounded to fp16, and k̂ advances by exactly that rounded value
+// (error feedback). Writes the row's bitmask (d/8 bytes) and its fp16 non-zeros packed in element
+// order; returns their count.
+typedef size_t (*deltaenc_ukernel_fn)(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                       const deltaenc_params* params);
 
-// Sparse Q·ΔKᵀ with prefix sum over keys, for an MR-row tile stored transposed (qt[d*MR + r]).
-// For τ in [0, n_keys): acc[r] += Σ_nz qt[idx*MR + r] * val; scores[τ*MR + r] = acc[r].
-// Key τ's lists start at idx/val + τ*key_stride; its count is nnz[τ*nnz_stride].
-typedef void (*deltaqk_ukernel_fn)(size_t n_keys, const float* qt, const int32_t* idx, const float* val,
-                                   size_t key_stride, const int32_t* nnz, size_t nnz_stride, float* acc,
-                                   float* scores);
+// Sparse Q·ΔKᵀ with prefix sum over keys, for an L-row tile (L = kTR or kTRNarrow, the tile name's
+// first number): for τ in [0, n_keys): acc[r] += Σ_nz qt[c*L + r] * Δk_τ[c]; scores[τ*L + r] = acc[r].
+// Key τ's row: its mask at mask + τ*key_stride/8, its packed fp16 values at val + τ*key_stride.
+typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
+                                   const uint16_t* val, size_t key_stride, float* acc, float* scores);
 
-// Dense dot product of length d.
-typedef float (*dot_ukernel_fn)(size_t d, const float* a, const float* b);
+// Exact Q·Kᵀ for an L-row tile and n keys: scores[t*L + r] = Σ_c qt[c*L + r] * k[t*k_stride + c].
+typedef void (*qk_ukernel_fn)(size_t n, size_t d, const float* qt, const float* k, size_t k_stride, float* scores);
 
-// x[j] <- exp(x[j] - max) for j < n; returns the sum.
-typedef float (*vexpsum_ukernel_fn)(size_t n, float max, float* x);
+// One block of n keys of the online softmax, for the L rows of a tile (L a multiple of 8). Row r's
+// score of key t is s_approx[t*L + r] if t < n_approx[r], else s_exact[t*L + r]; keys t >= n_valid[r]
+// are masked (causal). With x = score * scale: new max m' = max(mx, max_t x); corr[r] = exp(mx − m')
+// (0 while mx = −∞); p[t*L + r] = exp(x − m') (0 if masked); sum = sum·corr + Σ_t p; mx = m'.
+struct softmax_params {
+  float scale;
+};
+typedef void (*softmax_ukernel_fn)(size_t rows, size_t n, const float* s_approx, const float* s_exact, const int32_t* n_approx,
+                                   const int32_t* n_valid, float* mx, float* sum, float* corr, float* p,
+                                   const softmax_params* params);
 
-// P·V for a tile of MR query rows and a block of n keys, each V row loaded once for all MR rows:
-// acc[r*d + c] += Σ_j p[r*ldp + j] * v[j*v_stride + c]   (r < MR, c < d, j < n).
-typedef void (*pv_ukernel_fn)(size_t n, size_t d, const float* p, size_t ldp, const float* v, size_t v_stride,
-                              float* acc);
+// P·V for kPR rows and a block of n keys, each V row loaded once for the kPR rows:
+// acc[r*d + c] = acc[r*d + c] * corr[r] + Σ_j p[j*p_stride + r] * v[j*v_stride + c]   (r < kPR, c < d).
+typedef void (*pv_ukernel_fn)(size_t n, size_t d, const float* p, size_t p_stride, const float* v, size_t v_stride,
+                              const float* corr, float* acc);
 
-size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, int32_t*, float*, const deltaenc_params*);
-// Elements [i, d) of a row with the scalar kernel (vector kernels' tails); indices relative to the row.
-size_t f32_deltaenc_remainder__scalar(size_t d, size_t i, const float* k, float* k_hat, int32_t* idx, float* val,
-                                      const deltaenc_params* params);
-void f32_deltaqk_ukernel_8x1__scalar(size_t, const float*, const int32_t*, const float*, size_t, const int32_t*,
-                                     size_t, float*, float*);
-float f32_dot_ukernel__scalar(size_t, const float*, const float*);
-float f32_vexpsum_ukernel__scalar(size_t, float, float*);
-void f32_pv_ukernel_8xd__scalar(size_t, size_t, const float*, size_t, const float*, size_t, float*);
+#define DLM_DECLARE_UKERNELS(arch, qk_tile, qk_narrow_tile, softmax_tile, pv_tile)                              \
+  void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, const uint16_t*, size_t,    \
+                                        float*, float*);                                                         \
+  void f32_deltaqk_ukernel_8x1__##arch(size_t, size_t, const float*, const uint8_t*, const uint16_t*, size_t,     \
+                                       float*, float*);                                                          \
+  void f32_qk_ukernel_##qk_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);            \
+  void f32_qk_ukernel_##qk_narrow_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);     \
+  void f32_softmax_ukernel_##softmax_tile##__##arch(size_t, size_t, const float*, const float*, const int32_t*,   \
+                                                    const int32_t*, float*, float*, float*, float*,              \
+                                                    const softmax_params*);                                      \
+  void f32_pv_ukernel_##pv_tile##__##arch(size_t, size_t, const float*, size_t, const float*, size_t,            \
+                                          const float*, float*);
 
+DLM_DECLARE_UKERNELS(scalar, 64x1, 8x1, x1, 8xd)
+size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 #if defined(__x86_64__)
-size_t f32_deltaenc_ukernel__avx2(size_t, const float*, float*, int32_t*, float*, const deltaenc_params*);
-void f32_deltaqk_ukernel_8x1__avx2_fma(size_t, const float*, const int32_t*, const float*, size_t, const int32_t*,
-                                       size_t, float*, float*);
-float f32_dot_ukernel__avx2_fma(size_t, const float*, const float*);
-float f32_vexpsum_ukernel__avx2_fma(size_t, float, float*);
-void f32_pv_ukernel_8x8__avx2_fma(size_t, size_t, const float*, size_t, const float*, size_t, float*);
+DLM_DECLARE_UKERNELS(avx2_fma, 32x2, 8x4, x8, 8x8)
+size_t f32_deltaenc_ukernel__avx2(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 #endif
-
 #if defined(__aarch64__)
-size_t f32_deltaenc_ukernel__neon(size_t, const float*, float*, int32_t*, float*, const deltaenc_params*);
-void f32_deltaqk_ukernel_8x1__neon(size_t, const float*, const int32_t*, const float*, size_t, const int32_t*,
-                                   size_t, float*, float*);
-float f32_dot_ukernel__neon(size_t, const float*, const float*);
-float f32_vexpsum_ukernel__neon(size_t, float, float*);
-void f32_pv_ukernel_8x8__neon(size_t, size_t, const float*, size_t, const float*, size_t, float*);
+DLM_DECLARE_UKERNELS(neon, 16x2, 8x4, x4, 8x8)
+size_t f32_deltaenc_ukernel__neon(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 #endif
+#undef DLM_DECLARE_UKERNELS
 
 }  // namespace dlm

@@ -1,5 +1,6 @@
 #include "kernel_check.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -38,8 +39,13 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     std::vector<float> q(n * H * D), k(n * Hkv * D), v(n * Hkv * D), o(n * H * D);
     if (!read(f, q.data(), q.size()) || !read(f, k.data(), k.size()) || !read(f, v.data(), v.size()))
       return Status::BadInput(cases_path + ": truncated tensors");
-    std::vector<float> kc(T * Hkv * D), vc(T * Hkv * D), dv(T * Hkv * D), kh(Hkv * D);
-    std::vector<int32_t> di(T * Hkv * D), dn(T * Hkv);
+    int64_t longest = 1;
+    for (int64_t len : chunks) longest = std::max(longest, len);
+    const int64_t R = dlm_ring_len(longest, tg[1], h[5], h[6]);   // as an export sizes it
+    std::vector<float> kr(R * Hkv * D), ks(Hkv * D), vc(T * Hkv * D), kh(Hkv * D);
+    std::vector<uint8_t> dm(T * Hkv * D / 8);
+    std::vector<uint16_t> dv(T * Hkv * D);
+    std::vector<int32_t> dn(T * Hkv);
     dlm_stats_reset();
     int64_t pos = 0;
     for (int64_t len : chunks) {
@@ -47,9 +53,10 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       a.q = q.data() + pos * H * D;
       a.k = k.data() + pos * Hkv * D;
       a.v = v.data() + pos * Hkv * D;
-      a.k_cache = kc.data();
+      a.k_ring = kr.data();
+      a.k_sink = ks.data();
       a.v_cache = vc.data();
-      a.dk_idx = di.data();
+      a.dk_mask = dm.data();
       a.dk_val = dv.data();
       a.dk_nnz = dn.data();
       a.k_hat = kh.data();
@@ -59,6 +66,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       a.n_kv_heads = Hkv;
       a.head_dim = D;
       a.max_len = T;
+      a.ring_len = R;
       a.start_pos = pos;
       a.theta = tg[0];
       a.gamma = tg[1];

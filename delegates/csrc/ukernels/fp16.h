@@ -1,0 +1,72 @@
+// IEEE fp16 <-> fp32, round to nearest even (bit-identical to F16C, NEON and torch's .half()), and
+// the expansion of a ΔK bitmask row. static inline: every translation unit (scalar, AVX2, NEON)
+// gets its own copy, compiled with its own flags.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+namespace dlm {
+
+// ΔK values are clamped to the finite fp16 range before rounding (the reference does the same).
+constexpr float kF16Max = 65504.0f;
+
+static inline uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to infinity
+  if (ax < 0x38800000u) {                                               // fp16 subnormal (or zero)
+    if (ax < 0x33000000u) return static_cast<uint16_t>(sign);           // below half the smallest subnormal
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
+    uint32_t h = m >> shift;
+    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (h & 1u))) h++;
+    return static_cast<uint16_t>(sign | h);
+  }
+  uint32_t h = (((ax >> 23) - 112) << 10) | ((ax & 0x7fffffu) >> 13);
+  const uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;              // a carry rolls into the exponent
+  return static_cast<uint16_t>(sign | h);
+}
+
+static inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  uint32_t x;
+  if (e == 0) {
+    float v = static_cast<float>(m) * (1.0f / 16777216.0f);            // m * 2^-24, exact
+    memcpy(&x, &v, 4);
+    x |= sign;
+  } else if (e == 31) {
+    x = sign | 0x7f800000u | (m << 13);
+  } else {
+    x = sign | ((e + 112) << 23) | (m << 13);
+  }
+  float f;
+  memcpy(&f, &x, 4);
+  return f;
+}
+
+// The element indices of the set bits of a d-bit mask (d a multiple of 8), in order; returns the count.
+static inline size_t expand_mask(const uint8_t* mask, size_t d, int32_t* idx) {
+  size_t n = 0, c = 0;
+  for (; c + 64 <= d; c += 64) {
+    uint64_t w;
+    memcpy(&w, mask + c / 8, 8);
+    while (w) {
+      idx[n++] = static_cast<int32_t>(c + static_cast<size_t>(__builtin_ctzll(w)));
+      w &= w - 1;
+    }
+  }
+  for (; c < d; c += 8) {
+    uint32_t w = mask[c / 8];
+    while (w) {
+      idx[n++] = static_cast<int32_t>(c + static_cast<size_t>(__builtin_ctz(w)));
+      w &= w - 1;
+    }
+  }
+  return n;
+}
+
+}  // namespace dlm
