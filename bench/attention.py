@@ -7,7 +7,8 @@ Prefill: one call from position 0 (cache update included on both sides). Decode:
 given context after a prefill of the rest (timed alone; the state is restored between repetitions).
 The dense baseline is the faster of ExecuTorch's `llama::update_cache` + `llama::custom_sdpa` and
 our own kernel's exact path (every key in the exact band: the same flash-style tiles with no
-sparse part), and the table says which. θ is searched so the kernel's own S_c lands on each
+sparse part), and the table says which. The delta kernel runs with an fp32 and an fp16 V
+cache (attention.v_cache). θ is searched so the kernel's own S_c lands on each
 target. Keys drift like real post-RoPE keys. Each row runs at a given thread count on both sides:
 ExecuTorch's threadpool (custom_sdpa) and our core's task pool are both set to it. Progress on
 stderr; the markdown table (or, with --json, a JSON list of rows) on stdout; ratio = delta_ms /
@@ -39,10 +40,10 @@ class Delta:
     """One layer's delta state and the op. The ring holds n keys: enough for the exact path's
     band (every key), which shares the state object with the delta runs."""
 
-    def __init__(self, n, hkv, d):
+    def __init__(self, n, hkv, d, v_dtype=torch.float32):
         from delegates.op import STATE, empty_state
 
-        state = empty_state(n, n, hkv, d)
+        state = empty_state(n, n, hkv, d, v_dtype)
         self.bufs = [state[name] for name in STATE]
 
     def __call__(self, q, k, v, start, theta, gamma, w_decode=4):
@@ -113,12 +114,15 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         dense = {"custom_sdpa": timed(sdpa, ns.reps),
                  "deltallm_exact": timed(lambda: delta(q, k, v, 0, EXACT["theta"], EXACT["gamma"]), ns.reps)}
         best = min(dense, key=dense.get)
+        delta16 = Delta(n, hkv, d, torch.float16)
         for target, theta in thetas.items():
             tot = counted(lambda: delta(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]
             t_delta = timed(lambda: delta(q, k, v, 0, theta, ns.gamma), ns.reps)
+            t16 = timed(lambda: delta16(q, k, v, 0, theta, ns.gamma), ns.reps)
             yield dict(shape=name, phase="prefill", n=n, threads=threads, theta=theta, s_m=tot["s_m"],
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
-                       custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3, ratio=t_delta / dense[best])
+                       custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3, ratio=t_delta / dense[best],
+                       delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best])
         set_threads(1)
 
 
@@ -134,9 +138,9 @@ def decode_rows(name, h, hkv, d, ctx, ns, make):
         torch.ops.llama.update_cache(v1, vc, last)
         return torch.ops.llama.custom_sdpa(q1, kc, vc, last, None, 0, True)
 
-    def primed(theta, gamma, w_decode):
+    def primed(theta, gamma, w_decode, v_dtype=torch.float32):
         """A delta state after the prefill of ctx-1 tokens, and a decode step restoring it first."""
-        delta = Delta(ctx, hkv, d)
+        delta = Delta(ctx, hkv, d, v_dtype)
         delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, gamma)
         saved = [b.clone() for b in delta.bufs]
 
@@ -167,9 +171,12 @@ def decode_rows(name, h, hkv, d, ctx, ns, make):
             restore()
             tot = counted(step)["decode"]["total"]
             t_delta = timed(step, ns.reps * 5, restore)
+            _, restore16, step16 = primed(theta, ns.gamma, 4, torch.float16)
+            t16 = timed(step16, ns.reps * 5, restore16)
             yield dict(shape=name, phase="decode", n=ctx, threads=threads, theta=theta, s_m=s_m, s_c=tot["s_c"],
                        dense_ms=dense[best] * 1e3, dense_impl=best, custom_sdpa_ms=dense["custom_sdpa"] * 1e3,
-                       delta_ms=t_delta * 1e3, ratio=t_delta / dense[best])
+                       delta_ms=t_delta * 1e3, ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3,
+                       ratio_f16v=t16 / dense[best])
         set_threads(1)
 
 
@@ -193,8 +200,9 @@ def main() -> int:
     print(f"kernel variant: {core().dlm_kernel_arch().decode()}, gamma: {ns.gamma}", file=sys.stderr)
     rows = []
     if not ns.json:
-        print("| shape | phase | n | threads | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms | delta/dense |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| shape | phase | n | threads | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms | delta/dense "
+              "| delta fp16-V ms | fp16-V/dense |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, (h, hkv, d) in SHAPES.items():
         gens = [prefill_rows(name, h, hkv, d, n, ns, synthetic_inputs) for n in ns.n]
         gens += [decode_rows(name, h, hkv, d, c, ns, synthetic_inputs) for c in ns.decode_context]
@@ -204,7 +212,7 @@ def main() -> int:
                 if not ns.json:
                     print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['threads']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
-                          f"{r['ratio']:.2f} |", flush=True)
+                          f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} |", flush=True)
     if ns.json:
         print(json.dumps(rows, indent=1))
     return 0

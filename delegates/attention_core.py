@@ -1,13 +1,11 @@
 """DeltaAttention: the attention core plugged into export/arch when attention.kind=delta.
 
 Its state lives in non-persistent buffers, which torch.export turns into mutable buffers of the
-program (ExecuTorch's KV cache): the V cache, the compressed ΔK cache (a bitmask and packed fp16
+program (ExecuTorch's KV cache): the V cache (fp32 or fp16), the compressed ΔK cache (a bitmask and packed fp16
 non-zeros per token and kv head), a ring of raw keys just long enough for the exact band of the
 longest chunk (⌊γ·max_seq_len⌋ bounded by w_max, at least w_decode), the sink key and the
 reference key. See delegates/csrc/deltaattn.h."""
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -21,21 +19,14 @@ def ring_len(max_seq_len: int, gamma: float, w_max: int, w_decode: int) -> int:
     return max(band_width(max(2, max_seq_len), gamma, w_max, w_decode), w_decode)
 
 
-def state_bytes(max_context_len: int, max_seq_len: int, n_kv_heads: int, head_dim: int, gamma: float,
-                w_max: int, w_decode: int) -> dict:
-    """One layer's attention state in bytes: delta (this core) vs dense (fp32 K and V caches)."""
-    shapes = op.state_shapes(max_context_len, ring_len(max_seq_len, gamma, w_max, w_decode), n_kv_heads, head_dim)
-    delta = sum(math.prod(s) * torch.empty((), dtype=op.DTYPES[n]).element_size() for n, s in shapes.items())
-    return {"delta": delta, "dense": 2 * 4 * max_context_len * n_kv_heads * head_dim}
-
-
 class DeltaAttention(nn.Module):
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_context_len: int, max_seq_len: int,
-                 theta: float, gamma: float, w_max: int, w_decode: int, layer: int):
+                 theta: float, gamma: float, w_max: int, w_decode: int, layer: int,
+                 v_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.theta, self.gamma, self.w_max, self.w_decode, self.layer = theta, gamma, w_max, w_decode, layer
         ring = ring_len(max_seq_len, gamma, w_max, w_decode)
-        for name, t in op.empty_state(max_context_len, ring, n_kv_heads, head_dim).items():
+        for name, t in op.empty_state(max_context_len, ring, n_kv_heads, head_dim, v_dtype).items():
             self.register_buffer(name, t, persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:

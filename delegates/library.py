@@ -20,7 +20,7 @@ class AttnArgs(ctypes.Structure):
         ("k_hat", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
         ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("ring_len", ctypes.c_int64),
-        ("start_pos", ctypes.c_int64),
+        ("v_fp16", ctypes.c_int64), ("start_pos", ctypes.c_int64),
         ("theta", ctypes.c_float), ("gamma", ctypes.c_float), ("w_max", ctypes.c_int64),
         ("w_decode", ctypes.c_int64), ("layer", ctypes.c_int64),
         ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p)]]

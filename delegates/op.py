@@ -3,7 +3,7 @@ a CPU kernel that calls the same C core as the ExecuTorch runtime (through ctype
 
 Tensors (batch 1, T = max context, R = ring length, see delegates/csrc/deltaattn.h):
 q [1,S,H,D]; k, v [1,S,Hkv,D]; the state: k_ring [1,R,Hkv,D] f32 (raw keys of the last R positions,
-for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,D] f32, dk_mask [1,T,Hkv,D/8]
+for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,D] f32 or float16, dk_mask [1,T,Hkv,D/8]
 uint8 (ΔK non-zero bitmask), dk_val [1,T,Hkv,D] float16 (packed ΔK non-zeros), dk_nnz [1,T,Hkv]
 int32, k_hat [1,Hkv,D] f32. Returns [1,S,H,D].
 """
@@ -36,13 +36,17 @@ def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int) ->
             "k_hat": (1, n_kv_heads, head_dim)}
 
 
-def empty_state(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int) -> dict:
-    return {n: torch.zeros(shape, dtype=DTYPES[n]) for n, shape in state_shapes(max_len, ring_len, n_kv_heads,
-                                                                               head_dim).items()}
+def empty_state(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int,
+                v_dtype: torch.dtype = torch.float32) -> dict:
+    dtypes = {**DTYPES, "v_cache": v_dtype}
+    return {n: torch.zeros(shape, dtype=dtypes[n]) for n, shape in state_shapes(max_len, ring_len, n_kv_heads,
+                                                                                head_dim).items()}
 
 
 def _ptr(t: torch.Tensor, name: str) -> int:
     dtype = DTYPES.get(name, torch.float32)
+    if name == "v_cache" and t.dtype == torch.float16:
+        dtype = torch.float16
     if t.dtype != dtype:
         raise RuntimeError(f"deltallm::delta_attention: {name} must be {dtype}, got {t.dtype}")
     if not t.is_contiguous():
@@ -78,7 +82,8 @@ def _run(q, k, v, state: dict, start_pos, theta, gamma, w_max, w_decode, layer, 
         q=_ptr(q, "q"), k=_ptr(k, "k"), v=_ptr(v, "v"), out=_ptr(out, "out"),
         **{n: _ptr(state[n], n) for n in STATE},
         seq_len=q.shape[1], n_heads=q.shape[2], n_kv_heads=k.shape[2], head_dim=q.shape[3],
-        max_len=state["v_cache"].shape[1], ring_len=state["k_ring"].shape[1], start_pos=int(start_pos),
+        max_len=state["v_cache"].shape[1], ring_len=state["k_ring"].shape[1],
+        v_fp16=int(state["v_cache"].dtype == torch.float16), start_pos=int(start_pos),
         theta=float(theta), gamma=float(gamma), w_max=int(w_max), w_decode=int(w_decode), layer=int(layer),
         parallel=None, pool_ctx=None)
     err = ctypes.create_string_buffer(256)

@@ -40,6 +40,11 @@ class AttentionKind(str, enum.Enum):
     DELTA = "delta"
 
 
+class CacheDtype(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
 class LinearQuant(str, enum.Enum):
     FP32 = "fp32"
     Q8DA8W = "8da8w"      # int8 dynamic activations, int8 per-channel weights
@@ -135,6 +140,7 @@ class AttentionConfig:
     gamma: float = 0.1
     w_max: int = 1 << 20
     w_decode: int = 4
+    v_cache: CacheDtype = CacheDtype.FP32   # delta: the V cache's element type (fp16 halves its memory)
     calibration: str = ""        # calibration file: key scales and/or per-layer θ (export.calibration)
 
     def __post_init__(self):
@@ -145,6 +151,8 @@ class AttentionConfig:
         _require(0.0 <= self.gamma <= 1.0, "attention.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(self.w_max >= 1, "attention.w_max", f"must be >= 1, got {self.w_max}")
         _require(self.w_decode >= 1, "attention.w_decode", f"must be >= 1, got {self.w_decode}")
+        _require(self.kind == AttentionKind.DELTA or self.v_cache == CacheDtype.FP32, "attention.v_cache",
+                 "fp16 needs attention.kind=delta (the dense program keeps ExecuTorch's fp32 caches)")
 
 
 GROUP_SIZES = (16, 32, 64, 128, 256)

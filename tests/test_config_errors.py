@@ -68,6 +68,8 @@ CASES = [
     ("group_size_not_dividing", TINY, ["quantization.linear=8da4w", "quantization.group_size=128"],
      "quantization.group_size"),
     ("negative_theta", TINY, ["attention.theta=-0.5"], "attention.theta"),
+    ("fp16_v_cache_on_dense", TINY, ["attention.kind=dense", "attention.v_cache=fp16"], "attention.v_cache"),
+    ("bad_v_cache_dtype", TINY, ["attention.kind=delta", "attention.v_cache=int4"], "attention.v_cache"),
     ("kv_heads_not_dividing", TINY, ["arch.n_kv_heads=3"], "arch.n_kv_heads"),
     ("missing_gguf", TINY, ["model.kind=gguf", "model.path=/nonexistent/model.gguf"], "model.path"),
     ("not_a_gguf", lambda t: then_tiny((t / "fake.gguf").write_bytes(b"NOPE" + b"\0" * 64)),

@@ -73,6 +73,18 @@ def test_chunked_prefill_and_decode_match_oracle(variant, chunks, w_decode, w_ma
     assert all(x.calls == 0 for x in stats.read("prefill")[:3])
 
 
+@pytest.mark.parametrize("chunks", [[70, 1, 1, 1], [33, 20, 1, 1]])
+def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks):
+    """v_cache in fp16: the kernel rounds V as it stores it; the oracle sees the rounded V."""
+    n = sum(chunks)
+    q, k, v = make_qkv(n, 6, 2, 64, seed=5)
+    got, st = run_kernel(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4, v_dtype=torch.float16)
+    ref, _ = run_calls(q, k, v.half().float(), chunks, n + 2, 0.6, 0.1, 1 << 20, 4)
+    assert nmse(got, ref) <= 1e-10
+    assert torch.equal(st.v_cache[0, :n], v.half())
+    assert nmse(got, run_calls(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4)[0]) > 1e-10   # rounding is visible
+
+
 def test_restart_at_zero_resets_reference_key():
     q, k, v = make_qkv(16, 2, 2, 64)
     st = KernelState(32, 2, 64)

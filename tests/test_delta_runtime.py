@@ -112,3 +112,30 @@ def test_runtime_kernel_rejects_mismatched_shapes(case, message):
     r = _run_error_script(0.5, 0, case)
     assert r.returncode == 3, r.stdout + r.stderr[-2000:]
     assert message in r.stderr
+
+
+def _state_bytes(T, R, hkv, D, v_bytes):
+    """One layer's delta state, counted from the layout in delegates/csrc/deltaattn.h."""
+    per_token = hkv * (D * v_bytes + D // 8 + 2 * D + 4)   # V, ΔK bitmask, fp16 ΔK values, nnz
+    return T * per_token + R * hkv * D * 4 + 2 * hkv * D * 4  # + key ring, sink, k̂
+
+
+def test_fp16_v_cache_program_runs_and_the_manifest_counts_its_state(tmp_path, tiny_llama_delta):
+    from tests.conftest import export_with_cli
+
+    m16 = export_with_cli("tiny_llama.yaml", tmp_path, "attention.kind=delta", "attention.theta=0.3",
+                          "attention.gamma=0.1", "attention.w_decode=4", "attention.v_cache=fp16")
+    assert m16["validation"]["enabled"] and m16["attention"]["v_cache"] == "fp16"
+    out, m32 = tiny_llama_delta
+    # tiny_llama: 2 layers, 2 kv heads, head_dim 16, max context 128, chunks of <= 32: ring = max(⌊0.1·32⌋, W_d 4)
+    dense = 2 * (2 * 128 * 2 * 16 * 4)
+    for m, v_bytes in ((m32, 4), (m16, 2)):
+        st = m["attention_state"]
+        assert st["dense_fp32_kv_bytes"] == dense and st["max_context_len"] == 128
+        assert st["bytes"] == 2 * _state_bytes(128, 4, 2, 16, v_bytes)
+        assert st["ratio_to_dense_fp32_kv"] == pytest.approx(st["bytes"] / dense)
+    assert m16["attention_state"]["ratio_to_dense_fp32_kv"] < 0.6 < m32["attention_state"]["ratio_to_dense_fp32_kv"]
+    # the fp16 program runs in the runtime and stays close to the fp32-V one
+    a = _sequence(PteModel(out / m32["pte"]).forward)
+    b = _sequence(PteModel(tmp_path / m16["pte"]).forward)
+    assert (a - b).abs().max() < 0.05 * a.abs().max()

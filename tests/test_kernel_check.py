@@ -23,31 +23,33 @@ COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")
 
 
 def cases():
-    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, reference out, {phase: counts})."""
+    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, v_fp16, reference out, {phase: counts})."""
     out = []
     for n, d, ratio, theta, gamma in SINGLE:
         hkv = 2 if n < 512 else 3
         q, k, v = make_qkv(n, hkv * ratio, hkv, d, seed=n + d)
         ref, _, counts = delta_attention_vectorized(q, k, v, theta, band_width(n, gamma, W_HUGE, 4))
-        out.append((q, k, v, [n], n + 3, theta, gamma, W_HUGE, 4, ref, {"decode" if n == 1 else "prefill": counts}))
+        out.append((q, k, v, [n], n + 3, theta, gamma, W_HUGE, 4, 0, ref,
+                    {"decode" if n == 1 else "prefill": counts}))
     for rows in TILES:
         q, k, v = make_qkv(rows, 1, 1, 64, seed=rows)
         ref, _, counts = delta_attention_vectorized(q, k, v, 0.3, 1)
-        out.append((q, k, v, [rows], rows, 0.3, 0.0, 1, 4, ref, {}))
-    for chunks, w_decode, w_max in CHUNKED:
+        out.append((q, k, v, [rows], rows, 0.3, 0.0, 1, 4, 0, ref, {}))
+    for (chunks, w_decode, w_max), v16 in itertools.product(CHUNKED, (0, 1)):   # fp32 and fp16 V caches
         n = sum(chunks)
         q, k, v = make_qkv(n, 6, 2, 64, seed=n)
-        ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode)
-        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, ref, {"prefill": st.prefill, "decode": st.decode}))
+        ref, st = run_calls(q, k, v.half().float() if v16 else v, chunks, n + 1, 0.6, 0.1, w_max, w_decode)
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, v16, ref,
+                    {"prefill": st.prefill, "decode": st.decode}))
     return out
 
 
 def write_cases(path: Path, all_cases) -> None:
     with open(path, "wb") as f:
         f.write(b"DLMK" + struct.pack("<i", len(all_cases)))
-        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, _, _ in all_cases:
+        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, v16, _, _ in all_cases:
             n, heads, d = q.shape
-            f.write(struct.pack("<8q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks)))
+            f.write(struct.pack("<9q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks), v16))
             f.write(struct.pack(f"<{len(chunks)}q", *chunks) + struct.pack("<2f", theta, gamma))
             for t in (q, k, v):
                 f.write(t.float().numpy().astype("<f4").tobytes())

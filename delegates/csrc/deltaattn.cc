@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "task_pool.h"
+#include "ukernels/fp16.h"
 #include "ukernels/ukernels.h"
 
 namespace {
@@ -21,7 +22,7 @@ struct Kernels {
   dlm::deltaqk_ukernel_fn deltaqk, deltaqk_narrow;   // kTR / kTRNarrow rows
   dlm::qk_ukernel_fn qk, qk_narrow;
   dlm::softmax_ukernel_fn softmax;
-  dlm::pv_ukernel_fn pv;
+  dlm::pv_ukernel_fn pv, pv_f16v;   // fp32 / fp16 V
   const char* arch;
 };
 
@@ -31,12 +32,14 @@ const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
                               dlm::f32_deltaqk_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
                               dlm::f32_qk_ukernel_8x1__scalar,      dlm::f32_softmax_ukernel_x1__scalar,
-                              dlm::f32_pv_ukernel_8xd__scalar,      "scalar"};
+                              dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
+                              "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
                             dlm::f32_deltaqk_ukernel_8x1__avx2_fma,  dlm::f32_qk_ukernel_32x2__avx2_fma,
                             dlm::f32_qk_ukernel_8x4__avx2_fma,       dlm::f32_softmax_ukernel_x8__avx2_fma,
-                            dlm::f32_pv_ukernel_8x8__avx2_fma,       "avx2_fma"};
+                            dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
+                            "avx2_fma"};
   static const bool has_avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (has_avx2 && !g_force_scalar.load()) return avx2;
@@ -45,7 +48,8 @@ const Kernels& kernels() {
   static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
                             dlm::f32_deltaqk_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
                             dlm::f32_qk_ukernel_8x4__neon,          dlm::f32_softmax_ukernel_x4__neon,
-                            dlm::f32_pv_ukernel_8x8__neon,          "neon"};
+                            dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
+                            "neon"};
   if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
 #endif
   return scalar;
@@ -165,10 +169,16 @@ void run_tile(void* vctx, size_t task) {
       blk_valid[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0)));
     }
     c.k->softmax(L, nb, s_approx, s_exact, blk_approx, blk_valid, mx, sum, corr, p, &sp);
+    const size_t v_off = static_cast<size_t>((j0 * Hkv + g) * D);
+    const void* v_blk = a.v_fp16 ? static_cast<const void*>(static_cast<const uint16_t*>(a.v_cache) + v_off)
+                                 : static_cast<const void*>(static_cast<const float*>(a.v_cache) + v_off);
     for (int64_t r0 = 0; r0 < rows; r0 += dlm::kPR) {
       // Rows that see no key of this block keep corr = 1 and get p = 0: nothing to do for them.
       if (pos[std::min<int64_t>(rows, r0 + dlm::kPR) - 1] < j0) continue;
-      c.k->pv(nb, D, p + r0, L, a.v_cache + (j0 * Hkv + g) * D, ld, corr + r0, acc + r0 * D);
+      const size_t m = static_cast<size_t>(std::min<int64_t>(dlm::kPR, rows - r0));
+      (a.v_fp16 ? c.k->pv_f16v : c.k->pv)(static_cast<size_t>(nb), static_cast<size_t>(D), m, p + r0,
+                                          static_cast<size_t>(L), v_blk, static_cast<size_t>(ld), corr + r0,
+                                          acc + r0 * D);
     }
   }
   for (int64_t r = 0; r < rows; r++) {
@@ -260,7 +270,14 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
     std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
   }
-  std::memcpy(a->v_cache + a->start_pos * Hkv * D, a->v, sizeof(float) * a->seq_len * Hkv * D);
+  const int64_t v_count = a->seq_len * Hkv * D, v_start = a->start_pos * Hkv * D;
+  if (a->v_fp16) {
+    uint16_t* dst = static_cast<uint16_t*>(a->v_cache) + v_start;
+    for (int64_t i = 0; i < v_count; i++)
+      dst[i] = dlm::f32_to_f16(std::min(std::max(a->v[i], -dlm::kF16Max), dlm::kF16Max));
+  } else {
+    std::memcpy(static_cast<float*>(a->v_cache) + v_start, a->v, sizeof(float) * v_count);
+  }
   for (int64_t s = 0; s < a->seq_len; s++) {
     const int64_t t = a->start_pos + s;
     const dlm::deltaenc_params p{a->theta, t == 0};

@@ -22,7 +22,7 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //   state, updated in place:
 //   k_ring [R, Hkv, D] f32      raw keys of the last R positions (key j in slot j % R), for the exact band
 //   k_sink [Hkv, D] f32         key 0 (the attention sink: its score is always exact)
-//   v_cache [T, Hkv, D] f32
+//   v_cache [T, Hkv, D] f32, or fp16 if v_fp16 (values rounded to nearest even as they are stored)
 //   dk_mask [T, Hkv, D/8] u8    bit c%8 of byte c/8: element c of Δk is non-zero
 //   dk_val [T, Hkv, D] fp16     the non-zeros of Δk in element order (the first dk_nnz of the row)
 //   dk_nnz [T, Hkv] i32
@@ -35,7 +35,7 @@ typedef struct dlm_attn_args {
   const float* v;
   float* k_ring;
   float* k_sink;
-  float* v_cache;
+  void* v_cache;
   uint8_t* dk_mask;
   uint16_t* dk_val;
   int32_t* dk_nnz;
@@ -47,6 +47,7 @@ typedef struct dlm_attn_args {
   int64_t head_dim;     // D
   int64_t max_len;      // T
   int64_t ring_len;     // R
+  int64_t v_fp16;       // 1: v_cache holds fp16 values
   int64_t start_pos;
   float theta;
   float gamma;

@@ -27,7 +27,7 @@ bool is_u8(const Tensor& t) { return t.scalar_type() == ScalarType::Byte; }
 bool is_f16(const Tensor& t) { return t.scalar_type() == ScalarType::Half; }
 
 // Returns an error message or nullptr. Shapes (batch 1): q [1,S,H,D]; k, v [1,S,Hkv,D];
-// k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,D] f32; dk_mask [1,T,Hkv,D/8] u8;
+// k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,D] f32 or f16; dk_mask [1,T,Hkv,D/8] u8;
 // dk_val [1,T,Hkv,D] f16; dk_nnz [1,T,Hkv] i32; k_hat [1,Hkv,D] f32.
 const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kr, const Tensor& ks,
                          const Tensor& vc, const Tensor& dm, const Tensor& dv, const Tensor& dn, const Tensor& kh) {
@@ -35,8 +35,9 @@ const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, cons
   if (kr.dim() != 4 || vc.dim() != 4 || dm.dim() != 4 || dv.dim() != 4)
     return "k_ring, v_cache, dk_mask and dk_val must have rank 4 [1, length, kv_heads, head_dim]";
   if (ks.dim() != 3 || dn.dim() != 3 || kh.dim() != 3) return "k_sink, dk_nnz and k_hat must have rank 3";
-  if (!is_f32(q) || !is_f32(k) || !is_f32(v) || !is_f32(kr) || !is_f32(ks) || !is_f32(vc) || !is_f32(kh))
-    return "q, k, v, k_ring, k_sink, v_cache and k_hat must be float32";
+  if (!is_f32(q) || !is_f32(k) || !is_f32(v) || !is_f32(kr) || !is_f32(ks) || !is_f32(kh))
+    return "q, k, v, k_ring, k_sink and k_hat must be float32";
+  if (!is_f32(vc) && !is_f16(vc)) return "v_cache must be float32 or float16";
   if (!is_u8(dm) || !is_f16(dv) || !is_i32(dn)) return "dk_mask must be uint8, dk_val float16, dk_nnz int32";
   if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1) return "batch size must be 1";
   const auto S = q.size(1), D = q.size(3), Hkv = k.size(2), T = vc.size(1);
@@ -69,7 +70,9 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   a.v = v.const_data_ptr<float>();
   a.k_ring = k_ring.mutable_data_ptr<float>();
   a.k_sink = k_sink.mutable_data_ptr<float>();
-  a.v_cache = v_cache.mutable_data_ptr<float>();
+  a.v_fp16 = is_f16(v_cache) ? 1 : 0;
+  a.v_cache = a.v_fp16 ? static_cast<void*>(v_cache.mutable_data_ptr<executorch::aten::Half>())
+                       : static_cast<void*>(v_cache.mutable_data_ptr<float>());
   a.dk_mask = dk_mask.mutable_data_ptr<uint8_t>();
   a.dk_val = reinterpret_cast<uint16_t*>(dk_val.mutable_data_ptr<executorch::aten::Half>());
   a.dk_nnz = dk_nnz.mutable_data_ptr<int32_t>();

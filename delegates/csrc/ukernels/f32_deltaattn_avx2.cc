@@ -236,6 +236,29 @@ void f32_softmax_ukernel_x8__avx2_fma(size_t rows, size_t n, const float* s_appr
     const __m256i vv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(n_valid + r));
     const __m256 old = _mm256_loadu_ps(mx + r);
     __m256 m = old;
+    // The common block: every row sees every key, all from one source (no selects, no masks).
+    const __m256i vn = _mm256_set1_epi32(static_cast<int32_t>(n));
+    const bool all_valid = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vn, vv))) == 0;
+    const int approx_all = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(vn, va)));   // bit: n > n_approx
+    const float* uniform = !all_valid ? nullptr
+                           : approx_all == 0 ? s_approx
+                           : (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(va, _mm256_setzero_si256()))) == 0
+                                  ? s_exact : nullptr);
+    if (uniform) {
+      for (size_t t = 0; t < n; t++) m = _mm256_max_ps(m, _mm256_mul_ps(_mm256_loadu_ps(uniform + t * L + r), vscale));
+      const __m256 c = _mm256_blendv_ps(exp256_ps(_mm256_sub_ps(old, m)), _mm256_setzero_ps(),
+                                        _mm256_cmp_ps(old, vninf, _CMP_EQ_OQ));
+      __m256 total = _mm256_setzero_ps();
+      for (size_t t = 0; t < n; t++) {
+        const __m256 e = exp256_ps(_mm256_fmsub_ps(_mm256_loadu_ps(uniform + t * L + r), vscale, m));
+        _mm256_storeu_ps(p + t * L + r, e);
+        total = _mm256_add_ps(total, e);
+      }
+      _mm256_storeu_ps(corr + r, c);
+      _mm256_storeu_ps(sum + r, _mm256_fmadd_ps(_mm256_loadu_ps(sum + r), c, total));
+      _mm256_storeu_ps(mx + r, m);
+      continue;
+    }
     for (size_t t = 0; t < n; t++) {
       const __m256i vt = _mm256_set1_epi32(static_cast<int32_t>(t));
       const __m256 use_exact = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_add_epi32(vt, _mm256_set1_epi32(1)), va));
@@ -266,47 +289,60 @@ void f32_softmax_ukernel_x8__avx2_fma(size_t rows, size_t n, const float* s_appr
   }
 }
 
-void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, const float* p, size_t p_stride, const float* v,
-                                  size_t v_stride, const float* corr, float* acc) {
-  static_assert(kPR == 8, "8 rows x 8 columns: 8 accumulators + V + broadcast fit the 16 ymm registers");
-  size_t c = 0;
-  for (; c + 8 <= d; c += 8) {
-    __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(acc + 0 * d + c), _mm256_broadcast_ss(corr + 0));
-    __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(acc + 1 * d + c), _mm256_broadcast_ss(corr + 1));
-    __m256 a2 = _mm256_mul_ps(_mm256_loadu_ps(acc + 2 * d + c), _mm256_broadcast_ss(corr + 2));
-    __m256 a3 = _mm256_mul_ps(_mm256_loadu_ps(acc + 3 * d + c), _mm256_broadcast_ss(corr + 3));
-    __m256 a4 = _mm256_mul_ps(_mm256_loadu_ps(acc + 4 * d + c), _mm256_broadcast_ss(corr + 4));
-    __m256 a5 = _mm256_mul_ps(_mm256_loadu_ps(acc + 5 * d + c), _mm256_broadcast_ss(corr + 5));
-    __m256 a6 = _mm256_mul_ps(_mm256_loadu_ps(acc + 6 * d + c), _mm256_broadcast_ss(corr + 6));
-    __m256 a7 = _mm256_mul_ps(_mm256_loadu_ps(acc + 7 * d + c), _mm256_broadcast_ss(corr + 7));
-    for (size_t j = 0; j < n; j++) {
-      const __m256 vj = _mm256_loadu_ps(v + j * v_stride + c);
-      const float* pj = p + j * p_stride;
-      a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 0), vj, a0);
-      a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 1), vj, a1);
-      a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 2), vj, a2);
-      a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 3), vj, a3);
-      a4 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 4), vj, a4);
-      a5 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 5), vj, a5);
-      a6 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 6), vj, a6);
-      a7 = _mm256_fmadd_ps(_mm256_broadcast_ss(pj + 7), vj, a7);
+template <bool kF16V>
+static inline __m256 load_v8(const void* v, size_t i) {
+  return kF16V ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(v) + i)))
+               : _mm256_loadu_ps(static_cast<const float*>(v) + i);
+}
+
+// MR rows x 8·NC columns of acc in registers (MR·NC <= 8 accumulators); V rows loaded once per key.
+template <int MR, int NC, bool kF16V>
+static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t p_stride, const void* v,
+                           size_t v_stride, const float* corr, float* acc) {
+  __m256 a[MR][NC];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 2
+    for (int i = 0; i < NC; i++) a[r][i] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + c + 8 * i), _mm256_broadcast_ss(corr + r));
+  for (size_t j = 0; j < n; j++) {
+    __m256 vj[NC];
+#pragma GCC unroll 2
+    for (int i = 0; i < NC; i++) vj[i] = load_v8<kF16V>(v, j * v_stride + c + 8 * i);
+    const float* pj = p + j * p_stride;
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++) {
+      const __m256 w = _mm256_broadcast_ss(pj + r);
+#pragma GCC unroll 2
+      for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
     }
-    _mm256_storeu_ps(acc + 0 * d + c, a0);
-    _mm256_storeu_ps(acc + 1 * d + c, a1);
-    _mm256_storeu_ps(acc + 2 * d + c, a2);
-    _mm256_storeu_ps(acc + 3 * d + c, a3);
-    _mm256_storeu_ps(acc + 4 * d + c, a4);
-    _mm256_storeu_ps(acc + 5 * d + c, a5);
-    _mm256_storeu_ps(acc + 6 * d + c, a6);
-    _mm256_storeu_ps(acc + 7 * d + c, a7);
   }
-  if (c < d) {   // remainder columns (head_dim not a multiple of 8)
-    for (int r = 0; r < 8; r++)
-      for (size_t i = c; i < d; i++) acc[r * d + i] *= corr[r];
-    for (size_t j = 0; j < n; j++)
-      for (int r = 0; r < 8; r++)
-        for (size_t i = c; i < d; i++) acc[r * d + i] += p[j * p_stride + r] * v[j * v_stride + i];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 2
+    for (int i = 0; i < NC; i++) _mm256_storeu_ps(acc + r * d + c + 8 * i, a[r][i]);
+}
+
+template <bool kF16V>
+static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v, size_t v_stride,
+                      const float* corr, float* acc) {
+  static_assert(kPR == 8, "8 rows x 8 columns: 8 accumulators + V + broadcast fit the 16 ymm registers");
+  if (m > 4) {
+    for (size_t c = 0; c < d; c += 8) pv_tile<8, 1, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+    return;
   }
+  size_t c = 0;   // decode: 4 rows x 16 columns
+  for (; c + 16 <= d; c += 16) pv_tile<4, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+  if (c < d) pv_tile<4, 1, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+}
+
+void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                                  size_t v_stride, const float* corr, float* acc) {
+  pv<false>(n, d, m, p, p_stride, v, v_stride, corr, acc);
+}
+
+void f32_pv_f16v_ukernel_8x8__avx2_fma(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                                       size_t v_stride, const float* corr, float* acc) {
+  pv<true>(n, d, m, p, p_stride, v, v_stride, corr, acc);
 }
 
 }  // namespace dlm

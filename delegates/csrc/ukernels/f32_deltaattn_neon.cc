@@ -217,6 +217,26 @@ void f32_softmax_ukernel_x4__neon(size_t rows, size_t n, const float* s_approx, 
     const int32x4_t va = vld1q_s32(n_approx + r), vv = vld1q_s32(n_valid + r);
     const float32x4_t old = vld1q_f32(mx + r);
     float32x4_t m = old;
+    // The common block: every row sees every key, all from one source (no selects, no masks).
+    const int32x4_t vn = vdupq_n_s32(static_cast<int32_t>(n));
+    const bool all_valid = vminvq_u32(vcgeq_s32(vv, vn)) != 0;
+    const float* uniform = !all_valid ? nullptr
+                           : vminvq_u32(vcgeq_s32(va, vn)) != 0 ? s_approx
+                           : vmaxvq_s32(va) <= 0 ? s_exact : nullptr;
+    if (uniform) {
+      for (size_t t = 0; t < n; t++) m = vmaxq_f32(m, vmulq_n_f32(vld1q_f32(uniform + t * L + r), params->scale));
+      const float32x4_t c = vbslq_f32(vceqq_f32(old, vninf), vdupq_n_f32(0.0f), exp_f32x4(vsubq_f32(old, m)));
+      float32x4_t total = vdupq_n_f32(0.0f);
+      for (size_t t = 0; t < n; t++) {
+        const float32x4_t e = exp_f32x4(vsubq_f32(vmulq_n_f32(vld1q_f32(uniform + t * L + r), params->scale), m));
+        vst1q_f32(p + t * L + r, e);
+        total = vaddq_f32(total, e);
+      }
+      vst1q_f32(corr + r, c);
+      vst1q_f32(sum + r, vfmaq_f32(total, vld1q_f32(sum + r), c));
+      vst1q_f32(mx + r, m);
+      continue;
+    }
     for (size_t t = 0; t < n; t++) {
       const int32x4_t vt = vdupq_n_s32(static_cast<int32_t>(t));
       const uint32x4_t use_exact = vcgeq_s32(vt, va), valid = vcgtq_s32(vv, vt);
@@ -242,48 +262,58 @@ void f32_softmax_ukernel_x4__neon(size_t rows, size_t n, const float* s_approx, 
   }
 }
 
-void f32_pv_ukernel_8x8__neon(size_t n, size_t d, const float* p, size_t p_stride, const float* v, size_t v_stride,
-                              const float* corr, float* acc) {
+template <bool kF16V>
+static inline float32x4_t load_v4(const void* v, size_t i) {
+  return kF16V ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(static_cast<const uint16_t*>(v) + i)))
+               : vld1q_f32(static_cast<const float*>(v) + i);
+}
+
+// MR rows x 4·NC columns of acc in registers (MR·NC <= 16 accumulators); V rows loaded once per key.
+template <int MR, int NC, bool kF16V>
+static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t p_stride, const void* v,
+                           size_t v_stride, const float* corr, float* acc) {
+  float32x4_t a[MR][NC];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+    for (int i = 0; i < NC; i++) a[r][i] = vmulq_n_f32(vld1q_f32(acc + r * d + c + 4 * i), corr[r]);
+  for (size_t j = 0; j < n; j++) {
+    float32x4_t vj[NC];
+#pragma GCC unroll 4
+    for (int i = 0; i < NC; i++) vj[i] = load_v4<kF16V>(v, j * v_stride + c + 4 * i);
+    const float* pj = p + j * p_stride;
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+      for (int i = 0; i < NC; i++) a[r][i] = vfmaq_n_f32(a[r][i], vj[i], pj[r]);
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+    for (int i = 0; i < NC; i++) vst1q_f32(acc + r * d + c + 4 * i, a[r][i]);
+}
+
+template <bool kF16V>
+static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v, size_t v_stride,
+                      const float* corr, float* acc) {
   static_assert(kPR == 8, "8 rows x 8 columns: 16 accumulator registers");
-  size_t c = 0;
-  for (; c + 8 <= d; c += 8) {
-    float32x4_t lo[8], hi[8];
-    for (int r = 0; r < 8; r++) {
-      lo[r] = vmulq_n_f32(vld1q_f32(acc + r * d + c), corr[r]);
-      hi[r] = vmulq_n_f32(vld1q_f32(acc + r * d + c + 4), corr[r]);
-    }
-    for (size_t j = 0; j < n; j++) {
-      const float32x4_t vl = vld1q_f32(v + j * v_stride + c), vh = vld1q_f32(v + j * v_stride + c + 4);
-      const float32x4_t p0 = vld1q_f32(p + j * p_stride), p1 = vld1q_f32(p + j * p_stride + 4);
-      lo[0] = vfmaq_laneq_f32(lo[0], vl, p0, 0);
-      hi[0] = vfmaq_laneq_f32(hi[0], vh, p0, 0);
-      lo[1] = vfmaq_laneq_f32(lo[1], vl, p0, 1);
-      hi[1] = vfmaq_laneq_f32(hi[1], vh, p0, 1);
-      lo[2] = vfmaq_laneq_f32(lo[2], vl, p0, 2);
-      hi[2] = vfmaq_laneq_f32(hi[2], vh, p0, 2);
-      lo[3] = vfmaq_laneq_f32(lo[3], vl, p0, 3);
-      hi[3] = vfmaq_laneq_f32(hi[3], vh, p0, 3);
-      lo[4] = vfmaq_laneq_f32(lo[4], vl, p1, 0);
-      hi[4] = vfmaq_laneq_f32(hi[4], vh, p1, 0);
-      lo[5] = vfmaq_laneq_f32(lo[5], vl, p1, 1);
-      hi[5] = vfmaq_laneq_f32(hi[5], vh, p1, 1);
-      lo[6] = vfmaq_laneq_f32(lo[6], vl, p1, 2);
-      hi[6] = vfmaq_laneq_f32(hi[6], vh, p1, 2);
-      lo[7] = vfmaq_laneq_f32(lo[7], vl, p1, 3);
-      hi[7] = vfmaq_laneq_f32(hi[7], vh, p1, 3);
-    }
-    for (int r = 0; r < 8; r++) {
-      vst1q_f32(acc + r * d + c, lo[r]);
-      vst1q_f32(acc + r * d + c + 4, hi[r]);
-    }
+  if (m > 4) {
+    for (size_t c = 0; c < d; c += 8) pv_tile<8, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+    return;
   }
-  if (c < d) {   // remainder columns (head_dim not a multiple of 8)
-    for (int r = 0; r < 8; r++)
-      for (size_t i = c; i < d; i++) acc[r * d + i] *= corr[r];
-    for (size_t j = 0; j < n; j++)
-      for (int r = 0; r < 8; r++)
-        for (size_t i = c; i < d; i++) acc[r * d + i] += p[j * p_stride + r] * v[j * v_stride + i];
-  }
+  size_t c = 0;   // decode: 4 rows x 16 columns
+  for (; c + 16 <= d; c += 16) pv_tile<4, 4, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+  if (c < d) pv_tile<4, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+}
+
+void f32_pv_ukernel_8x8__neon(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                              size_t v_stride, const float* corr, float* acc) {
+  pv<false>(n, d, m, p, p_stride, v, v_stride, corr, acc);
+}
+
+void f32_pv_f16v_ukernel_8x8__neon(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                                   size_t v_stride, const float* corr, float* acc) {
+  pv<true>(n, d, m, p, p_stride, v, v_stride, corr, acc);
 }
 
 }  // namespace dlm

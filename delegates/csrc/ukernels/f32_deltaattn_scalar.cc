@@ -103,19 +103,38 @@ void f32_softmax_ukernel_x1__scalar(size_t rows, size_t n, const float* s_approx
   }
 }
 
-void f32_pv_ukernel_8xd__scalar(size_t n, size_t d, const float* p, size_t p_stride, const float* v,
-                                size_t v_stride, const float* corr, float* acc) {
-  for (int r = 0; r < kPR; r++)
+namespace {
+
+template <typename V, float (*Load)(V)>
+void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* vv, size_t v_stride,
+        const float* corr, float* acc) {
+  const V* v = static_cast<const V*>(vv);
+  for (size_t r = 0; r < m; r++)
     for (size_t c = 0; c < d; c++) acc[r * d + c] *= corr[r];
   for (size_t j = 0; j < n; j++) {
-    const float* vj = v + j * v_stride;
-    for (int r = 0; r < kPR; r++) {
+    const V* vj = v + j * v_stride;
+    for (size_t r = 0; r < m; r++) {
       const float w = p[j * p_stride + r];
       if (w == 0.0f) continue;   // keys past a row's causal end, and unused rows of a partial tile
       float* a = acc + r * d;
-      for (size_t c = 0; c < d; c++) a[c] += w * vj[c];
+      for (size_t c = 0; c < d; c++) a[c] += w * Load(vj[c]);
     }
   }
+}
+
+float load_f32(float x) { return x; }
+float load_f16(uint16_t x) { return f16_to_f32(x); }
+
+}  // namespace
+
+void f32_pv_ukernel_8xd__scalar(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                                size_t v_stride, const float* corr, float* acc) {
+  pv<float, load_f32>(n, d, m, p, p_stride, v, v_stride, corr, acc);
+}
+
+void f32_pv_f16v_ukernel_8xd__scalar(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                                     size_t v_stride, const float* corr, float* acc) {
+  pv<uint16_t, load_f16>(n, d, m, p, p_stride, v, v_stride, corr, acc);
 }
 
 }  // namespace dlm

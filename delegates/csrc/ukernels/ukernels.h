@@ -46,10 +46,12 @@ typedef void (*softmax_ukernel_fn)(size_t rows, size_t n, const float* s_approx,
                                    const int32_t* n_valid, float* mx, float* sum, float* corr, float* p,
                                    const softmax_params* params);
 
-// P·V for kPR rows and a block of n keys, each V row loaded once for the kPR rows:
-// acc[r*d + c] = acc[r*d + c] * corr[r] + Σ_j p[j*p_stride + r] * v[j*v_stride + c]   (r < kPR, c < d).
-typedef void (*pv_ukernel_fn)(size_t n, size_t d, const float* p, size_t p_stride, const float* v, size_t v_stride,
-                              const float* corr, float* acc);
+// P·V for m <= kPR rows and a block of n keys, each V row loaded once for the m rows (d a multiple of 8):
+// acc[r*d + c] = acc[r*d + c] * corr[r] + Σ_j p[j*p_stride + r] * v[j*v_stride + c]   (r < m, c < d).
+// V is fp32 (pv) or fp16 (pv_f16v, converted as loaded); v_stride counts elements. m <= 4 (decode:
+// the query heads of one kv head) takes a 4-row register tile instead of wasting half of an 8-row one.
+typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
+                              size_t v_stride, const float* corr, float* acc);
 
 #define DLM_DECLARE_UKERNELS(arch, qk_tile, qk_narrow_tile, softmax_tile, pv_tile)                              \
   void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, const uint16_t*, size_t,    \
@@ -61,8 +63,10 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, const float* p, size_t p_strid
   void f32_softmax_ukernel_##softmax_tile##__##arch(size_t, size_t, const float*, const float*, const int32_t*,   \
                                                     const int32_t*, float*, float*, float*, float*,              \
                                                     const softmax_params*);                                      \
-  void f32_pv_ukernel_##pv_tile##__##arch(size_t, size_t, const float*, size_t, const float*, size_t,            \
-                                          const float*, float*);
+  void f32_pv_ukernel_##pv_tile##__##arch(size_t, size_t, size_t, const float*, size_t, const void*, size_t,     \
+                                          const float*, float*);                                                 \
+  void f32_pv_f16v_ukernel_##pv_tile##__##arch(size_t, size_t, size_t, const float*, size_t, const void*, size_t,\
+                                               const float*, float*);
 
 DLM_DECLARE_UKERNELS(scalar, 64x1, 8x1, x1, 8xd)
 size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);

@@ -30,8 +30,8 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
   *arch = dlm_kernel_arch();
   std::ofstream out(out_path + ".tmp", std::ios::binary);
   for (int32_t c = 0; c < count; c++) {
-    int64_t h[8];
-    if (!read(f, h, 8) || h[7] < 1 || h[7] > 4096) return Status::BadInput(cases_path + ": truncated case header");
+    int64_t h[9];   // n, H, Hkv, D, T, w_max, w_decode, chunks, v_fp16
+    if (!read(f, h, 9) || h[7] < 1 || h[7] > 4096) return Status::BadInput(cases_path + ": truncated case header");
     const int64_t n = h[0], H = h[1], Hkv = h[2], D = h[3], T = h[4];
     std::vector<int64_t> chunks(static_cast<size_t>(h[7]));
     float tg[2];
@@ -43,6 +43,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     for (int64_t len : chunks) longest = std::max(longest, len);
     const int64_t R = dlm_ring_len(longest, tg[1], h[5], h[6]);   // as an export sizes it
     std::vector<float> kr(R * Hkv * D), ks(Hkv * D), vc(T * Hkv * D), kh(Hkv * D);
+    std::vector<uint16_t> vh(T * Hkv * D);
     std::vector<uint8_t> dm(T * Hkv * D / 8);
     std::vector<uint16_t> dv(T * Hkv * D);
     std::vector<int32_t> dn(T * Hkv);
@@ -55,7 +56,8 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       a.v = v.data() + pos * Hkv * D;
       a.k_ring = kr.data();
       a.k_sink = ks.data();
-      a.v_cache = vc.data();
+      a.v_fp16 = h[8] ? 1 : 0;
+      a.v_cache = h[8] ? static_cast<void*>(vh.data()) : static_cast<void*>(vc.data());
       a.dk_mask = dm.data();
       a.dk_val = dv.data();
       a.dk_nnz = dn.data();
