@@ -11,12 +11,13 @@ import torch
 from torch import nn
 
 from . import op  # noqa: F401  (registers deltallm::delta_attention)
-from .reference import band_width
+from .library import core
 
 
 def ring_len(max_seq_len: int, gamma: float, w_max: int, w_decode: int) -> int:
-    """Raw keys the exact band of any call of at most max_seq_len tokens reads (dlm_ring_len)."""
-    return max(band_width(max(2, max_seq_len), gamma, w_max, w_decode), w_decode)
+    """Raw keys the exact band of any call of at most max_seq_len tokens reads: the C core's own
+    dlm_ring_len, so the buffer and the kernel's check share one definition."""
+    return int(core().dlm_ring_len(max_seq_len, gamma, w_max, w_decode))
 
 
 class DeltaAttention(nn.Module):
