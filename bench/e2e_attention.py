@@ -1,16 +1,18 @@
-"""End to end: SmolLM2-135M 8da8w, the delta program vs the dense program vs llama.cpp, in one run.
+"""End to end: SmolLM2-135M 8da8w, the delta program vs the dense programs vs llama.cpp, in one run.
 
     python bench/e2e_attention.py [--threads 2] [--reps 3] [--prefill 2 8 64 128 512 2048]
                                   [--decode-context 2048 4096] [--decode 16] [--json]
 
-Exports (once, cached under out/bench_e2e_*) the dense program (`llama::custom_sdpa`) and the delta
-program (θ 0.6, γ 0.1, W_d 4) with export.max_context_len=4096, and runs both with the native x86-64
+Exports (once, cached under out/bench_e2e_<program>) the dense program we ship (`attention.kind=dense`:
+our kernel's exact path), the dense program on ExecuTorch's `llama::custom_sdpa`
+(`attention.dense_kernel=custom_sdpa`) and the delta program (θ 0.6, γ 0.1, W_d 4) with
+export.max_context_len=4096, and runs them with the native x86-64
 runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraphs, concatenated and
 tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
 model's GGUF (Q4_1, the only file the package ships) on the same ids and threads. Prefill: time of
 a fresh P-token prompt; decode: mean time per token of --decode tokens after a prompt of
-C − decode tokens (context ≈ C). Ratios: delta / dense (< 1: delta is faster); each program /
-llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
+C − decode tokens (context ≈ C). Ratios: delta / dense (< 1: delta is faster), dense / dense_sdpa,
+each program / llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from native_runner import LLAMA_CPP, log, runner_result  # noqa: E402
 
 PROGRAMS = {
-    "dense": ["attention.kind=dense"],
+    "dense": ["attention.kind=dense", "attention.dense_kernel=deltallm"],
+    "dense_sdpa": ["attention.kind=dense", "attention.dense_kernel=custom_sdpa"],
     "delta": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1", "attention.w_decode=4"],
 }
 
@@ -117,12 +120,14 @@ def main() -> int:
         for name, res in results.items():
             row[f"{name}_ms"] = p * ms(res[p]["prefill_tps"])
         row["delta_vs_dense"] = row["delta_ms"] / row["dense_ms"]
+        row["dense_vs_dense_sdpa"] = row["dense_ms"] / row["dense_sdpa_ms"]
         rows.append(row)
     for c, p in zip(ns.decode_context, decode_prompts):
         row = {"phase": "decode", "tokens": c, "threads": ns.threads}
         for name, res in results.items():
             row[f"{name}_ms"] = ms(res[p]["decode_tps"])
         row["delta_vs_dense"] = row["delta_ms"] / row["dense_ms"]
+        row["dense_vs_dense_sdpa"] = row["dense_ms"] / row["dense_sdpa_ms"]
         if "llama.cpp_ms" in row:
             row["dense_vs_llamacpp"] = row["dense_ms"] / row["llama.cpp_ms"]
             row["delta_vs_llamacpp"] = row["delta_ms"] / row["llama.cpp_ms"]
@@ -133,11 +138,12 @@ def main() -> int:
     names = list(results)
     print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps}; "
           "prefill: ms for the prompt; decode: ms per token at the context\n")
-    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + ["delta/dense"] + \
+    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + ["delta/dense", "dense/dense_sdpa"] + \
         (["dense/llama.cpp", "delta/llama.cpp"] if "llama.cpp" in names else [])
     print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
     for r in rows:
-        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r['delta_vs_dense']:.2f}"]
+        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r['delta_vs_dense']:.2f}",
+                                                                                  f"{r['dense_vs_dense_sdpa']:.2f}"]
         if "llama.cpp" in names:
             cells += [f"{r['dense_vs_llamacpp']:.2f}", f"{r['delta_vs_llamacpp']:.2f}"] if r["phase"] == "decode" \
                 else ["", ""]

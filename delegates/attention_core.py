@@ -1,4 +1,6 @@
-"""DeltaAttention: the attention core plugged into export/arch when attention.kind=delta.
+"""DeltaAttention: the attention core plugged into export/arch when attention.kind=delta;
+ExactAttention: the dense core of attention.kind=dense with attention.dense_kernel=deltallm (the
+same kernel with every key exact, a plain fp32 K cache and an fp32 or fp16 V cache).
 
 Its state lives in non-persistent buffers, which torch.export turns into mutable buffers of the
 program (ExecuTorch's KV cache): the V cache (fp32 or fp16), the compressed ΔK cache (a bitmask and packed fp16
@@ -34,3 +36,14 @@ class DeltaAttention(nn.Module):
         return torch.ops.deltallm.delta_attention(
             q, k, v, self.k_ring, self.k_sink, self.v_cache, self.dk_mask, self.dk_val, self.dk_nnz, self.k_hat,
             start, self.theta, self.gamma, self.w_max, self.w_decode, self.layer)
+
+
+class ExactAttention(nn.Module):
+    def __init__(self, n_kv_heads: int, head_dim: int, max_context_len: int, v_dtype: torch.dtype = torch.float32):
+        super().__init__()
+        shape = (1, max_context_len, n_kv_heads, head_dim)
+        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("v_cache", torch.zeros(shape, dtype=v_dtype), persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
+        return torch.ops.deltallm.dense_attention(q, k, v, self.k_cache, self.v_cache, start)

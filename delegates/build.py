@@ -3,7 +3,8 @@
     python -m delegates.build [--force] [--debug]
 
 - delegates/lib/libdeltallm_core.so: the C core, micro-kernels (scalar + AVX2/FMA), counters, C API.
-- delegates/lib/libdeltallm_executorch.so: the ExecuTorch kernel deltallm::delta_attention.out,
+- delegates/lib/libdeltallm_executorch.so: the ExecuTorch kernels deltallm::delta_attention.out and
+  deltallm::dense_attention.out,
   linked against the core and the executorch wheel's _portable_lib.
 """
 from __future__ import annotations

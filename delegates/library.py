@@ -26,6 +26,15 @@ class AttnArgs(ctypes.Structure):
         ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p)]]
 
 
+class DenseArgs(ctypes.Structure):
+    _fields_ = [(n, t) for n, t in [
+        ("q", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p),
+        ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p), ("out", ctypes.c_void_p),
+        ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
+        ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("v_fp16", ctypes.c_int64),
+        ("start_pos", ctypes.c_int64), ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p)]]
+
+
 class Counts(ctypes.Structure):
     _fields_ = [("dk_zeros", ctypes.c_uint64), ("dk_elements", ctypes.c_uint64),
                 ("macs_performed", ctypes.c_uint64), ("macs_dense", ctypes.c_uint64), ("calls", ctypes.c_uint64)]
@@ -45,6 +54,8 @@ def core() -> ctypes.CDLL:
             lib = ctypes.CDLL(str(_require(CORE)))
             lib.dlm_delta_attention_f32.argtypes = [ctypes.POINTER(AttnArgs), ctypes.c_char_p, ctypes.c_size_t]
             lib.dlm_delta_attention_f32.restype = ctypes.c_int
+            lib.dlm_dense_attention_f32.argtypes = [ctypes.POINTER(DenseArgs), ctypes.c_char_p, ctypes.c_size_t]
+            lib.dlm_dense_attention_f32.restype = ctypes.c_int
             lib.dlm_stats_read.argtypes = [ctypes.c_int64, ctypes.c_int, ctypes.POINTER(Counts)]
             lib.dlm_stats_read.restype = ctypes.c_int
             lib.dlm_stats_num_layers.restype = ctypes.c_int64
@@ -62,7 +73,7 @@ def core() -> ctypes.CDLL:
 
 
 def load_executorch_kernels() -> None:
-    """Register deltallm::delta_attention.out with the ExecuTorch runtime of this process.
+    """Register deltallm::delta_attention.out and deltallm::dense_attention.out with the ExecuTorch runtime of this process.
 
     The executorch pybindings must be imported first (loading a library that links
     _portable_lib before that import aborts the process)."""

@@ -6,6 +6,9 @@ q [1,S,H,D]; k, v [1,S,Hkv,D]; the state: k_ring [1,R,Hkv,D] f32 (raw keys of th
 for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,D] f32 or float16, dk_mask [1,T,Hkv,D/8]
 uint8 (ΔK non-zero bitmask), dk_val [1,T,Hkv,D] float16 (packed ΔK non-zeros), dk_nnz [1,T,Hkv]
 int32, k_hat [1,Hkv,D] f32. Returns [1,S,H,D].
+
+deltallm::dense_attention is the same kernel with every key exact (no ΔK state): q, k, v as above,
+k_cache [1,T,Hkv,D] f32 and v_cache [1,T,Hkv,D] f32 or float16, updated at [start_pos, start_pos + S).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import ctypes
 
 import torch
 
-from .library import AttnArgs, core
+from .library import AttnArgs, DenseArgs, core
 
 ARGS = ("Tensor q, Tensor k, Tensor v, Tensor(a!) k_ring, Tensor(b!) k_sink, Tensor(c!) v_cache, "
         "Tensor(d!) dk_mask, Tensor(e!) dk_val, Tensor(f!) dk_nnz, Tensor(g!) k_hat, SymInt start_pos, "
@@ -22,6 +25,9 @@ ARGS = ("Tensor q, Tensor k, Tensor v, Tensor(a!) k_ring, Tensor(b!) k_sink, Ten
 lib = torch.library.Library("deltallm", "DEF")
 lib.define(f"delta_attention({ARGS}) -> Tensor")
 lib.define(f"delta_attention.out({ARGS}, *, Tensor(h!) out) -> Tensor(h!)")
+DENSE_ARGS = "Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cache, SymInt start_pos"
+lib.define(f"dense_attention({DENSE_ARGS}) -> Tensor")
+lib.define(f"dense_attention.out({DENSE_ARGS}, *, Tensor(c!) out) -> Tensor(c!)")
 
 STATE = ("k_ring", "k_sink", "v_cache", "dk_mask", "dk_val", "dk_nnz", "k_hat")
 DTYPES = {"k_ring": torch.float32, "k_sink": torch.float32, "v_cache": torch.float32, "dk_mask": torch.uint8,
@@ -119,4 +125,60 @@ def _delta_attention_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_
 @torch.library.register_fake("deltallm::delta_attention.out")
 def _delta_attention_out_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, start_pos, theta,
                               gamma, w_max, w_decode, layer, *, out):
+    return out
+
+
+def _run_dense(q, k, v, k_cache, v_cache, start_pos, out):
+    name = "deltallm::dense_attention"
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k_cache.dim() != 4 or v_cache.dim() != 4:
+        raise RuntimeError(f"{name}: q, k, v and the caches must have rank 4 [1, length, heads, head_dim]")
+    if q.shape[0] != 1:
+        raise RuntimeError(f"{name}: batch size must be 1")
+    if k.shape[1] != q.shape[1] or v.shape[1] != q.shape[1]:
+        raise RuntimeError(f"{name}: q, k and v must have the same sequence length")
+    D, hkv = q.shape[3], k.shape[2]
+    if D % 8:
+        raise RuntimeError(f"{name}: head_dim must be a multiple of 8, got {D}")
+    want = (1, k_cache.shape[1], hkv, D)
+    if tuple(k.shape) != tuple(v.shape) or k.shape[3] != D:
+        raise RuntimeError(f"{name}: k and v must have the same shape [1, S, kv_heads, {D}], got k {list(k.shape)} "
+                           f"and v {list(v.shape)}")
+    for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if tuple(t.shape) != want:
+            raise RuntimeError(f"{name}: {t_name} must have shape {list(want)}, got {list(t.shape)}")
+    if k_cache.dtype != torch.float32 or v_cache.dtype not in (torch.float32, torch.float16):
+        raise RuntimeError(f"{name}: k_cache must be float32 and v_cache float32 or float16")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise RuntimeError(f"{name}: the caches must be contiguous")
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    a = DenseArgs(q=_ptr(q, "q"), k=_ptr(k, "k"), v=_ptr(v, "v"), k_cache=k_cache.data_ptr(),
+                  v_cache=v_cache.data_ptr(), out=_ptr(out, "out"), seq_len=q.shape[1], n_heads=q.shape[2],
+                  n_kv_heads=hkv, head_dim=D, max_len=k_cache.shape[1], v_fp16=int(v_cache.dtype == torch.float16),
+                  start_pos=int(start_pos), parallel=None, pool_ctx=None)
+    err = ctypes.create_string_buffer(256)
+    if core().dlm_dense_attention_f32(ctypes.byref(a), err, len(err)) != 0:
+        raise RuntimeError(err.value.decode())
+    return out
+
+
+@torch.library.impl(lib, "dense_attention", "CPU")
+def _dense_attention_cpu(q, k, v, k_cache, v_cache, start_pos):
+    return _run_dense(q, k, v, k_cache, v_cache, start_pos, torch.empty(q.shape, dtype=torch.float32))
+
+
+@torch.library.impl(lib, "dense_attention.out", "CPU")
+def _dense_attention_out_cpu(q, k, v, k_cache, v_cache, start_pos, *, out):
+    out.resize_(q.shape)
+    return _run_dense(q, k, v, k_cache, v_cache, start_pos, out)
+
+
+@torch.library.register_fake("deltallm::dense_attention")
+def _dense_attention_fake(q, k, v, k_cache, v_cache, start_pos):
+    torch._check(start_pos >= 0)
+    torch._check(start_pos + q.shape[1] <= k_cache.shape[1])
+    return torch.empty_like(q)
+
+
+@torch.library.register_fake("deltallm::dense_attention.out")
+def _dense_attention_out_fake(q, k, v, k_cache, v_cache, start_pos, *, out):
     return out

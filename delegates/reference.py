@@ -171,6 +171,17 @@ def delta_attention_vectorized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return out.transpose(0, 1), dk, counts
 
 
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Exact causal attention in float64 (the oracle of deltallm::dense_attention, which gives the
+    same output however the positions are split into calls). q [n, H, D]; k, v [n, Hkv, D]."""
+    n, H, D = q.shape
+    group = H // k.shape[1]
+    kk, vv = (t.double().repeat_interleave(group, dim=1) for t in (k, v))
+    s = torch.einsum("ihd,jhd->hij", q.double(), kk) / math.sqrt(D)
+    s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    return torch.einsum("hij,jhd->ihd", s.softmax(-1), vv)
+
+
 def run_calls(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunks: List[int], max_len: int, theta: float,
               gamma: float, w_max: int, w_decode: int, dtype=torch.float64) -> Tuple[torch.Tensor, DeltaState]:
     """Run the oracle over consecutive calls of the given sizes (prefill chunks, then 1s for decode)."""

@@ -2,7 +2,8 @@
 
 A core takes post-RoPE q [1,S,H,D], k/v [1,S,Hkv,D] and the start position, owns
 its caches as (non-persistent) mutable buffers, and returns [1,S,H,D].
-`attention.kind` chooses the core; the delta core comes from `delegates`.
+`attention.kind` chooses the core: dense (our kernel's exact path, or ExecuTorch's custom_sdpa with
+`attention.dense_kernel=custom_sdpa`) or delta; the delegates' cores come from `delegates`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .config import AttentionConfig, AttentionKind, CacheDtype
+from .config import AttentionConfig, AttentionKind, CacheDtype, DenseKernel
 from .errors import ConfigError
 
 
@@ -38,28 +39,33 @@ class DenseAttention(nn.Module):
 
 def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_heads: int,
                         head_dim: int, max_context_len: int, max_seq_len: int) -> nn.Module:
-    if cfg.kind == AttentionKind.DENSE:
+    v_dtype = torch.float16 if cfg.v_cache == CacheDtype.FP16 else torch.float32
+    if cfg.kind == AttentionKind.DENSE and cfg.dense_kernel == DenseKernel.CUSTOM_SDPA:
         return DenseAttention(n_kv_heads, head_dim, max_context_len)
+    field = "attention.kind" if cfg.kind == AttentionKind.DELTA else "attention.dense_kernel"
+    what = "'delta'" if cfg.kind == AttentionKind.DELTA else "'deltallm'"
+    try:
+        from delegates.attention_core import DeltaAttention, ExactAttention  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(field, f"{what} needs the delta-attention operator (delegates), which is not available: "
+                                 f"{e}; run `python -m delegates.build`, or use attention.dense_kernel=custom_sdpa") from e
+    if head_dim % 8:
+        raise ConfigError(field, f"{what} needs head_dim to be a multiple of 8, got {head_dim}")
+    if cfg.kind == AttentionKind.DENSE:
+        return ExactAttention(n_kv_heads, head_dim, max_context_len, v_dtype)
     if cfg.kind == AttentionKind.DELTA:
-        try:
-            from delegates.attention_core import DeltaAttention  # noqa: F401
-        except ImportError as e:
-            raise ConfigError("attention.kind", "'delta' needs the delta-attention operator "
-                                                f"(delegates), which is not available: {e}") from e
-        if head_dim % 8:
-            raise ConfigError("attention.kind", f"'delta' needs head_dim to be a multiple of 8, got {head_dim}")
         theta = cfg.theta if cfg.theta_per_layer is None else cfg.theta_per_layer[layer]
         return DeltaAttention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
                               max_context_len=max_context_len, max_seq_len=max_seq_len, theta=theta, gamma=cfg.gamma,
-                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer,
-                              v_dtype=torch.float16 if cfg.v_cache == CacheDtype.FP16 else torch.float32)
+                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer, v_dtype=v_dtype)
     raise ConfigError("attention.kind", f"unsupported {cfg.kind!r}")  # pragma: no cover
 
 
 def attention_state_report(model: nn.Module, max_context_len: int) -> dict:
     """The attention state the program carries (every attention core's buffers), against the fp32
     K and V caches of a dense program of the same shape at the same max context."""
-    cores = [m for m in model.modules() if isinstance(m, DenseAttention) or type(m).__name__ == "DeltaAttention"]
+    cores = [m for m in model.modules()
+             if isinstance(m, DenseAttention) or type(m).__name__ in ("DeltaAttention", "ExactAttention")]
     total = sum(b.numel() * b.element_size() for c in cores for b in c.buffers())
     dense = sum(2 * c.v_cache.numel() * 4 for c in cores)   # every core keeps a [1, T, Hkv, D] V cache
     return {"bytes": total, "bytes_per_token": total / max_context_len, "dense_fp32_kv_bytes": dense,

@@ -40,6 +40,11 @@ class AttentionKind(str, enum.Enum):
     DELTA = "delta"
 
 
+class DenseKernel(str, enum.Enum):
+    DELTALLM = "deltallm"         # our kernel's exact path (flash-style tiles); needs our runtime kernels
+    CUSTOM_SDPA = "custom_sdpa"   # ExecuTorch's llama::custom_sdpa: runs on stock ExecuTorch runtimes
+
+
 class CacheDtype(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
@@ -140,7 +145,8 @@ class AttentionConfig:
     gamma: float = 0.1
     w_max: int = 1 << 20
     w_decode: int = 4
-    v_cache: CacheDtype = CacheDtype.FP32   # delta: the V cache's element type (fp16 halves its memory)
+    dense_kernel: DenseKernel = DenseKernel.DELTALLM   # kind=dense: which attention kernel the program calls
+    v_cache: CacheDtype = CacheDtype.FP32   # the V cache's element type (fp16 halves its memory)
     calibration: str = ""        # calibration file: key scales and/or per-layer θ (export.calibration)
 
     def __post_init__(self):
@@ -151,8 +157,10 @@ class AttentionConfig:
         _require(0.0 <= self.gamma <= 1.0, "attention.gamma", f"must be in [0, 1], got {self.gamma}")
         _require(self.w_max >= 1, "attention.w_max", f"must be >= 1, got {self.w_max}")
         _require(self.w_decode >= 1, "attention.w_decode", f"must be >= 1, got {self.w_decode}")
-        _require(self.kind == AttentionKind.DELTA or self.v_cache == CacheDtype.FP32, "attention.v_cache",
-                 "fp16 needs attention.kind=delta (the dense program keeps ExecuTorch's fp32 caches)")
+        _require(self.kind == AttentionKind.DELTA or self.dense_kernel == DenseKernel.DELTALLM
+                 or self.v_cache == CacheDtype.FP32, "attention.v_cache",
+                 "fp16 needs attention.kind=delta or attention.dense_kernel=deltallm "
+                 "(custom_sdpa keeps ExecuTorch's fp32 caches)")
 
 
 GROUP_SIZES = (16, 32, 64, 128, 256)

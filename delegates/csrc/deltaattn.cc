@@ -221,6 +221,53 @@ void count(const dlm_attn_args& a, int64_t band) {
   g_num_layers = std::max(g_num_layers, a.layer + 1);
 }
 
+// Checks shared by the delta and dense entry points.
+int check_shape_args(const dlm_attn_args& a, char* err, size_t len) {
+  if (a.seq_len < 1) return fail(err, len, "seq_len must be >= 1");
+  if (a.n_heads < 1 || a.n_kv_heads < 1 || a.head_dim < 1) return fail(err, len, "head counts and head_dim must be >= 1");
+  if (a.n_heads % a.n_kv_heads) return fail(err, len, "n_heads must be a multiple of n_kv_heads");
+  if (a.start_pos < 0) return fail(err, len, "start_pos must be >= 0");
+  if (a.start_pos + a.seq_len > a.max_len) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "cache overflow: start_pos %lld + seq_len %lld > max context %lld",
+                  static_cast<long long>(a.start_pos), static_cast<long long>(a.seq_len),
+                  static_cast<long long>(a.max_len));
+    return fail(err, len, msg);
+  }
+  if (a.head_dim % 8 != 0 || a.head_dim > 1024) return fail(err, len, "head_dim must be a multiple of 8, <= 1024");
+  return DLM_OK;
+}
+
+// The new values into the V cache (fp32, or fp16 rounded to nearest even and clamped to its range).
+void store_values(const dlm_attn_args& a) {
+  const int64_t count = a.seq_len * a.n_kv_heads * a.head_dim, start = a.start_pos * a.n_kv_heads * a.head_dim;
+  if (a.v_fp16) {
+    uint16_t* dst = static_cast<uint16_t*>(a.v_cache) + start;
+    for (int64_t i = 0; i < count; i++)
+      dst[i] = dlm::f32_to_f16(std::min(std::max(a.v[i], -dlm::kF16Max), dlm::kF16Max));
+  } else {
+    std::memcpy(static_cast<float*>(a.v_cache) + start, a.v, sizeof(float) * count);
+  }
+}
+
+// The (kv head, row tile) tasks of one call, then the new raw keys into the ring (after the tiles,
+// which may still read the slots they replace).
+void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band) {
+  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band};
+  ctx.rows = a.seq_len * ctx.group;
+  ctx.lanes = ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
+  ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
+  const size_t n_tasks = static_cast<size_t>(a.n_kv_heads * ctx.tiles);
+  if (a.parallel) {
+    a.parallel(a.pool_ctx, n_tasks, run_tile, &ctx);
+  } else {
+    dlm::run_on_task_pool(n_tasks, run_tile, &ctx);
+  }
+  const int64_t end = a.start_pos + a.seq_len, R = a.ring_len, kv = a.n_kv_heads * a.head_dim;
+  for (int64_t t = std::max(a.start_pos, end - R); t < end; t++)
+    std::memcpy(a.k_ring + (t % R) * kv, a.k + (t - a.start_pos) * kv, sizeof(float) * kv);
+}
+
 }  // namespace
 
 extern "C" {
@@ -240,22 +287,11 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
   if (!a->q || !a->k || !a->v || !a->k_ring || !a->k_sink || !a->v_cache || !a->dk_mask || !a->dk_val ||
       !a->dk_nnz || !a->k_hat || !a->out)
     return fail(err, len, "null tensor");
-  if (a->seq_len < 1) return fail(err, len, "seq_len must be >= 1");
-  if (a->n_heads < 1 || a->n_kv_heads < 1 || a->head_dim < 1) return fail(err, len, "head counts and head_dim must be >= 1");
-  if (a->n_heads % a->n_kv_heads) return fail(err, len, "n_heads must be a multiple of n_kv_heads");
-  if (a->start_pos < 0) return fail(err, len, "start_pos must be >= 0");
-  if (a->start_pos + a->seq_len > a->max_len) {
-    char msg[160];
-    std::snprintf(msg, sizeof msg, "cache overflow: start_pos %lld + seq_len %lld > max context %lld",
-                  static_cast<long long>(a->start_pos), static_cast<long long>(a->seq_len),
-                  static_cast<long long>(a->max_len));
-    return fail(err, len, msg);
-  }
+  if (const int rc = check_shape_args(*a, err, len)) return rc;
   if (!(a->theta >= 0.0f) || !std::isfinite(a->theta)) return fail(err, len, "theta must be finite and >= 0");
   if (!(a->gamma >= 0.0f && a->gamma <= 1.0f)) return fail(err, len, "gamma must be in [0, 1]");
   if (a->w_max < 1 || a->w_decode < 1) return fail(err, len, "w_max and w_decode must be >= 1");
   if (a->layer >= DLM_MAX_LAYERS) return fail(err, len, "layer index too large for the counters");
-  if (a->head_dim % 8 != 0 || a->head_dim > 1024) return fail(err, len, "head_dim must be a multiple of 8, <= 1024");
   const int64_t band = dlm_band_width(a->seq_len, a->gamma, a->w_max, a->w_decode);
   if (a->ring_len < 1 || a->ring_len < std::min(band - 1, a->start_pos)) {   // earlier keys the band reads
     char msg[220];
@@ -270,14 +306,7 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
     std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
   }
-  const int64_t v_count = a->seq_len * Hkv * D, v_start = a->start_pos * Hkv * D;
-  if (a->v_fp16) {
-    uint16_t* dst = static_cast<uint16_t*>(a->v_cache) + v_start;
-    for (int64_t i = 0; i < v_count; i++)
-      dst[i] = dlm::f32_to_f16(std::min(std::max(a->v[i], -dlm::kF16Max), dlm::kF16Max));
-  } else {
-    std::memcpy(static_cast<float*>(a->v_cache) + v_start, a->v, sizeof(float) * v_count);
-  }
+  store_values(*a);
   for (int64_t s = 0; s < a->seq_len; s++) {
     const int64_t t = a->start_pos + s;
     const dlm::deltaenc_params p{a->theta, t == 0};
@@ -288,21 +317,37 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
                                                        a->dk_val + row * D, &p));
     }
   }
-  TaskCtx ctx{a, &k, a->n_heads / Hkv, 0, 0, 0, dlm_band_width(a->seq_len, a->gamma, a->w_max, a->w_decode)};
-  ctx.rows = a->seq_len * ctx.group;
-  ctx.lanes = ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
-  ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
-  const size_t n_tasks = static_cast<size_t>(Hkv * ctx.tiles);
-  if (a->parallel) {
-    a->parallel(a->pool_ctx, n_tasks, run_tile, &ctx);
-  } else {
-    dlm::run_on_task_pool(n_tasks, run_tile, &ctx);
-  }
-  // The ring keeps the last R raw keys: written after the tiles, which may still read the slots.
-  const int64_t end = a->start_pos + a->seq_len, R = a->ring_len;
-  for (int64_t t = std::max(a->start_pos, end - R); t < end; t++)
-    std::memcpy(a->k_ring + (t % R) * Hkv * D, a->k + (t - a->start_pos) * Hkv * D, sizeof(float) * Hkv * D);
-  count(*a, ctx.band);
+  run_tiles(*a, k, band);
+  count(*a, band);
+  return DLM_OK;
+}
+
+int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
+  if (!d) return fail(err, len, "null arguments");
+  if (!d->q || !d->k || !d->v || !d->k_cache || !d->v_cache || !d->out) return fail(err, len, "null tensor");
+  // The same tiles with a band covering every key and the K cache as a ring of max_len slots
+  // (key j in slot j): no sparse part, no ΔK state.
+  dlm_attn_args a{};
+  a.q = d->q;
+  a.k = d->k;
+  a.v = d->v;
+  a.k_ring = d->k_cache;
+  a.v_cache = d->v_cache;
+  a.out = d->out;
+  a.seq_len = d->seq_len;
+  a.n_heads = d->n_heads;
+  a.n_kv_heads = d->n_kv_heads;
+  a.head_dim = d->head_dim;
+  a.max_len = d->max_len;
+  a.ring_len = d->max_len;
+  a.v_fp16 = d->v_fp16;
+  a.start_pos = d->start_pos;
+  a.layer = -1;
+  a.parallel = d->parallel;
+  a.pool_ctx = d->pool_ctx;
+  if (const int rc = check_shape_args(a, err, len)) return rc;
+  store_values(a);
+  run_tiles(a, kernels(), a.start_pos + a.seq_len);
   return DLM_OK;
 }
 

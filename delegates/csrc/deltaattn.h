@@ -61,6 +61,30 @@ typedef struct dlm_attn_args {
 // Returns DLM_OK, or DLM_ERR_INVALID with a message in err (if err != NULL).
 int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len);
 
+// Dense (exact) attention on the same tiles: every key exact, no ΔK state. The program's dense
+// attention core (attention.kind=dense, attention.dense_kernel=deltallm):
+//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache [T, Hkv, D] f32 and v_cache [T, Hkv, D] (f32, or fp16
+//   if v_fp16) updated in place at [start_pos, start_pos + S); out [S, H, D] f32.
+typedef struct dlm_dense_args {
+  const float* q;
+  const float* k;
+  const float* v;
+  float* k_cache;
+  void* v_cache;
+  float* out;
+  int64_t seq_len;
+  int64_t n_heads;
+  int64_t n_kv_heads;
+  int64_t head_dim;
+  int64_t max_len;
+  int64_t v_fp16;
+  int64_t start_pos;
+  dlm_parallel_fn parallel;
+  void* pool_ctx;
+} dlm_dense_args;
+
+int dlm_dense_attention_f32(const dlm_dense_args* args, char* err, size_t err_len);
+
 // Band width of a call with seq_len new tokens (see delegates/reference.py).
 int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_decode);
 // The ring a program needs: the widest band of any call of at most max_seq_len tokens.

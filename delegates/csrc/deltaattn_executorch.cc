@@ -1,4 +1,5 @@
-// ExecuTorch kernel: deltallm::delta_attention.out, over the C core, on ExecuTorch's threadpool.
+// ExecuTorch kernels deltallm::delta_attention.out and deltallm::dense_attention.out, over the C core,
+// on ExecuTorch's threadpool.
 #include <executorch/extension/kernel_util/make_boxed_from_unboxed_functor.h>
 #include <executorch/extension/threadpool/threadpool.h>
 #include <executorch/runtime/kernel/kernel_includes.h>
@@ -97,6 +98,54 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   return out;
 }
 
+// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache [1,T,Hkv,D] f32; v_cache [1,T,Hkv,D] f32 or f16.
+Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
+                            Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
+  const char* bad = nullptr;
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || k_cache.dim() != 4 || v_cache.dim() != 4)
+    bad = "q, k, v, k_cache and v_cache must have rank 4 [1, length, heads, head_dim]";
+  else if (!is_f32(q) || !is_f32(k) || !is_f32(v) || !is_f32(k_cache))
+    bad = "q, k, v and k_cache must be float32";
+  else if (!is_f32(v_cache) && !is_f16(v_cache))
+    bad = "v_cache must be float32 or float16";
+  else if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1)
+    bad = "batch size must be 1";
+  else if (k.size(1) != q.size(1) || v.size(1) != q.size(1))
+    bad = "q, k and v must have the same sequence length";
+  else if (k.size(3) != q.size(3) || v.size(3) != q.size(3) || k_cache.size(3) != q.size(3) ||
+           v_cache.size(3) != q.size(3))
+    bad = "head_dim mismatch between q, k, v and the caches";
+  else if (v.size(2) != k.size(2) || k_cache.size(2) != k.size(2) || v_cache.size(2) != k.size(2))
+    bad = "kv head count mismatch between k, v and the caches";
+  else if (k_cache.size(1) != v_cache.size(1))
+    bad = "k_cache and v_cache must have the same max context length";
+  ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, out, "deltallm::dense_attention: %s", bad ? bad : "");
+  ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out,
+                      "deltallm::dense_attention: cannot resize out");
+  ET_KERNEL_CHECK_MSG(ctx, is_f32(out), InvalidArgument, out, "deltallm::dense_attention: out must be float32");
+  dlm_dense_args a{};
+  a.q = q.const_data_ptr<float>();
+  a.k = k.const_data_ptr<float>();
+  a.v = v.const_data_ptr<float>();
+  a.k_cache = k_cache.mutable_data_ptr<float>();
+  a.v_fp16 = is_f16(v_cache) ? 1 : 0;
+  a.v_cache = a.v_fp16 ? static_cast<void*>(v_cache.mutable_data_ptr<executorch::aten::Half>())
+                       : static_cast<void*>(v_cache.mutable_data_ptr<float>());
+  a.out = out.mutable_data_ptr<float>();
+  a.seq_len = q.size(1);
+  a.n_heads = q.size(2);
+  a.n_kv_heads = k.size(2);
+  a.head_dim = q.size(3);
+  a.max_len = k_cache.size(1);
+  a.start_pos = start_pos;
+  a.parallel = et_parallel;
+  char err[256] = {0};
+  const int rc = dlm_dense_attention_f32(&a, err, sizeof err);
+  ET_KERNEL_CHECK_MSG(ctx, rc == DLM_OK, InvalidArgument, out, "%s", err);
+  return out;
+}
+
 }  // namespace
 
 EXECUTORCH_LIBRARY(deltallm, "delta_attention.out", delta_attention_out);
+EXECUTORCH_LIBRARY(deltallm, "dense_attention.out", dense_attention_out);

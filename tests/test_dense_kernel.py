@@ -1,0 +1,106 @@
+"""deltallm::dense_attention (our kernel's exact path, the dense program's attention by default)
+against exact float64 attention, chunked prefill and decode, every variant and thread count."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from delegates.library import core
+from delegates.reference import dense_attention
+from tests.delta_helpers import make_qkv, nmse
+
+
+@pytest.fixture(params=[("avx2_fma", 1), ("avx2_fma", 2), ("scalar", 1)], ids=lambda p: f"{p[0]}-{p[1]}t")
+def variant(request):
+    from delegates import op  # noqa: F401
+
+    arch, threads = request.param
+    lib = core()
+    lib.dlm_force_scalar(1 if arch == "scalar" else 0)
+    if lib.dlm_kernel_arch().decode() != arch:
+        pytest.skip(f"{arch} is not available on this CPU")
+    lib.dlm_set_num_threads(threads)
+    yield arch
+    lib.dlm_force_scalar(0)
+    lib.dlm_set_num_threads(1)
+
+
+def run_dense(q, k, v, chunks, max_len, v_dtype=torch.float32):
+    hkv, d = k.shape[1], k.shape[2]
+    k_cache, v_cache = torch.zeros(1, max_len, hkv, d), torch.zeros(1, max_len, hkv, d, dtype=v_dtype)
+    outs, pos = [], 0
+    for n in chunks:
+        sl = slice(pos, pos + n)
+        outs.append(torch.ops.deltallm.dense_attention(q[None, sl], k[None, sl], v[None, sl], k_cache, v_cache,
+                                                       pos)[0])
+        pos += n
+    return torch.cat(outs), k_cache, v_cache
+
+
+@pytest.mark.parametrize("chunks,heads,kv_heads,d", [
+    ([1], 1, 1, 64), ([7], 3, 1, 64), ([64, 1, 1, 1], 9, 3, 64), ([129, 1, 1], 6, 2, 128), ([20, 30, 14, 1, 1], 8, 8, 8),
+    ([1] * 10, 4, 2, 64), ([300, 1], 32, 8, 64), ([8, 8, 8], 2, 1, 16)])
+def test_chunked_prefill_and_decode_match_exact_attention(variant, chunks, heads, kv_heads, d):
+    n = sum(chunks)
+    q, k, v = make_qkv(n, heads, kv_heads, d, seed=n + d)
+    got, k_cache, v_cache = run_dense(q, k, v, chunks, n + 3)
+    assert nmse(got, dense_attention(q, k, v)) <= 1e-10
+    assert torch.equal(k_cache[0, :n], k) and torch.equal(v_cache[0, :n], v)
+    assert not k_cache[0, n:].any()
+
+
+# query rows per kv head lt / eq / gt the 8-row decode tile, the P·V micro-tile and the 64-row tile
+@pytest.mark.parametrize("rows,group", [(1, 1), (8, 1), (9, 1), (63, 1), (64, 1), (65, 1), (21, 3), (22, 3)])
+def test_tile_boundaries(variant, rows, group):
+    q, k, v = make_qkv(rows, group, 1, 64, seed=rows)
+    got, _, _ = run_dense(q, k, v, [rows], rows)
+    assert nmse(got, dense_attention(q, k, v)) <= 1e-10
+
+
+def test_fp16_v_cache_rounds_values_as_it_stores_them(variant):
+    q, k, v = make_qkv(90, 6, 2, 64, seed=4)
+    got, _, v_cache = run_dense(q, k, v, [70, 18, 1, 1], 96, torch.float16)
+    assert torch.equal(v_cache[0, :90], v.half())
+    assert nmse(got, dense_attention(q, k, v.half().float())) <= 1e-10
+    assert nmse(got, dense_attention(q, k, v)) > 1e-10   # the rounding is visible
+
+
+def test_matches_executorch_custom_sdpa():
+    from export.attention import load_llama_custom_ops
+
+    load_llama_custom_ops()
+    q, k, v = make_qkv(70, 9, 3, 64, seed=1)
+    got, _, _ = run_dense(q, k, v, [64, 5, 1], 80)
+    kc, vc = torch.zeros(1, 80, 3, 64), torch.zeros(1, 80, 3, 64)
+    outs = []
+    for start, n in ((0, 64), (64, 5), (69, 1)):
+        torch.ops.llama.update_cache(k[None, start:start + n], kc, start)
+        torch.ops.llama.update_cache(v[None, start:start + n], vc, start)
+        outs.append(torch.ops.llama.custom_sdpa(q[None, start:start + n], kc, vc, start, None, 0, True)[0])
+    assert nmse(got, torch.cat(outs)) <= 1e-10
+
+
+def _bad(**change):
+    from delegates import op  # noqa: F401
+
+    q, k, v = make_qkv(4, 4, 2, 64)
+    args = dict(q=q[None], k=k[None], v=v[None], k_cache=torch.zeros(1, 8, 2, 64), v_cache=torch.zeros(1, 8, 2, 64),
+                start_pos=0)
+    args.update(change)
+    return torch.ops.deltallm.dense_attention(*args.values())
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(q=torch.zeros(4, 4, 64)), "rank 4"),
+    (dict(k=torch.zeros(1, 4, 3, 64)), "k and v must have the same shape"),
+    (dict(q=torch.zeros(1, 4, 4, 32)), "k and v must have the same shape"),
+    (dict(q=torch.zeros(1, 4, 4, 12), k=torch.zeros(1, 4, 2, 12), v=torch.zeros(1, 4, 2, 12)), "multiple of 8"),
+    (dict(k_cache=torch.zeros(1, 9, 2, 64)), r"k_cache must have shape \[1, 9, 2, 64\]|v_cache must have shape"),
+    (dict(v_cache=torch.zeros(1, 8, 2, 64, dtype=torch.int32)), "v_cache float32 or float16"),
+    (dict(q=torch.zeros(1, 4, 4, 64, dtype=torch.float64)), "q must be torch.float32"),
+    (dict(start_pos=6), "cache overflow"),
+    (dict(q=torch.zeros(1, 4, 3, 64)), "multiple of n_kv_heads"),
+])
+def test_bad_input_raises_with_message(change, message):
+    with pytest.raises(RuntimeError, match=message):
+        _bad(**change)
