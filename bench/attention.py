@@ -1,13 +1,17 @@
 """Delta-attention kernel vs the best dense attention, same shapes, same run.
 
     python bench/attention.py [--n 512 1024 2048 4096] [--decode-context 1024 2048 4096]
-                              [--targets 0.4 0.6] [--gamma 0.05] [--threads 1 2] [--reps 3] [--json]
+                              [--decode-mode warm streamed] [--targets 0.4 0.6] [--gamma 0.05]
+                              [--threads 1 2] [--reps 3] [--json]
 
 Prefill: one call from position 0 (cache update included on both sides). Decode: one token at the
-given context after a prefill of the rest (timed alone; the state is restored between repetitions).
-The dense baseline is the faster of ExecuTorch's `llama::update_cache` + `llama::custom_sdpa` and
-our own kernel's exact path (every key in the exact band: the same flash-style tiles with no
-sparse part), and the table says which. The delta kernel runs with an fp32 and an fp16 V
+given context after a prefill of the rest, per layer; "warm" times one layer's state over and
+over (it stays in the CPU caches), "streamed" steps one state per layer of the model in turn
+(30 for SmolLM2, 16 for Llama-3.2-1B), as a decode step does, so the caches come from memory
+(the `layers` column). The dense baseline is the faster of ExecuTorch's `llama::update_cache` +
+`llama::custom_sdpa` and our own kernel's exact path (`deltallm::dense_attention`, the
+`attention.kind=dense` program's kernel: the same flash-style tiles, every key exact), and the
+table says which. The delta kernel runs with an fp32 and an fp16 V
 cache (attention.v_cache). θ is searched so the kernel's own S_c lands on each
 target. Keys drift like real post-RoPE keys. Each row runs at a given thread count on both sides:
 ExecuTorch's threadpool (custom_sdpa) and our core's task pool are both set to it. Progress on
@@ -25,7 +29,7 @@ import time
 import torch
 
 SHAPES = {"smollm2-135m": (9, 3, 64), "llama-3.2-1b": (32, 8, 64)}
-EXACT = dict(theta=0.0, gamma=1.0, w_decode=1 << 20)
+LAYERS = {"smollm2-135m": 30, "llama-3.2-1b": 16}
 
 
 def synthetic_inputs(n: int, h: int, hkv: int, d: int, seed: int = 0):
@@ -45,6 +49,7 @@ class Delta:
 
         state = empty_state(n, n, hkv, d, v_dtype)
         self.bufs = [state[name] for name in STATE]
+        self.small = [STATE.index(name) for name in ("k_ring", "k_hat")]   # what a repeated decode step changes
 
     def __call__(self, q, k, v, start, theta, gamma, w_decode=4):
         return torch.ops.deltallm.delta_attention(q, k, v, *self.bufs, start, theta, gamma, 1 << 20, w_decode, 0)
@@ -84,11 +89,13 @@ def set_threads(n: int) -> None:
         raise SystemExit(f"--threads: {n} is out of range")
 
 
-def theta_for_target(run_at, target, phase):
+def theta_for_target(run_at, target, phase, run_counts=False):
+    """Bisect θ so the kernel's own S_c hits target (run_counts: run_at returns the counts itself)."""
     lo, hi = 0.0, 8.0
     for _ in range(18):
         mid = (lo + hi) / 2
-        if counted(lambda: run_at(mid))[phase]["total"]["s_c"] < target:
+        counts = run_at(mid) if run_counts else counted(lambda: run_at(mid))
+        if counts[phase]["total"]["s_c"] < target:
             lo = mid
         else:
             hi = mid
@@ -104,6 +111,7 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         torch.ops.llama.update_cache(v, vc, 0)
         return torch.ops.llama.custom_sdpa(q, kc, vc, 0, None, 0, True)
 
+    kx, vx = torch.zeros(1, n, hkv, d), torch.zeros(1, n, hkv, d)
     delta = Delta(n, hkv, d)
     thetas = {}
     for target in ns.targets:
@@ -112,71 +120,95 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
     for threads in ns.threads:
         set_threads(threads)
         dense = {"custom_sdpa": timed(sdpa, ns.reps),
-                 "deltallm_exact": timed(lambda: delta(q, k, v, 0, EXACT["theta"], EXACT["gamma"]), ns.reps)}
+                 "deltallm_exact": timed(lambda: torch.ops.deltallm.dense_attention(q, k, v, kx, vx, 0), ns.reps)}
         best = min(dense, key=dense.get)
         delta16 = Delta(n, hkv, d, torch.float16)
         for target, theta in thetas.items():
             tot = counted(lambda: delta(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]
             t_delta = timed(lambda: delta(q, k, v, 0, theta, ns.gamma), ns.reps)
             t16 = timed(lambda: delta16(q, k, v, 0, theta, ns.gamma), ns.reps)
-            yield dict(shape=name, phase="prefill", n=n, threads=threads, theta=theta, s_m=tot["s_m"],
+            yield dict(shape=name, phase="prefill", n=n, threads=threads, layers=1, theta=theta, s_m=tot["s_m"],
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3, ratio=t_delta / dense[best],
                        delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best])
         set_threads(1)
 
 
-def decode_rows(name, h, hkv, d, ctx, ns, make):
+def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
+    """One decode token at context ctx, per layer: warm (one layer's state, cache-resident) and
+    streamed (one state per layer of the model, stepped in turn as a decode step does, so the
+    caches are read from memory as in a real model). The step is repeated at the same position:
+    dense's update is idempotent, delta restores its reference key and ring (small) first."""
     q, k, v = make(ctx, h, hkv, d)
-    kc, vc = torch.zeros(1, ctx, hkv, d), torch.zeros(1, ctx, hkv, d)
-    torch.ops.llama.update_cache(k[:, :-1], kc, 0)
-    torch.ops.llama.update_cache(v[:, :-1], vc, 0)
     q1, k1, v1, last = q[:, -1:], k[:, -1:], v[:, -1:], ctx - 1
-
-    def sdpa():
-        torch.ops.llama.update_cache(k1, kc, last)
-        torch.ops.llama.update_cache(v1, vc, last)
-        return torch.ops.llama.custom_sdpa(q1, kc, vc, last, None, 0, True)
-
-    def primed(theta, gamma, w_decode, v_dtype=torch.float32):
-        """A delta state after the prefill of ctx-1 tokens, and a decode step restoring it first."""
-        delta = Delta(ctx, hkv, d, v_dtype)
-        delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, gamma)
-        saved = [b.clone() for b in delta.bufs]
-
-        def restore():
-            for b, s in zip(delta.bufs, saved):
-                b.copy_(s)
-
-        return delta, restore, (lambda: delta(q1, k1, v1, last, theta, gamma, w_decode))
-
     thetas = {}
     for target in ns.targets:
         print(f"{name} decode ctx={ctx} target {target:.0%} ...", file=sys.stderr)
 
         def s_c_of(theta):
-            _, restore, step = primed(theta, ns.gamma, 4)
-            restore()
-            return step
+            delta = Delta(ctx, hkv, d)
+            delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, ns.gamma)
+            return counted(lambda: delta(q1, k1, v1, last, theta, ns.gamma))
 
-        thetas[target] = theta_for_target(lambda t: s_c_of(t)(), target, "decode")
+        thetas[target] = theta_for_target(lambda t: s_c_of(t), target, "decode", run_counts=True)
+
+    def sdpa_layers():
+        states = []
+        for _ in range(n_layers):
+            kc, vc = torch.zeros(1, ctx, hkv, d), torch.zeros(1, ctx, hkv, d)
+            torch.ops.llama.update_cache(k[:, :-1], kc, 0)
+            torch.ops.llama.update_cache(v[:, :-1], vc, 0)
+            states.append((kc, vc))
+
+        def step(kc, vc):
+            torch.ops.llama.update_cache(k1, kc, last)
+            torch.ops.llama.update_cache(v1, vc, last)
+            torch.ops.llama.custom_sdpa(q1, kc, vc, last, None, 0, True)
+        return states, step, None
+
+    def exact_layers():
+        states = []
+        for _ in range(n_layers):
+            kc, vc = torch.zeros(1, ctx, hkv, d), torch.zeros(1, ctx, hkv, d)
+            torch.ops.deltallm.dense_attention(q[:, :-1], k[:, :-1], v[:, :-1], kc, vc, 0)
+            states.append((kc, vc))
+        return states, lambda kc, vc: torch.ops.deltallm.dense_attention(q1, k1, v1, kc, vc, last), None
+
+    def delta_layers(theta, v_dtype):
+        states = []
+        for _ in range(n_layers):
+            delta = Delta(ctx, hkv, d, v_dtype)
+            delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, ns.gamma)
+            states.append((delta, {i: delta.bufs[i].clone() for i in delta.small}))
+
+        def restore():
+            for delta, saved in states:
+                for i, t in saved.items():
+                    delta.bufs[i].copy_(t)
+        return states, lambda delta, _: delta(q1, k1, v1, last, theta, ns.gamma), restore
+
+    def timed_layers(make_states):
+        states, step, restore = make_states()
+
+        def sweep():
+            for st in states:
+                step(*st)
+        reps = ns.reps * (20 if n_layers == 1 else 3)
+        return timed(sweep, reps, restore) / n_layers
+
     for threads in ns.threads:
         set_threads(threads)
-        _, restore_x, step_x = primed(EXACT["theta"], EXACT["gamma"], EXACT["w_decode"])
-        dense = {"custom_sdpa": timed(sdpa, ns.reps * 5), "deltallm_exact": timed(step_x, ns.reps * 5, restore_x)}
+        dense = {"custom_sdpa": timed_layers(sdpa_layers), "deltallm_exact": timed_layers(exact_layers)}
         best = min(dense, key=dense.get)
         for target, theta in thetas.items():
-            delta, restore, step = primed(theta, ns.gamma, 4)
             s_m = counted(lambda: Delta(ctx, hkv, d)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
-            restore()
-            tot = counted(step)["decode"]["total"]
-            t_delta = timed(step, ns.reps * 5, restore)
-            _, restore16, step16 = primed(theta, ns.gamma, 4, torch.float16)
-            t16 = timed(step16, ns.reps * 5, restore16)
-            yield dict(shape=name, phase="decode", n=ctx, threads=threads, theta=theta, s_m=s_m, s_c=tot["s_c"],
-                       dense_ms=dense[best] * 1e3, dense_impl=best, custom_sdpa_ms=dense["custom_sdpa"] * 1e3,
-                       delta_ms=t_delta * 1e3, ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3,
-                       ratio_f16v=t16 / dense[best])
+            tot = s_c_of(theta)["decode"]["total"]
+            t_delta = timed_layers(lambda: delta_layers(theta, torch.float32))
+            t16 = timed_layers(lambda: delta_layers(theta, torch.float16))
+            yield dict(shape=name, phase="decode", n=ctx, threads=threads, layers=n_layers, theta=theta, s_m=s_m,
+                       s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
+                       custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3,
+                       ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best])
         set_threads(1)
 
 
@@ -184,6 +216,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, nargs="*", default=[512, 1024, 2048, 4096])
     ap.add_argument("--decode-context", type=int, nargs="*", default=[1024, 2048, 4096])
+    ap.add_argument("--decode-mode", nargs="+", choices=["warm", "streamed"], default=["warm", "streamed"])
     ap.add_argument("--targets", type=float, nargs="+", default=[0.4, 0.6])
     ap.add_argument("--gamma", type=float, default=0.05)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -200,17 +233,18 @@ def main() -> int:
     print(f"kernel variant: {core().dlm_kernel_arch().decode()}, gamma: {ns.gamma}", file=sys.stderr)
     rows = []
     if not ns.json:
-        print("| shape | phase | n | threads | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms | delta/dense "
-              "| delta fp16-V ms | fp16-V/dense |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| shape | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
+              "| delta/dense | delta fp16-V ms | fp16-V/dense |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, (h, hkv, d) in SHAPES.items():
         gens = [prefill_rows(name, h, hkv, d, n, ns, synthetic_inputs) for n in ns.n]
-        gens += [decode_rows(name, h, hkv, d, c, ns, synthetic_inputs) for c in ns.decode_context]
+        modes = [1 if m == "warm" else LAYERS[name] for m in ns.decode_mode]
+        gens += [decode_rows(name, h, hkv, d, c, ns, synthetic_inputs, L) for c in ns.decode_context for L in modes]
         for gen in gens:
             for r in gen:
                 rows.append(r)
                 if not ns.json:
-                    print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['threads']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
+                    print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['threads']} | {r['layers']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
                           f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} |", flush=True)
     if ns.json:

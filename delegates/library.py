@@ -17,7 +17,7 @@ class AttnArgs(ctypes.Structure):
         ("q", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p),
         ("k_ring", ctypes.c_void_p), ("k_sink", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
         ("dk_mask", ctypes.c_void_p), ("dk_val", ctypes.c_void_p), ("dk_nnz", ctypes.c_void_p),
-        ("k_hat", ctypes.c_void_p), ("out", ctypes.c_void_p),
+        ("k_hat", ctypes.c_void_p), ("k_ckpt", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
         ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("ring_len", ctypes.c_int64),
         ("v_fp16", ctypes.c_int64), ("start_pos", ctypes.c_int64),
@@ -68,6 +68,8 @@ def core() -> ctypes.CDLL:
             lib.dlm_band_width.restype = ctypes.c_int64
             lib.dlm_ring_len.argtypes = [ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int64]
             lib.dlm_ring_len.restype = ctypes.c_int64
+            lib.dlm_ckpt_len.argtypes = [ctypes.c_int64]
+            lib.dlm_ckpt_len.restype = ctypes.c_int64
             _core = lib
     return _core
 

@@ -29,7 +29,9 @@ class KernelState:
             setattr(self, name, t)
 
     def tensors(self):
-        return [self.k_ring, self.k_sink, self.v_cache, self.dk_mask, self.dk_val, self.dk_nnz, self.k_hat]
+        from delegates.op import STATE
+
+        return [self.state[name] for name in STATE]
 
     def call(self, q, k, v, start, theta, gamma, w_max, w_decode, layer=0):
         return torch.ops.deltallm.delta_attention(q[None], k[None], v[None], *self.tensors(), start, theta, gamma,

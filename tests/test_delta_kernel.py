@@ -73,6 +73,22 @@ def test_chunked_prefill_and_decode_match_oracle(variant, chunks, w_decode, w_ma
     assert all(x.calls == 0 for x in stats.read("prefill")[:3])
 
 
+# Decode (<= 8 rows per kv head) splits the keys every DLM_CKPT_STRIDE (256) positions: lt / eq / gt one
+# and two splits, a short prefill after a long context, an exact band wider than a split.
+@pytest.mark.parametrize("chunks,w_decode", [([255, 1], 4), ([255, 1, 1], 4), ([300, 1, 1], 4), ([511, 1, 1], 4),
+                                             ([700, 2, 1], 4), ([1100, 1], 4), ([600, 1, 1], 300)])
+def test_decode_key_splits_match_oracle(variant, chunks, w_decode):
+    n = sum(chunks)
+    q, k, v = make_qkv(n, 6, 2, 64, seed=n)
+    ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, 1 << 20, w_decode)
+    stats.reset()
+    got, _ = run_kernel(q, k, v, chunks, n + 1, 0.6, 0.1, 1 << 20, w_decode, layer=1)
+    assert nmse(got[chunks[0]:], ref[chunks[0]:]) <= 1e-10
+    c = stats.read("decode")[1]
+    assert (c.dk_zeros, c.macs_performed, c.macs_dense) == (st.decode.dk_zeros, st.decode.macs_performed,
+                                                            st.decode.macs_dense)
+
+
 @pytest.mark.parametrize("chunks", [[70, 1, 1, 1], [33, 20, 1, 1]])
 def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks):
     """v_cache in fp16: the kernel rounds V as it stores it; the oracle sees the rounded V."""
@@ -134,7 +150,7 @@ def test_c_core_rejects_inconsistent_args_without_touching_memory():
     buf = (ctypes.c_float * 64)()
     ibuf = (ctypes.c_int32 * 64)()
     p, ip = ctypes.cast(buf, ctypes.c_void_p), ctypes.cast(ibuf, ctypes.c_void_p)
-    a = AttnArgs(q=p, k=p, v=p, k_ring=p, k_sink=p, v_cache=p, dk_mask=ip, dk_val=ip, dk_nnz=ip, k_hat=p, out=p,
+    a = AttnArgs(q=p, k=p, v=p, k_ring=p, k_sink=p, v_cache=p, dk_mask=ip, dk_val=ip, dk_nnz=ip, k_hat=p, k_ckpt=p, out=p,
                  seq_len=2, n_heads=1, n_kv_heads=1, head_dim=8, max_len=4, ring_len=4, start_pos=3, theta=0.1,
                  gamma=0.1, w_max=4, w_decode=1, layer=0)
     assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1

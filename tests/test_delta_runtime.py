@@ -117,7 +117,8 @@ def test_runtime_kernel_rejects_mismatched_shapes(case, message):
 def _state_bytes(T, R, hkv, D, v_bytes):
     """One layer's delta state, counted from the layout in delegates/csrc/deltaattn.h."""
     per_token = hkv * (D * v_bytes + D // 8 + 2 * D + 4)   # V, ΔK bitmask, fp16 ΔK values, nnz
-    return T * per_token + R * hkv * D * 4 + 2 * hkv * D * 4  # + key ring, sink, k̂
+    ckpt = T // 256 + 1                                     # k̂ checkpoints every DLM_CKPT_STRIDE positions
+    return T * per_token + R * hkv * D * 4 + (2 + ckpt) * hkv * D * 4  # + key ring, sink, k̂, checkpoints
 
 
 def test_fp16_v_cache_program_runs_and_the_manifest_counts_its_state(tmp_path, tiny_llama_delta):

@@ -39,7 +39,8 @@ def run_dense(q, k, v, chunks, max_len, v_dtype=torch.float32):
 
 @pytest.mark.parametrize("chunks,heads,kv_heads,d", [
     ([1], 1, 1, 64), ([7], 3, 1, 64), ([64, 1, 1, 1], 9, 3, 64), ([129, 1, 1], 6, 2, 128), ([20, 30, 14, 1, 1], 8, 8, 8),
-    ([1] * 10, 4, 2, 64), ([300, 1], 32, 8, 64), ([8, 8, 8], 2, 1, 16)])
+    ([1] * 10, 4, 2, 64), ([300, 1], 32, 8, 64), ([8, 8, 8], 2, 1, 16), ([255, 1, 1], 3, 1, 64),
+    ([600, 2, 1], 9, 3, 64)])
 def test_chunked_prefill_and_decode_match_exact_attention(variant, chunks, heads, kv_heads, d):
     n = sum(chunks)
     q, k, v = make_qkv(n, heads, kv_heads, d, seed=n + d)

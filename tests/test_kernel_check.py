@@ -1,5 +1,5 @@
 """Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
-grid of test_delta_kernel.py replayed through `deltallm_runner kernel-check` — NEON on arm64 (under
+grid of test_delta_kernel.py (with decode's key splits) replayed through `deltallm_runner kernel-check` — NEON on arm64 (under
 qemu-aarch64-static), AVX2 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ W_HUGE = 1 << 20
 SINGLE = list(itertools.product([1, 2, 7, 64, 129, 512], [64, 128], [1, 3], [0.0, 0.3, 1.0], [0.05, 0.1]))
 TILES = [7, 8, 9, 16, 17, 63, 64, 65, 129]       # rows per kv head: lt / eq / gt the 8- and 64-row tiles
 CHUNKED = [([64, 1, 1, 1, 1, 1, 1, 1, 1], 4, W_HUGE), ([20, 30, 14, 1, 1, 1], 2, 3), ([1] * 12, 4, 100),
-           ([129, 1, 1, 1], 8, W_HUGE)]
+           ([129, 1, 1, 1], 8, W_HUGE),
+           ([300, 1, 1], 4, W_HUGE), ([700, 2, 1], 4, W_HUGE), ([600, 1], 300, W_HUGE)]   # decode key splits
 COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")
 
 

@@ -21,6 +21,7 @@ struct Kernels {
   dlm::deltaenc_ukernel_fn deltaenc;
   dlm::deltaqk_ukernel_fn deltaqk, deltaqk_narrow;   // kTR / kTRNarrow rows
   dlm::qk_ukernel_fn qk, qk_narrow;
+  dlm::qkdot_ukernel_fn qkdot;                       // exact scores of a narrow tile (decode)
   dlm::softmax_ukernel_fn softmax;
   dlm::pv_ukernel_fn pv, pv_f16v;   // fp32 / fp16 V
   const char* arch;
@@ -31,13 +32,15 @@ std::atomic<bool> g_force_scalar{false};
 const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
                               dlm::f32_deltaqk_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
-                              dlm::f32_qk_ukernel_8x1__scalar,      dlm::f32_softmax_ukernel_x1__scalar,
+                              dlm::f32_qk_ukernel_8x1__scalar,      dlm::f32_qkdot_ukernel_8x1__scalar,
+                              dlm::f32_softmax_ukernel_x1__scalar,
                               dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
                               "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
                             dlm::f32_deltaqk_ukernel_8x1__avx2_fma,  dlm::f32_qk_ukernel_32x2__avx2_fma,
-                            dlm::f32_qk_ukernel_8x4__avx2_fma,       dlm::f32_softmax_ukernel_x8__avx2_fma,
+                            dlm::f32_qk_ukernel_8x4__avx2_fma,       dlm::f32_qkdot_ukernel_8x1__avx2_fma,
+                            dlm::f32_softmax_ukernel_x8__avx2_fma,
                             dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
                             "avx2_fma"};
   static const bool has_avx2 =
@@ -47,7 +50,8 @@ const Kernels& kernels() {
 #if defined(__aarch64__)
   static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
                             dlm::f32_deltaqk_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
-                            dlm::f32_qk_ukernel_8x4__neon,          dlm::f32_softmax_ukernel_x4__neon,
+                            dlm::f32_qk_ukernel_8x4__neon,          dlm::f32_qkdot_ukernel_8x1__neon,
+                            dlm::f32_softmax_ukernel_x4__neon,
                             dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
                             "neon"};
   if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
@@ -72,6 +76,8 @@ struct TaskCtx {
   int64_t lanes;      // rows per tile: kTR, or kTRNarrow when rows <= kTRNarrow (decode)
   int64_t tiles;      // ceil(rows / lanes)
   int64_t band;       // W
+  int64_t splits;     // key splits per tile (> 1: tasks write softmax partials, merged afterwards)
+  float* partial;     // splits > 1: per (kv head, tile, split): mx [L], sum [L], acc [L, D]
 };
 
 constexpr int64_t kKB = 64;   // keys per block
@@ -79,8 +85,9 @@ constexpr int64_t kKB = 64;   // keys per block
 // Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
 // (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
 // run of rows is one qk call.
-void exact_scores(const TaskCtx& c, int64_t g, const float* qt, int64_t j0, int64_t j_from, int64_t j_to,
-                  float* scores) {
+// Narrow tiles (decode) use the row-major queries qr of their `rows` rows (qkdot).
+void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr, int64_t rows, int64_t j0,
+                  int64_t j_from, int64_t j_to, float* scores) {
   const dlm_attn_args& a = *c.a;
   const int64_t D = a.head_dim, Hkv = a.n_kv_heads, L = c.lanes, R = a.ring_len;
   const auto qk = L == dlm::kTR ? c.k->qk : c.k->qk_narrow;
@@ -95,8 +102,12 @@ void exact_scores(const TaskCtx& c, int64_t g, const float* qt, int64_t j0, int6
       key = a.k_ring + (slot * Hkv + g) * D;
       run = std::min({j_to, a.start_pos, j + R - slot}) - j;
     }
-    qk(static_cast<size_t>(run), static_cast<size_t>(D), qt, key, static_cast<size_t>(Hkv * D),
-       scores + (j - j0) * L);
+    if (L == dlm::kTRNarrow)
+      c.k->qkdot(static_cast<size_t>(run), static_cast<size_t>(D), static_cast<size_t>(rows), qr,
+                 static_cast<size_t>(D), key, static_cast<size_t>(Hkv * D), scores + (j - j0) * L);
+    else
+      qk(static_cast<size_t>(run), static_cast<size_t>(D), qt, key, static_cast<size_t>(Hkv * D),
+         scores + (j - j0) * L);
     j += run;
   }
 }
@@ -111,21 +122,23 @@ void run_tile(void* vctx, size_t task) {
   const TaskCtx& c = *static_cast<const TaskCtx*>(vctx);
   const dlm_attn_args& a = *c.a;
   const int64_t D = a.head_dim, H = a.n_heads, Hkv = a.n_kv_heads, ld = Hkv * D, L = c.lanes;
-  const int64_t g = static_cast<int64_t>(task) / c.tiles;
-  const int64_t t0 = (static_cast<int64_t>(task) % c.tiles) * L;
+  const int64_t per_g = c.tiles * c.splits, tile = (static_cast<int64_t>(task) % per_g) / c.splits;
+  const int64_t g = static_cast<int64_t>(task) / per_g, split = static_cast<int64_t>(task) % c.splits;
+  const int64_t t0 = tile * L;
   const int64_t rows = std::min<int64_t>(L, c.rows - t0);
   const bool wide = L == dlm::kTR;
 
   // Per-thread scratch, 64-byte aligned so no vector load of a tile row splits a cache line.
   thread_local std::vector<float> scratch;
   const size_t tile_floats = static_cast<size_t>(D * L), blk_floats = static_cast<size_t>(kKB * L);
-  scratch.resize(2 * tile_floats + 3 * blk_floats + 16);
+  scratch.resize(3 * tile_floats + 3 * blk_floats + 16);
   float* base = scratch.data() + ((64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64) / sizeof(float);
   float* const qt = base;
   float* const acc = qt + tile_floats;
   float* const s_approx = acc + tile_floats;
   float* const s_exact = s_approx + blk_floats;
   float* const p = s_exact + blk_floats;
+  float* const qr = p + blk_floats;   // narrow tiles: the rows' queries, row-major
   std::fill(qt, qt + 2 * tile_floats, 0.0f);
   int64_t pos[dlm::kTR], n_approx[dlm::kTR];
   int32_t blk_approx[dlm::kTR], blk_valid[dlm::kTR];
@@ -146,10 +159,20 @@ void run_tile(void* vctx, size_t task) {
     max_pos = std::max(max_pos, pos[r]);
     const float* qrow = a.q + (s * H + head) * D;
     for (int64_t d = 0; d < D; d++) qt[d * L + r] = qrow[d];
+    if (!wide) std::copy(qrow, qrow + D, qr + r * D);
+  }
+  // This task's keys: all of them, or one split of DLM_CKPT_STRIDE keys whose prefix sums start
+  // from the checkpointed reference key k̂ before the split (q·k̂ = the sum of q·Δk before it).
+  const int64_t k_lo = c.splits > 1 ? split * DLM_CKPT_STRIDE : 0;
+  const int64_t k_end = c.splits > 1 ? std::min(max_pos + 1, k_lo + DLM_CKPT_STRIDE) : max_pos + 1;
+  if (k_lo > 0 && k_lo < max_approx) {
+    const float* ck = a.k_ckpt + ((k_lo / DLM_CKPT_STRIDE) * Hkv + g) * D;
+    for (int64_t d = 0; d < D; d++)
+      for (int64_t r = 0; r < L; r++) dq[r] += qt[d * L + r] * ck[d];
   }
   const dlm::softmax_params sp{1.0f / std::sqrt(static_cast<float>(D))};
-  for (int64_t j0 = 0; j0 <= max_pos; j0 += kKB) {
-    const int64_t nb = std::min<int64_t>(kKB, max_pos + 1 - j0);
+  for (int64_t j0 = k_lo; j0 < k_end; j0 += kKB) {
+    const int64_t nb = std::min<int64_t>(kKB, k_end - j0);
     // Sparse q·Δk with the running prefix sums, for the block's keys before the widest band start.
     const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
     if (na > 0) {
@@ -163,7 +186,7 @@ void run_tile(void* vctx, size_t task) {
     }
     // Exact q·k for the block's keys from the narrowest band start on.
     const int64_t e0 = std::max<int64_t>(0, std::min<int64_t>(nb, min_approx - j0));
-    if (e0 < nb) exact_scores(c, g, qt, j0, j0 + e0, j0 + nb, s_exact);
+    if (e0 < nb) exact_scores(c, g, qt, qr, rows, j0, j0 + e0, j0 + nb, s_exact);
     for (int64_t r = 0; r < L; r++) {
       blk_approx[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, n_approx[r] - j0)));
       blk_valid[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0)));
@@ -181,11 +204,45 @@ void run_tile(void* vctx, size_t task) {
                                           acc + r0 * D);
     }
   }
+  if (c.splits > 1) {
+    float* part = c.partial + ((g * c.tiles + tile) * c.splits + split) * L * (D + 2);
+    std::copy(mx, mx + L, part);
+    std::copy(sum, sum + L, part + L);
+    std::copy(acc, acc + L * D, part + 2 * L);
+    return;
+  }
   for (int64_t r = 0; r < rows; r++) {
     const int64_t s = (t0 + r) / c.group, head = g * c.group + (t0 + r) % c.group;
     float* o = a.out + (s * H + head) * D;
     const float inv = 1.0f / sum[r];
     for (int64_t d = 0; d < D; d++) o[d] = acc[r * D + d] * inv;
+  }
+}
+
+// Splits of one tile into its rows' outputs: rescale each split's sum and accumulator to the
+// largest running max (a split a row sees no key of has max −inf and weighs nothing).
+void merge_splits(const TaskCtx& c, int64_t g, int64_t tile) {
+  const dlm_attn_args& a = *c.a;
+  const int64_t D = a.head_dim, H = a.n_heads, L = c.lanes, t0 = tile * L;
+  const int64_t rows = std::min<int64_t>(L, c.rows - t0);
+  const float* base = c.partial + (g * c.tiles + tile) * c.splits * L * (D + 2);
+  for (int64_t r = 0; r < rows; r++) {
+    float m = -INFINITY;
+    for (int64_t sp = 0; sp < c.splits; sp++) m = std::max(m, base[sp * L * (D + 2) + r]);
+    const int64_t s = (t0 + r) / c.group, head = g * c.group + (t0 + r) % c.group;
+    float* o = a.out + (s * H + head) * D;
+    std::fill(o, o + D, 0.0f);
+    float total = 0.0f;
+    for (int64_t sp = 0; sp < c.splits; sp++) {
+      const float* part = base + sp * L * (D + 2);
+      if (part[r] == -INFINITY) continue;
+      const float w = std::exp(part[r] - m);
+      total += part[L + r] * w;
+      const float* acc = part + 2 * L + r * D;
+      for (int64_t d = 0; d < D; d++) o[d] += acc[d] * w;
+    }
+    const float inv = 1.0f / total;
+    for (int64_t d = 0; d < D; d++) o[d] *= inv;
   }
 }
 
@@ -253,16 +310,28 @@ void store_values(const dlm_attn_args& a) {
 // The (kv head, row tile) tasks of one call, then the new raw keys into the ring (after the tiles,
 // which may still read the slots they replace).
 void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band) {
-  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band};
+  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr};
   ctx.rows = a.seq_len * ctx.group;
   ctx.lanes = ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
   ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
-  const size_t n_tasks = static_cast<size_t>(a.n_kv_heads * ctx.tiles);
+  // Few rows (decode): one task per kv head would leave threads idle and serialise long contexts.
+  thread_local std::vector<float> partial;
+  if (ctx.lanes == dlm::kTRNarrow) {
+    ctx.splits = (a.start_pos + a.seq_len + DLM_CKPT_STRIDE - 1) / DLM_CKPT_STRIDE;
+    if (ctx.splits > 1) {
+      partial.resize(static_cast<size_t>(a.n_kv_heads * ctx.tiles * ctx.splits * ctx.lanes * (a.head_dim + 2)));
+      ctx.partial = partial.data();
+    }
+  }
+  const size_t n_tasks = static_cast<size_t>(a.n_kv_heads * ctx.tiles * ctx.splits);
   if (a.parallel) {
     a.parallel(a.pool_ctx, n_tasks, run_tile, &ctx);
   } else {
     dlm::run_on_task_pool(n_tasks, run_tile, &ctx);
   }
+  if (ctx.splits > 1)
+    for (int64_t g = 0; g < a.n_kv_heads; g++)
+      for (int64_t t = 0; t < ctx.tiles; t++) merge_splits(ctx, g, t);
   const int64_t end = a.start_pos + a.seq_len, R = a.ring_len, kv = a.n_kv_heads * a.head_dim;
   for (int64_t t = std::max(a.start_pos, end - R); t < end; t++)
     std::memcpy(a.k_ring + (t % R) * kv, a.k + (t - a.start_pos) * kv, sizeof(float) * kv);
@@ -278,6 +347,8 @@ int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_de
   return std::max<int64_t>(1, std::min(w, w_max));
 }
 
+int64_t dlm_ckpt_len(int64_t max_len) { return std::max<int64_t>(0, max_len) / DLM_CKPT_STRIDE + 1; }
+
 int64_t dlm_ring_len(int64_t max_seq_len, float gamma, int64_t w_max, int64_t w_decode) {
   return std::max(dlm_band_width(std::max<int64_t>(2, max_seq_len), gamma, w_max, w_decode), w_decode);
 }
@@ -285,7 +356,7 @@ int64_t dlm_ring_len(int64_t max_seq_len, float gamma, int64_t w_max, int64_t w_
 int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
   if (!a) return fail(err, len, "null arguments");
   if (!a->q || !a->k || !a->v || !a->k_ring || !a->k_sink || !a->v_cache || !a->dk_mask || !a->dk_val ||
-      !a->dk_nnz || !a->k_hat || !a->out)
+      !a->dk_nnz || !a->k_hat || !a->k_ckpt || !a->out)
     return fail(err, len, "null tensor");
   if (const int rc = check_shape_args(*a, err, len)) return rc;
   if (!(a->theta >= 0.0f) || !std::isfinite(a->theta)) return fail(err, len, "theta must be finite and >= 0");
@@ -316,6 +387,8 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
                                                        a->k_hat + g * D, a->dk_mask + row * (D / 8),
                                                        a->dk_val + row * D, &p));
     }
+    if ((t + 1) % DLM_CKPT_STRIDE == 0)
+      std::memcpy(a->k_ckpt + ((t + 1) / DLM_CKPT_STRIDE) * Hkv * D, a->k_hat, sizeof(float) * Hkv * D);
   }
   run_tiles(*a, k, band);
   count(*a, band);

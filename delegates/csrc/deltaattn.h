@@ -27,6 +27,8 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //   dk_val [T, Hkv, D] fp16     the non-zeros of Δk in element order (the first dk_nnz of the row)
 //   dk_nnz [T, Hkv] i32
 //   k_hat [Hkv, D] f32          reference key; advances by exactly the stored (fp16) deltas
+//   k_ckpt [C, Hkv, D] f32      k̂ after positions c·DLM_CKPT_STRIDE − 1 (slot c ≥ 1; C = dlm_ckpt_len(T)):
+//                               where a split of the keys (decode) starts its prefix sums
 //   out [S, H, D] f32
 // head_dim must be a multiple of 8; R must be >= the call's band width.
 typedef struct dlm_attn_args {
@@ -40,6 +42,7 @@ typedef struct dlm_attn_args {
   uint16_t* dk_val;
   int32_t* dk_nnz;
   float* k_hat;
+  float* k_ckpt;
   float* out;
   int64_t seq_len;      // S
   int64_t n_heads;      // H
@@ -84,6 +87,12 @@ typedef struct dlm_dense_args {
 } dlm_dense_args;
 
 int dlm_dense_attention_f32(const dlm_dense_args* args, char* err, size_t err_len);
+
+// Keys per split: a call with at most 8 query rows per kv head (decode) and more than one split of
+// keys runs one task per (kv head, split), then merges the splits' softmax partials, so a few kv
+// heads still keep every thread busy. Slots of k_ckpt a program needs for max context T.
+#define DLM_CKPT_STRIDE 256
+int64_t dlm_ckpt_len(int64_t max_len);
 
 // Band width of a call with seq_len new tokens (see delegates/reference.py).
 int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_decode);

@@ -177,6 +177,47 @@ void f32_deltaqk_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, const float* qt,
   _mm256_storeu_ps(acc, vacc);
 }
 
+namespace {
+
+// R rows: one accumulator per row along head_dim, one K load shared by the rows, then a
+// horizontal-add tree turns the 8 accumulators into the key's 8 lanes of scores.
+template <int R>
+void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, size_t k_stride, float* scores) {
+  for (size_t t = 0; t < n; t++) {
+    const float* kt = k + t * k_stride;
+    if (t + 4 < n)
+      for (size_t c = 0; c < d; c += 16) _mm_prefetch(reinterpret_cast<const char*>(kt + 4 * k_stride + c), _MM_HINT_T0);
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    for (size_t c = 0; c < d; c += 8) {
+      const __m256 kv = _mm256_loadu_ps(kt + c);
+      for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * q_stride + c), kv, a[r]);
+    }
+    const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+    const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+    const __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);   // [r0..3 | r0..3], [r4..7 | r4..7]
+    _mm256_storeu_ps(scores + t * 8, _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20),
+                                                   _mm256_permute2f128_ps(lo, hi, 0x31)));
+  }
+}
+
+}  // namespace
+
+void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, const float* q, size_t q_stride,
+                                     const float* k, size_t k_stride, float* scores) {
+  static_assert(kTRNarrow == 8, "one ymm register holds a key's 8 lanes of scores");
+  switch (rows) {
+    case 1: return qkdot<1>(n, d, q, q_stride, k, k_stride, scores);
+    case 2: return qkdot<2>(n, d, q, q_stride, k, k_stride, scores);
+    case 3: return qkdot<3>(n, d, q, q_stride, k, k_stride, scores);
+    case 4: return qkdot<4>(n, d, q, q_stride, k, k_stride, scores);
+    case 5: return qkdot<5>(n, d, q, q_stride, k, k_stride, scores);
+    case 6: return qkdot<6>(n, d, q, q_stride, k, k_stride, scores);
+    case 7: return qkdot<7>(n, d, q, q_stride, k, k_stride, scores);
+    default: return qkdot<8>(n, d, q, q_stride, k, k_stride, scores);
+  }
+}
+
 void f32_qk_ukernel_8x4__avx2_fma(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
                                  float* scores) {
   static_assert(kTRNarrow == 8, "one ymm register holds the tile's 8 rows");

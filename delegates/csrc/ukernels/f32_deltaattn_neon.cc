@@ -141,6 +141,42 @@ void f32_deltaqk_ukernel_8x1__neon(size_t n_keys, size_t d, const float* qt, con
   vst1q_f32(acc + 4, acc_hi);
 }
 
+namespace {
+
+// R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
+// across-vector add per row.
+template <int R>
+void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, size_t k_stride, float* scores) {
+  for (size_t t = 0; t < n; t++) {
+    const float* kt = k + t * k_stride;
+    float32x4_t a[R];
+    for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
+    for (size_t c = 0; c < d; c += 4) {
+      const float32x4_t kv = vld1q_f32(kt + c);
+      for (int r = 0; r < R; r++) a[r] = vfmaq_f32(a[r], vld1q_f32(q + r * q_stride + c), kv);
+    }
+    float* s = scores + t * 8;
+    for (int r = 0; r < 8; r++) s[r] = r < R ? vaddvq_f32(a[r < R ? r : 0]) : 0.0f;
+  }
+}
+
+}  // namespace
+
+void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, const float* q, size_t q_stride, const float* k,
+                                 size_t k_stride, float* scores) {
+  static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
+  switch (rows) {
+    case 1: return qkdot<1>(n, d, q, q_stride, k, k_stride, scores);
+    case 2: return qkdot<2>(n, d, q, q_stride, k, k_stride, scores);
+    case 3: return qkdot<3>(n, d, q, q_stride, k, k_stride, scores);
+    case 4: return qkdot<4>(n, d, q, q_stride, k, k_stride, scores);
+    case 5: return qkdot<5>(n, d, q, q_stride, k, k_stride, scores);
+    case 6: return qkdot<6>(n, d, q, q_stride, k, k_stride, scores);
+    case 7: return qkdot<7>(n, d, q, q_stride, k, k_stride, scores);
+    default: return qkdot<8>(n, d, q, q_stride, k, k_stride, scores);
+  }
+}
+
 void f32_qk_ukernel_8x4__neon(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
                               float* scores) {
   static_assert(kTRNarrow == 8, "two q registers hold the tile's 8 rows");

@@ -81,6 +81,19 @@ void f32_qk_ukernel_8x1__scalar(size_t n, size_t d, const float* qt, const float
   qk<kTRNarrow>(n, d, qt, k, k_stride, scores);
 }
 
+void f32_qkdot_ukernel_8x1__scalar(size_t n, size_t d, size_t rows, const float* q, size_t q_stride,
+                                   const float* k, size_t k_stride, float* scores) {
+  for (size_t t = 0; t < n; t++) {
+    const float* kt = k + t * k_stride;
+    for (size_t r = 0; r < kTRNarrow; r++) {
+      float s = 0.0f;
+      if (r < rows)
+        for (size_t c = 0; c < d; c++) s += q[r * q_stride + c] * kt[c];
+      scores[t * kTRNarrow + r] = s;
+    }
+  }
+}
+
 void f32_softmax_ukernel_x1__scalar(size_t rows, size_t n, const float* s_approx, const float* s_exact,
                                     const int32_t* n_approx, const int32_t* n_valid, float* mx, float* sum,
                                     float* corr, float* p, const softmax_params* params) {

@@ -48,23 +48,32 @@ static inline float f16_to_f32(uint16_t h) {
   return f;
 }
 
-// The element indices of the set bits of a d-bit mask (d a multiple of 8), in order; returns the count.
-static inline size_t expand_mask(const uint8_t* mask, size_t d, int32_t* idx) {
-  size_t n = 0, c = 0;
-  for (; c + 64 <= d; c += 64) {
-    uint64_t w;
-    memcpy(&w, mask + c / 8, 8);
-    while (w) {
-      idx[n++] = static_cast<int32_t>(c + static_cast<size_t>(__builtin_ctzll(w)));
-      w &= w - 1;
+// Bit positions of every byte value, in order, and their count: a branch-free mask expansion
+// (a loop over set bits mispredicts its exit once per key).
+struct MaskLut {
+  uint8_t pos[256][8];
+  uint8_t count[256];
+  constexpr MaskLut() : pos(), count() {
+    for (int b = 0; b < 256; b++) {
+      int n = 0;
+      for (int i = 0; i < 8; i++)
+        if ((b >> i) & 1) pos[b][n++] = static_cast<uint8_t>(i);
+      count[b] = static_cast<uint8_t>(n);
     }
   }
-  for (; c < d; c += 8) {
-    uint32_t w = mask[c / 8];
-    while (w) {
-      idx[n++] = static_cast<int32_t>(c + static_cast<size_t>(__builtin_ctz(w)));
-      w &= w - 1;
-    }
+};
+inline constexpr MaskLut kMaskLut{};
+
+// The element indices of the set bits of a d-bit mask (d a multiple of 8), in order; returns the
+// count. Each mask byte writes 8 entries at the running count (the unused ones are overwritten by
+// the next byte): entries stay below d, since the count before byte c/8 is at most c.
+static inline size_t expand_mask(const uint8_t* mask, size_t d, int32_t* idx) {
+  size_t n = 0;
+  for (size_t c = 0; c < d; c += 8) {
+    const uint8_t b = mask[c / 8];
+    const uint8_t* pos = kMaskLut.pos[b];
+    for (int i = 0; i < 8; i++) idx[n + i] = static_cast<int32_t>(c + pos[i]);
+    n += kMaskLut.count[b];
   }
   return n;
 }

@@ -35,6 +35,11 @@ typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, con
 // Exact Q·Kᵀ for an L-row tile and n keys: scores[t*L + r] = Σ_c qt[c*L + r] * k[t*k_stride + c].
 typedef void (*qk_ukernel_fn)(size_t n, size_t d, const float* qt, const float* k, size_t k_stride, float* scores);
 
+// Exact Q·Kᵀ for up to 8 query rows (decode), vectorised along head_dim instead of along rows, so
+// a row count below the tile's 8 lanes does not waste work: for t < n, r < rows:
+// scores[t*8 + r] = Σ_c q[r*q_stride + c] * k[t*k_stride + c]; lanes r >= rows get 0. d a multiple of 8.
+typedef void (*qkdot_ukernel_fn)(size_t n, size_t d, size_t rows, const float* q, size_t q_stride, const float* k,
+                                 size_t k_stride, float* scores);
 // One block of n keys of the online softmax, for the L rows of a tile (L a multiple of 8). Row r's
 // score of key t is s_approx[t*L + r] if t < n_approx[r], else s_exact[t*L + r]; keys t >= n_valid[r]
 // are masked (causal). With x = score * scale: new max m' = max(mx, max_t x); corr[r] = exp(mx − m')
@@ -60,6 +65,7 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
                                        float*, float*);                                                          \
   void f32_qk_ukernel_##qk_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);            \
   void f32_qk_ukernel_##qk_narrow_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);     \
+  void f32_qkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const float*, size_t, float*);  \
   void f32_softmax_ukernel_##softmax_tile##__##arch(size_t, size_t, const float*, const float*, const int32_t*,   \
                                                     const int32_t*, float*, float*, float*, float*,              \
                                                     const softmax_params*);                                      \

@@ -42,7 +42,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     int64_t longest = 1;
     for (int64_t len : chunks) longest = std::max(longest, len);
     const int64_t R = dlm_ring_len(longest, tg[1], h[5], h[6]);   // as an export sizes it
-    std::vector<float> kr(R * Hkv * D), ks(Hkv * D), vc(T * Hkv * D), kh(Hkv * D);
+    std::vector<float> kr(R * Hkv * D), ks(Hkv * D), vc(T * Hkv * D), kh(Hkv * D), kc(dlm_ckpt_len(T) * Hkv * D);
     std::vector<uint16_t> vh(T * Hkv * D);
     std::vector<uint8_t> dm(T * Hkv * D / 8);
     std::vector<uint16_t> dv(T * Hkv * D);
@@ -62,6 +62,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       a.dk_val = dv.data();
       a.dk_nnz = dn.data();
       a.k_hat = kh.data();
+      a.k_ckpt = kc.data();
       a.out = o.data() + pos * H * D;
       a.seq_len = len;
       a.n_heads = H;
