@@ -82,3 +82,15 @@ def test_agreement_flags_differences_beyond_one_stderr():
         r.backend = "pte"
     rows = agreement(eager, pte).strip().splitlines()[2:]
     assert rows[0].endswith("| yes |") and rows[1].endswith("| NO |")     # 0.5 vs 3 stderr
+
+
+@pytest.mark.parametrize("overrides,label", [
+    ([], "dense"),
+    (["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1"], "delta θ0.6 γ0.1 Wd4"),
+    (["attention.kind=delta", "attention.theta=0.6", "attention.v_cache=fp16"], "delta θ0.6 γ0.1 Wd4 V fp16"),
+])
+def test_setting_label_names_what_changes_accuracy(overrides, label):
+    from export.config import load_config
+    from export.evaluate.runner import setting_label
+
+    assert setting_label(load_config("smollm2_135m.yaml", overrides)) == label
