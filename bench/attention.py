@@ -12,7 +12,8 @@ over (it stays in the CPU caches), "streamed" steps one state per layer of the m
 `llama::custom_sdpa` and our own kernel's exact path (`deltallm::dense_attention`, the
 `attention.kind=dense` program's kernel: the same flash-style tiles, every key exact), and the
 table says which. The delta kernel runs with an fp32 and an fp16 V
-cache (attention.v_cache). θ is searched so the kernel's own S_c lands on each
+cache (attention.v_cache), and the dense op with an fp16 V cache is timed too, so the fp16-V delta
+run also has a same-V-cache ratio. θ is searched so the kernel's own S_c lands on each
 target. Keys drift like real post-RoPE keys. Each row runs at a given thread count on both sides:
 ExecuTorch's threadpool (custom_sdpa) and our core's task pool are both set to it. Progress on
 stderr; the markdown table (or, with --json, a JSON list of rows) on stdout; ratio = delta_ms /
@@ -41,13 +42,14 @@ def synthetic_inputs(n: int, h: int, hkv: int, d: int, seed: int = 0):
 
 
 class Delta:
-    """One layer's delta state and the op. The ring holds n keys: enough for the exact path's
-    band (every key), which shares the state object with the delta runs."""
+    """One layer's delta state and the op. The ring is the program's: the widest band of a call
+    of at most n tokens (so a repeated decode step restores a few KB, not a full-size ring)."""
 
-    def __init__(self, n, hkv, d, v_dtype=torch.float32):
+    def __init__(self, n, hkv, d, gamma, v_dtype=torch.float32, w_decode=4):
+        from delegates.attention_core import ring_len
         from delegates.op import STATE, empty_state
 
-        state = empty_state(n, n, hkv, d, v_dtype)
+        state = empty_state(n, ring_len(n, gamma, 1 << 20, w_decode), hkv, d, v_dtype)
         self.bufs = [state[name] for name in STATE]
         self.small = [STATE.index(name) for name in ("k_ring", "k_hat")]   # what a repeated decode step changes
 
@@ -112,7 +114,7 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         return torch.ops.llama.custom_sdpa(q, kc, vc, 0, None, 0, True)
 
     kx, vx = torch.zeros(1, n, hkv, d), torch.zeros(1, n, hkv, d)
-    delta = Delta(n, hkv, d)
+    delta = Delta(n, hkv, d, ns.gamma)
     thetas = {}
     for target in ns.targets:
         print(f"{name} prefill n={n} target {target:.0%} ...", file=sys.stderr)
@@ -122,7 +124,9 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         dense = {"custom_sdpa": timed(sdpa, ns.reps),
                  "deltallm_exact": timed(lambda: torch.ops.deltallm.dense_attention(q, k, v, kx, vx, 0), ns.reps)}
         best = min(dense, key=dense.get)
-        delta16 = Delta(n, hkv, d, torch.float16)
+        vx16 = torch.zeros(1, n, hkv, d, dtype=torch.float16)
+        dense16 = timed(lambda: torch.ops.deltallm.dense_attention(q, k, v, kx, vx16, 0), ns.reps)
+        delta16 = Delta(n, hkv, d, ns.gamma, torch.float16)
         for target, theta in thetas.items():
             tot = counted(lambda: delta(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]
             t_delta = timed(lambda: delta(q, k, v, 0, theta, ns.gamma), ns.reps)
@@ -130,7 +134,8 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
             yield dict(shape=name, phase="prefill", n=n, threads=threads, layers=1, theta=theta, s_m=tot["s_m"],
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3, ratio=t_delta / dense[best],
-                       delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best])
+                       delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best], dense_f16v_ms=dense16 * 1e3,
+                       ratio_f16v_same_v=t16 / dense16)
         set_threads(1)
 
 
@@ -146,7 +151,7 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
         print(f"{name} decode ctx={ctx} target {target:.0%} ...", file=sys.stderr)
 
         def s_c_of(theta):
-            delta = Delta(ctx, hkv, d)
+            delta = Delta(ctx, hkv, d, ns.gamma)
             delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, ns.gamma)
             return counted(lambda: delta(q1, k1, v1, last, theta, ns.gamma))
 
@@ -166,10 +171,10 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
             torch.ops.llama.custom_sdpa(q1, kc, vc, last, None, 0, True)
         return states, step, None
 
-    def exact_layers():
+    def exact_layers(v_dtype=torch.float32):
         states = []
         for _ in range(n_layers):
-            kc, vc = torch.zeros(1, ctx, hkv, d), torch.zeros(1, ctx, hkv, d)
+            kc, vc = torch.zeros(1, ctx, hkv, d), torch.zeros(1, ctx, hkv, d, dtype=v_dtype)
             torch.ops.deltallm.dense_attention(q[:, :-1], k[:, :-1], v[:, :-1], kc, vc, 0)
             states.append((kc, vc))
         return states, lambda kc, vc: torch.ops.deltallm.dense_attention(q1, k1, v1, kc, vc, last), None
@@ -177,7 +182,7 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
     def delta_layers(theta, v_dtype):
         states = []
         for _ in range(n_layers):
-            delta = Delta(ctx, hkv, d, v_dtype)
+            delta = Delta(ctx, hkv, d, ns.gamma, v_dtype)
             delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, ns.gamma)
             states.append((delta, {i: delta.bufs[i].clone() for i in delta.small}))
 
@@ -200,20 +205,23 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
         set_threads(threads)
         dense = {"custom_sdpa": timed_layers(sdpa_layers), "deltallm_exact": timed_layers(exact_layers)}
         best = min(dense, key=dense.get)
+        dense16 = timed_layers(lambda: exact_layers(torch.float16))
         for target, theta in thetas.items():
-            s_m = counted(lambda: Delta(ctx, hkv, d)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
+            s_m = counted(lambda: Delta(ctx, hkv, d, ns.gamma)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
             tot = s_c_of(theta)["decode"]["total"]
             t_delta = timed_layers(lambda: delta_layers(theta, torch.float32))
             t16 = timed_layers(lambda: delta_layers(theta, torch.float16))
             yield dict(shape=name, phase="decode", n=ctx, threads=threads, layers=n_layers, theta=theta, s_m=s_m,
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3,
-                       ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best])
+                       ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best],
+                       dense_f16v_ms=dense16 * 1e3, ratio_f16v_same_v=t16 / dense16)
         set_threads(1)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     ap.add_argument("--n", type=int, nargs="*", default=[512, 1024, 2048, 4096])
     ap.add_argument("--decode-context", type=int, nargs="*", default=[1024, 2048, 4096])
     ap.add_argument("--decode-mode", nargs="+", choices=["warm", "streamed"], default=["warm", "streamed"])
@@ -234,9 +242,10 @@ def main() -> int:
     rows = []
     if not ns.json:
         print("| shape | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
-              "| delta/dense | delta fp16-V ms | fp16-V/dense |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, (h, hkv, d) in SHAPES.items():
+              "| delta/dense | delta fp16-V ms | fp16-V/dense | dense fp16-V ms | fp16-V/dense fp16-V |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in ns.shapes:
+        h, hkv, d = SHAPES[name]
         gens = [prefill_rows(name, h, hkv, d, n, ns, synthetic_inputs) for n in ns.n]
         modes = [1 if m == "warm" else LAYERS[name] for m in ns.decode_mode]
         gens += [decode_rows(name, h, hkv, d, c, ns, synthetic_inputs, L) for c in ns.decode_context for L in modes]
@@ -246,7 +255,8 @@ def main() -> int:
                 if not ns.json:
                     print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['threads']} | {r['layers']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
-                          f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} |", flush=True)
+                          f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} | {r['dense_f16v_ms']:.2f} | "
+                          f"{r['ratio_f16v_same_v']:.2f} |", flush=True)
     if ns.json:
         print(json.dumps(rows, indent=1))
     return 0

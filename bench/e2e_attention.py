@@ -5,14 +5,16 @@
 
 Exports (once, cached under out/bench_e2e_<program>) the dense program we ship (`attention.kind=dense`:
 our kernel's exact path), the dense program on ExecuTorch's `llama::custom_sdpa`
-(`attention.dense_kernel=custom_sdpa`) and the delta program (θ 0.6, γ 0.1, W_d 4) with
+(`attention.dense_kernel=custom_sdpa`) and the delta program (θ 0.6, γ 0.1, W_d 4), and our dense
+and delta programs with an fp16 V cache (`attention.v_cache=fp16`), with
 export.max_context_len=4096, and runs them with the native x86-64
 runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraphs, concatenated and
 tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
 model's GGUF (Q4_1, the only file the package ships) on the same ids and threads. Prefill: time of
 a fresh P-token prompt; decode: mean time per token of --decode tokens after a prompt of
-C − decode tokens (context ≈ C). Ratios: delta / dense (< 1: delta is faster), dense / dense_sdpa,
-each program / llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
+C − decode tokens (context ≈ C). Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
+(against the dense default) and / dense_f16v (same V cache), dense / dense_sdpa, our programs /
+llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
 """
 from __future__ import annotations
 
@@ -35,6 +37,10 @@ PROGRAMS = {
     "dense": ["attention.kind=dense", "attention.dense_kernel=deltallm"],
     "dense_sdpa": ["attention.kind=dense", "attention.dense_kernel=custom_sdpa"],
     "delta": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1", "attention.w_decode=4"],
+    # the same two programs of ours with an fp16 V cache (attention.v_cache=fp16)
+    "dense_f16v": ["attention.kind=dense", "attention.dense_kernel=deltallm", "attention.v_cache=fp16"],
+    "delta_f16v": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1", "attention.w_decode=4",
+                   "attention.v_cache=fp16"],
 }
 
 
@@ -61,6 +67,15 @@ def squad_text(min_chars: int) -> str:
 
 def ms(tps) -> float:
     return 1e3 / statistics.fmean(tps)
+
+
+RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f16v", "dense"),
+          "delta_f16v_vs_dense_f16v": ("delta_f16v", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
+
+
+def ratios(row: dict) -> None:
+    for key, (a, b) in RATIOS.items():
+        row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
 
 
 def main() -> int:
@@ -119,18 +134,16 @@ def main() -> int:
         row = {"phase": "prefill", "tokens": p, "threads": ns.threads}
         for name, res in results.items():
             row[f"{name}_ms"] = p * ms(res[p]["prefill_tps"])
-        row["delta_vs_dense"] = row["delta_ms"] / row["dense_ms"]
-        row["dense_vs_dense_sdpa"] = row["dense_ms"] / row["dense_sdpa_ms"]
+        ratios(row)
         rows.append(row)
     for c, p in zip(ns.decode_context, decode_prompts):
         row = {"phase": "decode", "tokens": c, "threads": ns.threads}
         for name, res in results.items():
             row[f"{name}_ms"] = ms(res[p]["decode_tps"])
-        row["delta_vs_dense"] = row["delta_ms"] / row["dense_ms"]
-        row["dense_vs_dense_sdpa"] = row["dense_ms"] / row["dense_sdpa_ms"]
+        ratios(row)
         if "llama.cpp_ms" in row:
-            row["dense_vs_llamacpp"] = row["dense_ms"] / row["llama.cpp_ms"]
-            row["delta_vs_llamacpp"] = row["delta_ms"] / row["llama.cpp_ms"]
+            for name in ("dense", "delta", "delta_f16v"):
+                row[f"{name}_vs_llamacpp"] = row[f"{name}_ms"] / row["llama.cpp_ms"]
         rows.append(row)
     if ns.json:
         print(json.dumps({"rows": rows, "attention_state": states}, indent=1))
@@ -138,15 +151,13 @@ def main() -> int:
     names = list(results)
     print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps}; "
           "prefill: ms for the prompt; decode: ms per token at the context\n")
-    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + ["delta/dense", "dense/dense_sdpa"] + \
-        (["dense/llama.cpp", "delta/llama.cpp"] if "llama.cpp" in names else [])
+    cpp = ["dense", "delta", "delta_f16v"] if "llama.cpp" in names else []
+    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + [f"{a}/{b}" for a, b in RATIOS.values()] + \
+        [f"{n}/llama.cpp" for n in cpp]
     print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
     for r in rows:
-        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r['delta_vs_dense']:.2f}",
-                                                                                  f"{r['dense_vs_dense_sdpa']:.2f}"]
-        if "llama.cpp" in names:
-            cells += [f"{r['dense_vs_llamacpp']:.2f}", f"{r['delta_vs_llamacpp']:.2f}"] if r["phase"] == "decode" \
-                else ["", ""]
+        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r[k]:.2f}" for k in RATIOS]
+        cells += [f"{r[f'{n}_vs_llamacpp']:.2f}" if r["phase"] == "decode" else "" for n in cpp]
         print("| " + " | ".join(map(str, cells)) + " |")
     print("\nattention state at max context 4096 (manifest):")
     for name, st in states.items():

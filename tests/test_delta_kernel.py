@@ -89,6 +89,22 @@ def test_decode_key_splits_match_oracle(variant, chunks, w_decode):
                                                             st.decode.macs_dense)
 
 
+# Decode scores ΔK along head_dim (f32_deltaqkdot_ukernel_8x1): every row count of the narrow tile
+# (1..4 take two keys per step, with an odd key left over), head_dims that are not a multiple of the
+# 64 elements one mask word covers, and a context long enough to split.
+@pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("d,chunks", [(8, [41, 1, 1]), (72, [41, 1, 1]), (136, [300, 1])])
+def test_decode_rows_and_head_dims_match_oracle(variant, group, d, chunks):
+    n = sum(chunks)
+    q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)
+    ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, 1 << 20, 4)
+    stats.reset()
+    got, _ = run_kernel(q, k, v, chunks, n + 1, 0.6, 0.1, 1 << 20, 4, layer=2)
+    assert nmse(got[chunks[0]:], ref[chunks[0]:]) <= 1e-10
+    c = stats.read("decode")[2]
+    assert (c.dk_zeros, c.macs_performed) == (st.decode.dk_zeros, st.decode.macs_performed)
+
+
 @pytest.mark.parametrize("chunks", [[70, 1, 1, 1], [33, 20, 1, 1]])
 def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks):
     """v_cache in fp16: the kernel rounds V as it stores it; the oracle sees the rounded V."""

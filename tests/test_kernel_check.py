@@ -42,6 +42,12 @@ def cases():
         ref, st = run_calls(q, k, v.half().float() if v16 else v, chunks, n + 1, 0.6, 0.1, w_max, w_decode)
         out.append((q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, v16, ref,
                     {"prefill": st.prefill, "decode": st.decode}))
+    for group, d in itertools.product([1, 3, 4, 5, 8], [8, 72, 136]):   # decode rows x head_dims (qkdot tiles)
+        chunks = [41, 1, 1]
+        n = sum(chunks)
+        q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)
+        ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, 0, ref, {"prefill": st.prefill, "decode": st.decode}))
     return out
 
 

@@ -19,7 +19,8 @@ namespace {
 
 struct Kernels {
   dlm::deltaenc_ukernel_fn deltaenc;
-  dlm::deltaqk_ukernel_fn deltaqk, deltaqk_narrow;   // kTR / kTRNarrow rows
+  dlm::deltaqk_ukernel_fn deltaqk;                   // kTR rows
+  dlm::deltaqkdot_ukernel_fn deltaqkdot;             // a narrow tile (decode), along head_dim
   dlm::qk_ukernel_fn qk, qk_narrow;
   dlm::qkdot_ukernel_fn qkdot;                       // exact scores of a narrow tile (decode)
   dlm::softmax_ukernel_fn softmax;
@@ -31,14 +32,14 @@ std::atomic<bool> g_force_scalar{false};
 
 const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
-                              dlm::f32_deltaqk_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
+                              dlm::f32_deltaqkdot_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
                               dlm::f32_qk_ukernel_8x1__scalar,      dlm::f32_qkdot_ukernel_8x1__scalar,
                               dlm::f32_softmax_ukernel_x1__scalar,
                               dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
                               "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
-                            dlm::f32_deltaqk_ukernel_8x1__avx2_fma,  dlm::f32_qk_ukernel_32x2__avx2_fma,
+                            dlm::f32_deltaqkdot_ukernel_8x1__avx2_fma, dlm::f32_qk_ukernel_32x2__avx2_fma,
                             dlm::f32_qk_ukernel_8x4__avx2_fma,       dlm::f32_qkdot_ukernel_8x1__avx2_fma,
                             dlm::f32_softmax_ukernel_x8__avx2_fma,
                             dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
@@ -49,7 +50,7 @@ const Kernels& kernels() {
 #endif
 #if defined(__aarch64__)
   static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
-                            dlm::f32_deltaqk_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
+                            dlm::f32_deltaqkdot_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
                             dlm::f32_qk_ukernel_8x4__neon,          dlm::f32_qkdot_ukernel_8x1__neon,
                             dlm::f32_softmax_ukernel_x4__neon,
                             dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
@@ -176,9 +177,13 @@ void run_tile(void* vctx, size_t task) {
     // Sparse q·Δk with the running prefix sums, for the block's keys before the widest band start.
     const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
     if (na > 0) {
-      (wide ? c.k->deltaqk : c.k->deltaqk_narrow)(static_cast<size_t>(na), static_cast<size_t>(D), qt,
-                                                  a.dk_mask + (j0 * Hkv + g) * (D / 8), a.dk_val + (j0 * Hkv + g) * D,
-                                                  static_cast<size_t>(ld), dq, s_approx);
+      const uint8_t* m = a.dk_mask + (j0 * Hkv + g) * (D / 8);
+      const uint16_t* v = a.dk_val + (j0 * Hkv + g) * D;
+      if (wide)
+        c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, v, static_cast<size_t>(ld), dq, s_approx);
+      else
+        c.k->deltaqkdot(static_cast<size_t>(na), static_cast<size_t>(D), static_cast<size_t>(rows), qr,
+                        static_cast<size_t>(D), m, v, static_cast<size_t>(ld), dq, s_approx);
       if (j0 == 0) {   // the sink: key 0's score is exact for every row (its fp16 Δ only feeds the prefix)
         (wide ? c.k->qk : c.k->qk_narrow)(1, static_cast<size_t>(D), qt, a.k_sink + g * D, 0, p);
         std::copy(p, p + L, s_approx);

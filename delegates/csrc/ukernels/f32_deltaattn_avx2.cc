@@ -2,6 +2,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "fp16.h"
@@ -156,31 +157,18 @@ void f32_qk_ukernel_32x2__avx2_fma(size_t n, size_t d, const float* qt, const fl
   }
 }
 
-void f32_deltaqk_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                       const uint16_t* val, size_t key_stride, float* acc, float* scores) {
-  static_assert(kTRNarrow == 8, "one ymm register holds the tile's 8 rows");
-  int32_t idx[1024];
-  alignas(32) float w[1024];
-  __m256 vacc = _mm256_loadu_ps(acc);
-  for (size_t t = 0; t < n_keys; t++) {
-    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
-    __m256 p0 = _mm256_setzero_ps(), p1 = _mm256_setzero_ps();
-    size_t z = 0;
-    for (; z + 2 <= count; z += 2) {
-      p0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(idx[z]) * 8), _mm256_broadcast_ss(w + z), p0);
-      p1 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(idx[z + 1]) * 8), _mm256_broadcast_ss(w + z + 1), p1);
-    }
-    if (z < count) p0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + static_cast<size_t>(idx[z]) * 8), _mm256_broadcast_ss(w + z), p0);
-    vacc = _mm256_add_ps(vacc, _mm256_add_ps(p0, p1));
-    _mm256_storeu_ps(scores + t * 8, vacc);
-  }
-  _mm256_storeu_ps(acc, vacc);
-}
-
 namespace {
 
-// R rows: one accumulator per row along head_dim, one K load shared by the rows, then a
-// horizontal-add tree turns the 8 accumulators into the key's 8 lanes of scores.
+// The 8 row accumulators of one key → its 8 lanes of scores (a horizontal-add tree).
+static inline __m256 row_sums8(const __m256* a) {
+  const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);   // [r0..3 | r0..3], [r4..7 | r4..7]
+  return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
+}
+
+// R rows: one accumulator per row along head_dim, one K load shared by the rows, then the
+// horizontal-add tree.
 template <int R>
 void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, size_t k_stride, float* scores) {
   for (size_t t = 0; t < n; t++) {
@@ -193,12 +181,101 @@ void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, 
       const __m256 kv = _mm256_loadu_ps(kt + c);
       for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * q_stride + c), kv, a[r]);
     }
-    const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
-    const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
-    const __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);   // [r0..3 | r0..3], [r4..7 | r4..7]
-    _mm256_storeu_ps(scores + t * 8, _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20),
-                                                   _mm256_permute2f128_ps(lo, hi, 0x31)));
+    _mm256_storeu_ps(scores + t * 8, row_sums8(a));
   }
+}
+
+// Per mask byte: pshufb indices that move the chunk's packed fp16 values to their elements (bytes
+// 2i, 2i+1 of element i from value rank(i)), 0x80 (pshufb writes 0) where the bit is clear.
+struct ExpandLut {
+  uint8_t idx[256][16];
+  constexpr ExpandLut() : idx() {
+    for (int b = 0; b < 256; b++) {
+      int rank = 0;
+      for (int i = 0; i < 8; i++) {
+        const bool set = (b >> i) & 1;
+        idx[b][2 * i] = set ? static_cast<uint8_t>(2 * rank) : 0x80;
+        idx[b][2 * i + 1] = set ? static_cast<uint8_t>(2 * rank + 1) : 0x80;
+        rank += set;
+      }
+    }
+  }
+};
+alignas(16) constexpr ExpandLut kExpandLut{};
+
+// One key's ΔK row decompressed 8 elements at a time (the chunk's packed fp16 values, loaded from
+// its offset, moved to their elements by pshufb with the rest zeroed, then converted) and dotted
+// with R row-major queries along head_dim into a[0..R). The chunks' offsets come from one SWAR
+// prefix popcount per 8 mask bytes, so no chunk waits on the previous one.
+template <int R>
+static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv, const float* q, size_t q_stride,
+                                 __m256* a) {
+  size_t base = 0;   // packed values before this group of 8 mask bytes
+  // Chunk i of the group at c0: its values start at off <= c0 + 8i, so the 8 read stay inside the
+  // row's d slots.
+  const auto chunk = [&](size_t c0, size_t i, uint64_t m8, uint64_t offs) {
+    const size_t b = (m8 >> (8 * i)) & 0xff, off = base + ((offs >> (8 * i)) & 0xff);
+    const __m128i h = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tv + off)),
+                                       _mm_load_si128(reinterpret_cast<const __m128i*>(kExpandLut.idx[b])));
+    const __m256 kv = _mm256_cvtph_ps(h);
+    const float* qc = q + c0 + 8 * i;
+    for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(qc + r * q_stride), kv, a[r]);
+  };
+  for (size_t c0 = 0; c0 < d; c0 += 64) {
+    const size_t chunks = std::min<size_t>(8, (d - c0) / 8);
+    const uint64_t m8 = load_mask8(tm + c0 / 8, chunks);
+    const uint64_t offs = mask_byte_offsets(m8);
+    if (chunks == 8) {
+#pragma GCC unroll 8
+      for (size_t i = 0; i < 8; i++) chunk(c0, i, m8, offs);
+    } else {
+      for (size_t i = 0; i < chunks; i++) chunk(c0, i, m8, offs);
+    }
+    base += static_cast<size_t>(__builtin_popcountll(m8));
+  }
+}
+
+constexpr size_t kAhead = 16;  // keys ahead to prefetch in decode (rows come from memory, not cache)
+
+// R rows: each key's q·Δk (delta_key_dot, then the horizontal-add tree) into the prefix sums.
+// R <= 4 takes two keys per step: their rows fill the tree's 8 lanes (key t in 0..3, key t+1 in
+// 4..7), so the two dependency chains overlap and one tree serves both.
+template <int R>
+void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, const uint16_t* val,
+                size_t key_stride, float* acc, float* scores) {
+  __m256 vacc = _mm256_loadu_ps(acc);
+  const size_t mask_stride = key_stride / 8;
+  const auto prefetch = [&](size_t t) {   // strided rows the hardware prefetcher misses
+    if (t >= n_keys) return;
+    _mm_prefetch(reinterpret_cast<const char*>(mask + t * mask_stride), _MM_HINT_T0);
+    for (size_t i = 0; i < d; i += 32) _mm_prefetch(reinterpret_cast<const char*>(val + t * key_stride + i), _MM_HINT_T0);
+  };
+  size_t t = 0;
+  if (R <= 4) {
+    const __m256 zero = _mm256_setzero_ps();
+    for (; t + 2 <= n_keys; t += 2) {
+      prefetch(t + kAhead);
+      prefetch(t + kAhead + 1);
+      __m256 a[8];
+      for (int r = 0; r < 8; r++) a[r] = zero;
+      delta_key_dot<R>(d, mask + t * mask_stride, val + t * key_stride, q, q_stride, a);
+      delta_key_dot<R>(d, mask + (t + 1) * mask_stride, val + (t + 1) * key_stride, q, q_stride, a + 4);
+      const __m256 x = row_sums8(a);
+      vacc = _mm256_add_ps(vacc, _mm256_blend_ps(x, zero, 0xF0));
+      _mm256_storeu_ps(scores + t * 8, vacc);
+      vacc = _mm256_add_ps(vacc, _mm256_permute2f128_ps(x, x, 0x81));   // key t+1's lanes down, upper half 0
+      _mm256_storeu_ps(scores + (t + 1) * 8, vacc);
+    }
+  }
+  for (; t < n_keys; t++) {
+    prefetch(t + kAhead);
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    delta_key_dot<R>(d, mask + t * mask_stride, val + t * key_stride, q, q_stride, a);
+    vacc = _mm256_add_ps(vacc, row_sums8(a));
+    _mm256_storeu_ps(scores + t * 8, vacc);
+  }
+  _mm256_storeu_ps(acc, vacc);
 }
 
 }  // namespace
@@ -215,6 +292,22 @@ void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, const floa
     case 6: return qkdot<6>(n, d, q, q_stride, k, k_stride, scores);
     case 7: return qkdot<7>(n, d, q, q_stride, k, k_stride, scores);
     default: return qkdot<8>(n, d, q, q_stride, k, k_stride, scores);
+  }
+}
+
+void f32_deltaqkdot_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
+                                          const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                          float* scores) {
+  static_assert(kTRNarrow == 8, "one ymm register holds a key's 8 lanes of scores");
+  switch (rows) {
+    case 1: return deltaqkdot<1>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 2: return deltaqkdot<2>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 3: return deltaqkdot<3>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 4: return deltaqkdot<4>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 5: return deltaqkdot<5>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 6: return deltaqkdot<6>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 7: return deltaqkdot<7>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    default: return deltaqkdot<8>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
   }
 }
 
@@ -363,6 +456,14 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
     for (int i = 0; i < NC; i++) _mm256_storeu_ps(acc + r * d + c + 8 * i, a[r][i]);
 }
 
+template <int MR, bool kF16V>
+static inline void pv_rows(size_t n, size_t d, const float* p, size_t p_stride, const void* v, size_t v_stride,
+                           const float* corr, float* acc) {
+  size_t c = 0;
+  for (; c + 16 <= d; c += 16) pv_tile<MR, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+  if (c < d) pv_tile<MR, 1, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+}
+
 template <bool kF16V>
 static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v, size_t v_stride,
                       const float* corr, float* acc) {
@@ -371,9 +472,12 @@ static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_str
     for (size_t c = 0; c < d; c += 8) pv_tile<8, 1, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
     return;
   }
-  size_t c = 0;   // decode: 4 rows x 16 columns
-  for (; c + 16 <= d; c += 16) pv_tile<4, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
-  if (c < d) pv_tile<4, 1, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+  switch (m) {   // decode: the kv head's query rows (no idle row) x 16 columns
+    case 1: return pv_rows<1, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+    case 2: return pv_rows<2, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+    case 3: return pv_rows<3, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+    default: return pv_rows<4, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+  }
 }
 
 void f32_pv_ukernel_8x8__avx2_fma(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,

@@ -2,6 +2,7 @@
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "fp16.h"
@@ -109,38 +110,6 @@ void f32_qk_ukernel_16x2__neon(size_t n, size_t d, const float* qt, const float*
   }
 }
 
-void f32_deltaqk_ukernel_8x1__neon(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                   const uint16_t* val, size_t key_stride, float* acc, float* scores) {
-  static_assert(kTRNarrow == 8, "two q registers hold the tile's 8 rows");
-  int32_t idx[1024];
-  float w[1024];
-  float32x4_t acc_lo = vld1q_f32(acc), acc_hi = vld1q_f32(acc + 4);
-  for (size_t t = 0; t < n_keys; t++) {
-    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
-    float32x4_t p0l = vdupq_n_f32(0.0f), p0h = p0l, p1l = p0l, p1h = p0l;
-    size_t z = 0;
-    for (; z + 2 <= count; z += 2) {
-      const float* q0 = qt + static_cast<size_t>(idx[z]) * 8;
-      const float* q1 = qt + static_cast<size_t>(idx[z + 1]) * 8;
-      p0l = vfmaq_n_f32(p0l, vld1q_f32(q0), w[z]);
-      p0h = vfmaq_n_f32(p0h, vld1q_f32(q0 + 4), w[z]);
-      p1l = vfmaq_n_f32(p1l, vld1q_f32(q1), w[z + 1]);
-      p1h = vfmaq_n_f32(p1h, vld1q_f32(q1 + 4), w[z + 1]);
-    }
-    if (z < count) {
-      const float* q0 = qt + static_cast<size_t>(idx[z]) * 8;
-      p0l = vfmaq_n_f32(p0l, vld1q_f32(q0), w[z]);
-      p0h = vfmaq_n_f32(p0h, vld1q_f32(q0 + 4), w[z]);
-    }
-    acc_lo = vaddq_f32(acc_lo, vaddq_f32(p0l, p1l));
-    acc_hi = vaddq_f32(acc_hi, vaddq_f32(p0h, p1h));
-    vst1q_f32(scores + t * 8, acc_lo);
-    vst1q_f32(scores + t * 8 + 4, acc_hi);
-  }
-  vst1q_f32(acc, acc_lo);
-  vst1q_f32(acc + 4, acc_hi);
-}
-
 namespace {
 
 // R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
@@ -160,7 +129,89 @@ void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, 
   }
 }
 
+// Per mask byte: TBL byte indices that move the chunk's packed values (8 fp32 in two registers,
+// a 32-byte table) to their elements; 0xFF (out of range: TBL writes 0) where the bit is clear.
+struct ExpandLut {
+  uint8_t tbl[256][32];
+  constexpr ExpandLut() : tbl() {
+    for (int b = 0; b < 256; b++) {
+      int rank = 0;
+      for (int i = 0; i < 8; i++) {
+        const bool set = (b >> i) & 1;
+        for (int k = 0; k < 4; k++) tbl[b][4 * i + k] = set ? static_cast<uint8_t>(4 * rank + k) : 0xFF;
+        rank += set;
+      }
+    }
+  }
+};
+alignas(16) constexpr ExpandLut kExpandLut{};
+
+// R rows: each key's ΔK row decompressed 8 elements at a time (8 packed fp16 values from the
+// chunk's offset, converted, moved to their elements by TBL) and dotted along head_dim; the
+// key's q·Δk per row goes into the prefix sums. Offsets from one SWAR prefix popcount per 8 mask
+// bytes.
+template <int R>
+void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, const uint16_t* val,
+                size_t key_stride, float* acc, float* scores) {
+  const size_t mask_stride = key_stride / 8;
+  float run[8];
+  for (int r = 0; r < 8; r++) run[r] = acc[r];
+  for (size_t t = 0; t < n_keys; t++) {
+    const uint8_t* tm = mask + t * mask_stride;
+    const uint16_t* tv = val + t * key_stride;
+    if (t + 4 < n_keys) {
+      __builtin_prefetch(tm + 4 * mask_stride);
+      for (size_t i = 0; i < d; i += 32) __builtin_prefetch(tv + 4 * key_stride + i);
+    }
+    float32x4_t a[R];
+    for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
+    size_t base = 0;
+    for (size_t c0 = 0; c0 < d; c0 += 64) {
+      const size_t chunks = std::min<size_t>(8, (d - c0) / 8);
+      const uint64_t m8 = load_mask8(tm + c0 / 8, chunks);
+      const uint64_t offs = mask_byte_offsets(m8);
+      for (size_t i = 0; i < chunks; i++) {
+        const size_t b = (m8 >> (8 * i)) & 0xff, off = base + ((offs >> (8 * i)) & 0xff);
+        const uint16x8_t h = vld1q_u16(tv + off);   // off <= c0 + 8i: inside the row's d slots
+        uint8x16x2_t tab;
+        tab.val[0] = vreinterpretq_u8_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h))));
+        tab.val[1] = vreinterpretq_u8_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(h))));
+        const float32x4_t k0 = vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(kExpandLut.tbl[b])));
+        const float32x4_t k1 = vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(kExpandLut.tbl[b] + 16)));
+        const float* qc = q + c0 + 8 * i;
+        for (int r = 0; r < R; r++) {
+          a[r] = vfmaq_f32(a[r], vld1q_f32(qc + r * q_stride), k0);
+          a[r] = vfmaq_f32(a[r], vld1q_f32(qc + r * q_stride + 4), k1);
+        }
+      }
+      base += static_cast<size_t>(__builtin_popcountll(m8));
+    }
+    float* s = scores + t * 8;
+    for (int r = 0; r < 8; r++) {
+      if (r < R) run[r] += vaddvq_f32(a[r < R ? r : 0]);
+      s[r] = run[r];
+    }
+  }
+  for (int r = 0; r < 8; r++) acc[r] = run[r];
+}
+
 }  // namespace
+
+void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
+                                      const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                      float* scores) {
+  static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
+  switch (rows) {
+    case 1: return deltaqkdot<1>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 2: return deltaqkdot<2>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 3: return deltaqkdot<3>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 4: return deltaqkdot<4>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 5: return deltaqkdot<5>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 6: return deltaqkdot<6>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    case 7: return deltaqkdot<7>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    default: return deltaqkdot<8>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+  }
+}
 
 void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, const float* q, size_t q_stride, const float* k,
                                  size_t k_stride, float* scores) {
@@ -329,6 +380,14 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
     for (int i = 0; i < NC; i++) vst1q_f32(acc + r * d + c + 4 * i, a[r][i]);
 }
 
+template <int MR, bool kF16V>
+static inline void pv_rows(size_t n, size_t d, const float* p, size_t p_stride, const void* v, size_t v_stride,
+                           const float* corr, float* acc) {
+  size_t c = 0;
+  for (; c + 16 <= d; c += 16) pv_tile<MR, 4, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+  if (c < d) pv_tile<MR, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+}
+
 template <bool kF16V>
 static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v, size_t v_stride,
                       const float* corr, float* acc) {
@@ -337,9 +396,12 @@ static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_str
     for (size_t c = 0; c < d; c += 8) pv_tile<8, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
     return;
   }
-  size_t c = 0;   // decode: 4 rows x 16 columns
-  for (; c + 16 <= d; c += 16) pv_tile<4, 4, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
-  if (c < d) pv_tile<4, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
+  switch (m) {   // decode: the kv head's query rows (no idle row) x 16 columns
+    case 1: return pv_rows<1, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+    case 2: return pv_rows<2, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+    case 3: return pv_rows<3, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+    default: return pv_rows<4, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
+  }
 }
 
 void f32_pv_ukernel_8x8__neon(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,

@@ -66,9 +66,21 @@ void f32_deltaqk_ukernel_64x1__scalar(size_t n_keys, size_t d, const float* qt, 
   deltaqk<kTR>(n_keys, d, qt, mask, val, key_stride, acc, scores);
 }
 
-void f32_deltaqk_ukernel_8x1__scalar(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                     const uint16_t* val, size_t key_stride, float* acc, float* scores) {
-  deltaqk<kTRNarrow>(n_keys, d, qt, mask, val, key_stride, acc, scores);
+void f32_deltaqkdot_ukernel_8x1__scalar(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
+                                        const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                        float* scores) {
+  int32_t idx[1024];
+  for (size_t t = 0; t < n_keys; t++) {
+    const uint16_t* tv = val + t * key_stride;
+    const size_t count = expand_mask(mask + t * (key_stride / 8), d, idx);
+    for (size_t r = 0; r < kTRNarrow; r++) {
+      float s = 0.0f;   // this key's q·Δk, then into the prefix sum
+      if (r < rows)
+        for (size_t z = 0; z < count; z++) s += q[r * q_stride + static_cast<size_t>(idx[z])] * f16_to_f32(tv[z]);
+      acc[r] += s;
+      scores[t * kTRNarrow + r] = acc[r];
+    }
+  }
 }
 
 void f32_qk_ukernel_64x1__scalar(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,

@@ -78,4 +78,25 @@ static inline size_t expand_mask(const uint8_t* mask, size_t d, int32_t* idx) {
   return n;
 }
 
+// Where each of 8 mask bytes' non-zeros start among the row's packed values: byte i of the result
+// is the number of set bits in bytes 0..i-1 of m (a SWAR popcount per byte, then a prefix sum by
+// multiplication), so the 8 chunks of a decompression do not wait on each other.
+static inline uint64_t mask_byte_offsets(uint64_t m) {
+  uint64_t x = m - ((m >> 1) & 0x5555555555555555ull);
+  x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+  x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0full;
+  return (x * 0x0101010101010101ull) << 8;
+}
+
+// Up to 8 bytes of a mask row (bytes past n_bytes read as 0), little-endian as the offsets expect.
+static inline uint64_t load_mask8(const uint8_t* mask, size_t n_bytes) {
+  uint64_t m = 0;
+  if (n_bytes >= 8) {
+    memcpy(&m, mask, 8);
+  } else {
+    for (size_t i = 0; i < n_bytes; i++) m |= static_cast<uint64_t>(mask[i]) << (8 * i);
+  }
+  return m;
+}
+
 }  // namespace dlm

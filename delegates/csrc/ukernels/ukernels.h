@@ -26,11 +26,20 @@ struct deltaenc_params {
 typedef size_t (*deltaenc_ukernel_fn)(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                       const deltaenc_params* params);
 
-// Sparse Q·ΔKᵀ with prefix sum over keys, for an L-row tile (L = kTR or kTRNarrow, the tile name's
-// first number): for τ in [0, n_keys): acc[r] += Σ_nz qt[c*L + r] * Δk_τ[c]; scores[τ*L + r] = acc[r].
+// Sparse Q·ΔKᵀ with prefix sum over keys, for a kTR-row tile: for τ in [0, n_keys):
+// acc[r] += Σ_nz qt[c*kTR + r] * Δk_τ[c]; scores[τ*kTR + r] = acc[r].
 // Key τ's row: its mask at mask + τ*key_stride/8, its packed fp16 values at val + τ*key_stride.
 typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
                                    const uint16_t* val, size_t key_stride, float* acc, float* scores);
+
+// The same for up to 8 query rows (decode), along head_dim: each key's ΔK row is decompressed into
+// registers (fp16 → fp32, its non-zeros moved to their elements by a per-mask-byte table) and
+// dotted with the row-major queries q[r*q_stride + c], so the work per key is d/8 vector steps
+// whatever the row count, and the bytes read are the compressed row. For τ < n_keys, r < rows:
+// acc[r] += q_r·Δk_τ; scores[τ*8 + r] = acc[r]; lanes r >= rows add 0.
+typedef void (*deltaqkdot_ukernel_fn)(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
+                                      const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                      float* scores);
 
 // Exact Q·Kᵀ for an L-row tile and n keys: scores[t*L + r] = Σ_c qt[c*L + r] * k[t*k_stride + c].
 typedef void (*qk_ukernel_fn)(size_t n, size_t d, const float* qt, const float* k, size_t k_stride, float* scores);
@@ -61,8 +70,8 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
 #define DLM_DECLARE_UKERNELS(arch, qk_tile, qk_narrow_tile, softmax_tile, pv_tile)                              \
   void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, const uint16_t*, size_t,    \
                                         float*, float*);                                                         \
-  void f32_deltaqk_ukernel_8x1__##arch(size_t, size_t, const float*, const uint8_t*, const uint16_t*, size_t,     \
-                                       float*, float*);                                                          \
+  void f32_deltaqkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const uint8_t*,          \
+                                          const uint16_t*, size_t, float*, float*);                              \
   void f32_qk_ukernel_##qk_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);            \
   void f32_qk_ukernel_##qk_narrow_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);     \
   void f32_qkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const float*, size_t, float*);  \
