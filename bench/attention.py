@@ -2,7 +2,8 @@
 
     python bench/attention.py [--n 512 1024 2048 4096] [--decode-context 1024 2048 4096]
                               [--decode-mode warm streamed] [--targets 0.4 0.6] [--gamma 0.05]
-                              [--threads 1 2] [--reps 3] [--json]
+                              [--threads 1 2] [--reps 3] [--shapes ...] [--keys synthetic captured]
+                              [--captured-layer 15] [--json]
 
 Prefill: one call from position 0 (cache update included on both sides). Decode: one token at the
 given context after a prefill of the rest, per layer; "warm" times one layer's state over and
@@ -14,7 +15,8 @@ over (it stays in the CPU caches), "streamed" steps one state per layer of the m
 table says which. The delta kernel runs with an fp32 and an fp16 V
 cache (attention.v_cache), and the dense op with an fp16 V cache is timed too, so the fp16-V delta
 run also has a same-V-cache ratio. θ is searched so the kernel's own S_c lands on each
-target. Keys drift like real post-RoPE keys. Each row runs at a given thread count on both sides:
+target. Synthetic keys drift like real post-RoPE keys; captured ones are SmolLM2-135M's own (one
+layer, SQuAD text, fp32 eager; SmolLM2's shape only). Each row runs at a given thread count on both sides:
 ExecuTorch's threadpool (custom_sdpa) and our core's task pool are both set to it. Progress on
 stderr; the markdown table (or, with --json, a JSON list of rows) on stdout; ratio = delta_ms /
 dense_ms (< 1: delta is faster).
@@ -39,6 +41,50 @@ def synthetic_inputs(n: int, h: int, hkv: int, d: int, seed: int = 0):
     k = torch.randn(1, 1, hkv, d, generator=g) * 2 + torch.randn(1, n, hkv, d, generator=g).cumsum(1) * 0.25
     v = torch.randn(1, n, hkv, d, generator=g)
     return q, k, v
+
+
+class CapturedInputs:
+    """SmolLM2-135M's own post-RoPE q, k, v of one layer on real text: SQuAD v1.1 dev paragraphs,
+    concatenated, one fp32 eager prefill of the longest n asked (captured once, then sliced)."""
+
+    def __init__(self, layer: int, max_tokens: int):
+        self.layer, self.max_tokens, self.qkv = layer, max_tokens, None
+
+    def _capture(self):
+        from delegates import attention_core
+        from export.config import load_config
+        from export.datasets import squad_paragraphs, squad_v11_dev_path
+        from export.pipeline import build_model, encode_prompt
+        from export.sources import load_source
+
+        n = self.max_tokens
+        cfg = load_config("smollm2_135m.yaml", ["quantization.linear=fp32", "attention.kind=dense",
+                                                "attention.dense_kernel=deltallm", f"export.max_seq_len={n}",
+                                                f"export.max_context_len={n}"])
+        source = load_source(cfg)
+        model = build_model(cfg, source).model
+        text = "\n\n".join(squad_paragraphs(squad_v11_dev_path())[:400])
+        ids = encode_prompt(source.tokenizer, text, source.args.bos_id)[:n]
+        if len(ids) < n:
+            raise SystemExit(f"error: the SQuAD text gives {len(ids)} tokens, fewer than {n}")
+        cores = [m for m in model.modules() if isinstance(m, attention_core.ExactAttention)]
+        if not 0 <= self.layer < len(cores):
+            raise SystemExit(f"error: --captured-layer {self.layer} is not in [0, {len(cores)})")
+        seen = []
+        hook = cores[self.layer].register_forward_hook(lambda mod, args, out: seen.append(args[:3]))
+        print(f"capturing SmolLM2-135M layer {self.layer} q/k/v on {n} tokens of SQuAD text ...", file=sys.stderr)
+        with torch.no_grad():
+            model(torch.tensor([ids]), torch.tensor([0]))
+        hook.remove()
+        self.qkv = tuple(t.detach().clone().float() for t in seen[0])
+
+    def __call__(self, n: int, h: int, hkv: int, d: int):
+        if self.qkv is None:
+            self._capture()
+        q, k, v = self.qkv
+        if (q.shape[2], k.shape[2], q.shape[3]) != (h, hkv, d) or n > q.shape[1]:
+            raise SystemExit(f"error: captured q/k/v are {tuple(q.shape)}, asked n={n} heads {h}/{hkv} d {d}")
+        return q[:, :n].contiguous(), k[:, :n].contiguous(), v[:, :n].contiguous()
 
 
 class Delta:
@@ -219,6 +265,11 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
         set_threads(1)
 
 
+def tagged(rows, keys: str):
+    for r in rows:
+        yield {"keys": keys, **r}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
@@ -229,8 +280,12 @@ def main() -> int:
     ap.add_argument("--gamma", type=float, default=0.05)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--keys", nargs="+", choices=["synthetic", "captured"], default=["synthetic", "captured"],
+                    help="captured: SmolLM2-135M's own q/k/v of one layer on SQuAD text (its shape only)")
+    ap.add_argument("--captured-layer", type=int, default=15)
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
+    captured = CapturedInputs(ns.captured_layer, max([*ns.n, *ns.decode_context, 1]))
     torch.set_num_threads(1)
     from delegates import op  # noqa: F401
     from delegates.library import core
@@ -241,19 +296,25 @@ def main() -> int:
     print(f"kernel variant: {core().dlm_kernel_arch().decode()}, gamma: {ns.gamma}", file=sys.stderr)
     rows = []
     if not ns.json:
-        print("| shape | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
+        print("| shape | keys | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
               "| delta/dense | delta fp16-V ms | fp16-V/dense | dense fp16-V ms | fp16-V/dense fp16-V |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ns.shapes:
         h, hkv, d = SHAPES[name]
-        gens = [prefill_rows(name, h, hkv, d, n, ns, synthetic_inputs) for n in ns.n]
         modes = [1 if m == "warm" else LAYERS[name] for m in ns.decode_mode]
-        gens += [decode_rows(name, h, hkv, d, c, ns, synthetic_inputs, L) for c in ns.decode_context for L in modes]
+        gens = []
+        for keys in ns.keys:
+            if keys == "captured" and name != "smollm2-135m":
+                continue   # the only real weights on this machine
+            make = synthetic_inputs if keys == "synthetic" else captured
+            gens += [tagged(prefill_rows(name, h, hkv, d, n, ns, make), keys) for n in ns.n]
+            gens += [tagged(decode_rows(name, h, hkv, d, c, ns, make, L), keys)
+                     for c in ns.decode_context for L in modes]
         for gen in gens:
             for r in gen:
                 rows.append(r)
                 if not ns.json:
-                    print(f"| {r['shape']} | {r['phase']} | {r['n']} | {r['threads']} | {r['layers']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
+                    print(f"| {r['shape']} | {r['keys']} | {r['phase']} | {r['n']} | {r['threads']} | {r['layers']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
                           f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} | {r['dense_f16v_ms']:.2f} | "
                           f"{r['ratio_f16v_same_v']:.2f} |", flush=True)
