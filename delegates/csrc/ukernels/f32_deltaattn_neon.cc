@@ -201,31 +201,15 @@ void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, cons
                                       const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
                                       float* scores) {
   static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
-  switch (rows) {
-    case 1: return deltaqkdot<1>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    case 2: return deltaqkdot<2>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    case 3: return deltaqkdot<3>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    case 4: return deltaqkdot<4>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    case 5: return deltaqkdot<5>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    case 6: return deltaqkdot<6>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    case 7: return deltaqkdot<7>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-    default: return deltaqkdot<8>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
-  }
+  with_rows<8>(rows, [&](auto r) {
+    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+  });
 }
 
 void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, const float* q, size_t q_stride, const float* k,
                                  size_t k_stride, float* scores) {
   static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
-  switch (rows) {
-    case 1: return qkdot<1>(n, d, q, q_stride, k, k_stride, scores);
-    case 2: return qkdot<2>(n, d, q, q_stride, k, k_stride, scores);
-    case 3: return qkdot<3>(n, d, q, q_stride, k, k_stride, scores);
-    case 4: return qkdot<4>(n, d, q, q_stride, k, k_stride, scores);
-    case 5: return qkdot<5>(n, d, q, q_stride, k, k_stride, scores);
-    case 6: return qkdot<6>(n, d, q, q_stride, k, k_stride, scores);
-    case 7: return qkdot<7>(n, d, q, q_stride, k, k_stride, scores);
-    default: return qkdot<8>(n, d, q, q_stride, k, k_stride, scores);
-  }
+  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, q, q_stride, k, k_stride, scores); });
 }
 
 void f32_qk_ukernel_8x4__neon(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
@@ -396,12 +380,8 @@ static inline void pv(size_t n, size_t d, size_t m, const float* p, size_t p_str
     for (size_t c = 0; c < d; c += 8) pv_tile<8, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
     return;
   }
-  switch (m) {   // decode: the kv head's query rows (no idle row) x 16 columns
-    case 1: return pv_rows<1, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
-    case 2: return pv_rows<2, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
-    case 3: return pv_rows<3, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
-    default: return pv_rows<4, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc);
-  }
+  // decode: the kv head's query rows (no idle row) x 16 columns
+  with_rows<4>(m, [&](auto r) { pv_rows<decltype(r)::value, kF16V>(n, d, p, p_stride, v, v_stride, corr, acc); });
 }
 
 void f32_pv_ukernel_8x8__neon(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,

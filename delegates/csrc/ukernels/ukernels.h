@@ -8,11 +8,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 namespace dlm {
 
 constexpr int kTR = 64;        // query rows per tile (lanes of the score vectors)
 constexpr int kTRNarrow = 8;   // rows per tile when a call has at most 8 rows per kv head (decode)
 constexpr int kPR = 8;   // rows per P·V micro-tile
+
+// The decode micro-kernels' rows → template dispatch: calls f(std::integral_constant<int, R>{})
+// with R = rows clamped to [1, kMax], so a kernel is compiled once per row count it can meet.
+template <int R, int kMax, class F>
+inline void with_rows_from(size_t rows, F& f) {
+  if constexpr (R == kMax) {
+    f(std::integral_constant<int, R>{});
+  } else if (rows <= R) {
+    f(std::integral_constant<int, R>{});
+  } else {
+    with_rows_from<R + 1, kMax>(rows, f);
+  }
+}
+template <int kMax, class F>
+inline void with_rows(size_t rows, F&& f) {
+  with_rows_from<1, kMax>(rows, f);
+}
 
 struct deltaenc_params {
   float theta;
