@@ -185,23 +185,8 @@ void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, 
   }
 }
 
-// Per mask byte: pshufb indices that move the chunk's packed fp16 values to their elements (bytes
-// 2i, 2i+1 of element i from value rank(i)), 0x80 (pshufb writes 0) where the bit is clear.
-struct ExpandLut {
-  uint8_t idx[256][16];
-  constexpr ExpandLut() : idx() {
-    for (int b = 0; b < 256; b++) {
-      int rank = 0;
-      for (int i = 0; i < 8; i++) {
-        const bool set = (b >> i) & 1;
-        idx[b][2 * i] = set ? static_cast<uint8_t>(2 * rank) : 0x80;
-        idx[b][2 * i + 1] = set ? static_cast<uint8_t>(2 * rank + 1) : 0x80;
-        rank += set;
-      }
-    }
-  }
-};
-alignas(16) constexpr ExpandLut kExpandLut{};
+// pshufb indices for 8 packed fp16 values per mask byte (fp16.h).
+alignas(16) constexpr ExpandLut<2, 0x80> kExpandLut{};
 
 // One key's ΔK row decompressed 8 elements at a time (the chunk's packed fp16 values, loaded from
 // its offset, moved to their elements by pshufb with the rest zeroed, then converted) and dotted

@@ -129,22 +129,8 @@ void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, 
   }
 }
 
-// Per mask byte: TBL byte indices that move the chunk's packed values (8 fp32 in two registers,
-// a 32-byte table) to their elements; 0xFF (out of range: TBL writes 0) where the bit is clear.
-struct ExpandLut {
-  uint8_t tbl[256][32];
-  constexpr ExpandLut() : tbl() {
-    for (int b = 0; b < 256; b++) {
-      int rank = 0;
-      for (int i = 0; i < 8; i++) {
-        const bool set = (b >> i) & 1;
-        for (int k = 0; k < 4; k++) tbl[b][4 * i + k] = set ? static_cast<uint8_t>(4 * rank + k) : 0xFF;
-        rank += set;
-      }
-    }
-  }
-};
-alignas(16) constexpr ExpandLut kExpandLut{};
+// TBL byte indices for 8 packed fp32 values (two registers, a 32-byte table) per mask byte (fp16.h).
+alignas(16) constexpr ExpandLut<4, 0xFF> kExpandLut{};
 
 // R rows: each key's ΔK row decompressed 8 elements at a time (8 packed fp16 values from the
 // chunk's offset, converted, moved to their elements by TBL) and dotted along head_dim; the
@@ -176,8 +162,8 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
         uint8x16x2_t tab;
         tab.val[0] = vreinterpretq_u8_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h))));
         tab.val[1] = vreinterpretq_u8_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(h))));
-        const float32x4_t k0 = vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(kExpandLut.tbl[b])));
-        const float32x4_t k1 = vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(kExpandLut.tbl[b] + 16)));
+        const float32x4_t k0 = vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(kExpandLut.idx[b])));
+        const float32x4_t k1 = vreinterpretq_f32_u8(vqtbl2q_u8(tab, vld1q_u8(kExpandLut.idx[b] + 16)));
         const float* qc = q + c0 + 8 * i;
         for (int r = 0; r < R; r++) {
           a[r] = vfmaq_f32(a[r], vld1q_f32(qc + r * q_stride), k0);

@@ -78,6 +78,25 @@ static inline size_t expand_mask(const uint8_t* mask, size_t d, int32_t* idx) {
   return n;
 }
 
+// Per mask byte: byte-shuffle indices (pshufb on AVX2, TBL on NEON) that move a chunk's packed
+// values (kBytes each) to their elements: bytes kBytes*i .. of element i come from value rank(i);
+// kZero where the bit is clear (0x80 makes pshufb write 0, an out-of-range 0xFF makes TBL write 0).
+template <int kBytes, uint8_t kZero>
+struct ExpandLut {
+  uint8_t idx[256][8 * kBytes];
+  constexpr ExpandLut() : idx() {
+    for (int b = 0; b < 256; b++) {
+      int rank = 0;
+      for (int i = 0; i < 8; i++) {
+        const bool set = (b >> i) & 1;
+        for (int k = 0; k < kBytes; k++)
+          idx[b][kBytes * i + k] = set ? static_cast<uint8_t>(kBytes * rank + k) : kZero;
+        rank += set;
+      }
+    }
+  }
+};
+
 // Where each of 8 mask bytes' non-zeros start among the row's packed values: byte i of the result
 // is the number of set bits in bytes 0..i-1 of m (a SWAR popcount per byte, then a prefix sum by
 // multiplication), so the 8 chunks of a decompression do not wait on each other.
