@@ -43,6 +43,40 @@ def synthetic_inputs(n: int, h: int, hkv: int, d: int, seed: int = 0):
     return q, k, v
 
 
+def capture_smollm2(layers, n: int) -> dict:
+    """SmolLM2-135M's own post-RoPE q, k, v (fp32 eager) of the given layers on the first n tokens
+    of SQuAD v1.1 dev paragraphs (concatenated), one prefill: {layer: (q, k, v)}."""
+    from delegates import attention_core
+    from export.config import load_config
+    from export.datasets import squad_paragraphs, squad_v11_dev_path
+    from export.pipeline import build_model, encode_prompt
+    from export.sources import load_source
+
+    cfg = load_config("smollm2_135m.yaml", ["quantization.linear=fp32", "attention.kind=dense",
+                                            "attention.dense_kernel=deltallm", f"export.max_seq_len={n}",
+                                            f"export.max_context_len={n}"])
+    source = load_source(cfg)
+    model = build_model(cfg, source).model
+    text = "\n\n".join(squad_paragraphs(squad_v11_dev_path())[:400])
+    ids = encode_prompt(source.tokenizer, text, source.args.bos_id)[:n]
+    if len(ids) < n:
+        raise SystemExit(f"error: the SQuAD text gives {len(ids)} tokens, fewer than {n}")
+    cores = [m for m in model.modules() if isinstance(m, attention_core.ExactAttention)]
+    bad = [layer for layer in layers if not 0 <= layer < len(cores)]
+    if bad:
+        raise SystemExit(f"error: SmolLM2-135M has no layer {bad[0]} (its layers are 0..{len(cores) - 1})")
+    seen = {}
+    hooks = [cores[layer].register_forward_hook(
+        lambda mod, args, out, layer=layer: seen.__setitem__(layer, tuple(t.detach().clone().float() for t in args[:3])))
+        for layer in layers]
+    print(f"capturing SmolLM2-135M layers {list(layers)} q/k/v on {n} tokens of SQuAD text ...", file=sys.stderr)
+    with torch.no_grad():
+        model(torch.tensor([ids]), torch.tensor([0]))
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
 class CapturedInputs:
     """SmolLM2-135M's own post-RoPE q, k, v of one layer on real text: SQuAD v1.1 dev paragraphs,
     concatenated, one fp32 eager prefill of the longest n asked (captured once, then sliced)."""
@@ -50,37 +84,9 @@ class CapturedInputs:
     def __init__(self, layer: int, max_tokens: int):
         self.layer, self.max_tokens, self.qkv = layer, max_tokens, None
 
-    def _capture(self):
-        from delegates import attention_core
-        from export.config import load_config
-        from export.datasets import squad_paragraphs, squad_v11_dev_path
-        from export.pipeline import build_model, encode_prompt
-        from export.sources import load_source
-
-        n = self.max_tokens
-        cfg = load_config("smollm2_135m.yaml", ["quantization.linear=fp32", "attention.kind=dense",
-                                                "attention.dense_kernel=deltallm", f"export.max_seq_len={n}",
-                                                f"export.max_context_len={n}"])
-        source = load_source(cfg)
-        model = build_model(cfg, source).model
-        text = "\n\n".join(squad_paragraphs(squad_v11_dev_path())[:400])
-        ids = encode_prompt(source.tokenizer, text, source.args.bos_id)[:n]
-        if len(ids) < n:
-            raise SystemExit(f"error: the SQuAD text gives {len(ids)} tokens, fewer than {n}")
-        cores = [m for m in model.modules() if isinstance(m, attention_core.ExactAttention)]
-        if not 0 <= self.layer < len(cores):
-            raise SystemExit(f"error: --captured-layer {self.layer} is not in [0, {len(cores)})")
-        seen = []
-        hook = cores[self.layer].register_forward_hook(lambda mod, args, out: seen.append(args[:3]))
-        print(f"capturing SmolLM2-135M layer {self.layer} q/k/v on {n} tokens of SQuAD text ...", file=sys.stderr)
-        with torch.no_grad():
-            model(torch.tensor([ids]), torch.tensor([0]))
-        hook.remove()
-        self.qkv = tuple(t.detach().clone().float() for t in seen[0])
-
     def __call__(self, n: int, h: int, hkv: int, d: int):
         if self.qkv is None:
-            self._capture()
+            self.qkv = capture_smollm2([self.layer], self.max_tokens)[self.layer]
         q, k, v = self.qkv
         if (q.shape[2], k.shape[2], q.shape[3]) != (h, hkv, d) or n > q.shape[1]:
             raise SystemExit(f"error: captured q/k/v are {tuple(q.shape)}, asked n={n} heads {h}/{hkv} d {d}")

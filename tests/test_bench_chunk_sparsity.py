@@ -1,0 +1,37 @@
+"""bench/delta_chunk_sparsity.py: the all-zero chunk rates it reports, on keys whose answer is known."""
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from delta_chunk_sparsity import chunk_rows  # noqa: E402
+
+
+def test_chunk_rates_on_keys_with_known_sparsity():
+    torch.manual_seed(0)
+    n, hkv, d = 257, 2, 32
+    k = torch.zeros(1, n, hkv, d)
+    # Elements 0..7 of kv head 0 and 12..19 of kv head 1 jump by 5 at every token, the rest never
+    # move: with θ 1, head 0's rows have one non-zero chunk of 4 and head 1's two (8..15, 16..23),
+    # one once its elements are sorted by sparsity.
+    steps = torch.arange(n, dtype=torch.float32).view(n, 1) * 5
+    k[0, :, 0, 0:8] = steps
+    k[0, :, 1, 12:20] = steps
+    r = chunk_rows(k, 1.0)
+    assert r["s_m"] == pytest.approx(24 / 32)
+    assert r["zero_chunks"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    assert r["zero_chunks_sorted"] == pytest.approx(3 / 4)
+    assert r["dim_s_min"] == 0.0 and r["dim_s_max"] == 1.0
+
+
+def test_sorting_head_dim_gathers_scattered_sparse_elements():
+    n, hkv, d = 129, 1, 16
+    k = torch.zeros(1, n, hkv, d)
+    moving = [0, 2, 4, 6, 9, 11, 13, 15]   # one moving element in every pair: no chunk is all zero as stored
+    k[0, :, 0, moving] = torch.arange(n, dtype=torch.float32).view(n, 1) * 3
+    r = chunk_rows(k, 1.0)
+    assert r["zero_chunks"] == 0.0
+    assert r["zero_chunks_sorted"] == pytest.approx(1 / 2)   # sorted: the 8 still elements fill one chunk
+    assert chunk_rows(k, 0.0)["s_m"] == pytest.approx(1 / 2)  # θ 0: the still elements stay zero deltas
