@@ -27,7 +27,8 @@ GAMMA = 0.05
 
 
 def chunk_rows(k: torch.Tensor, theta: float) -> dict:
-    """Encode k [1, n, Hkv, D] at θ; the non-zero bits of tokens 1.. as [n - 1, Hkv, D] floats."""
+    """Encode k [1, n, Hkv, D] at θ with our kernel; S_m, the all-zero 8-element chunk rate as
+    stored and with head_dim sorted by sparsity, and the spread of per-element sparsity (tokens 1..)."""
     from delegates.op import STATE
 
     n, hkv, d = k.shape[1], k.shape[2], k.shape[3]

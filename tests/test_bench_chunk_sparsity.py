@@ -10,7 +10,6 @@ from delta_chunk_sparsity import chunk_rows  # noqa: E402
 
 
 def test_chunk_rates_on_keys_with_known_sparsity():
-    torch.manual_seed(0)
     n, hkv, d = 257, 2, 32
     k = torch.zeros(1, n, hkv, d)
     # Elements 0..7 of kv head 0 and 12..19 of kv head 1 jump by 5 at every token, the rest never
