@@ -118,14 +118,14 @@ def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v:
     scale = 1.0 / math.sqrt(D)
     for s in range(S):
         i = start + s
+        keys = torch.arange(i + 1)
+        use_exact = (i - keys < W) | (keys == 0)                       # the band, and key 0: the exact sink
         for h in range(H):
             g = h // group
             qv = q[s, h].to(state.k_cache.dtype)
-            scores = torch.empty(i + 1, dtype=state.k_cache.dtype)
-            acc = 0.0
-            for j in range(i + 1):
-                acc = acc + float(qv @ state.dk_cache[j, g])   # prefix sum of q·Δk
-                scores[j] = qv @ state.k_cache[j, g] if i - j < W or j == 0 else acc   # key 0: the exact sink
+            approx = torch.cumsum((state.dk_cache[: i + 1, g] @ qv).double(), 0)   # prefix sum of q·Δk_τ
+            exact = state.k_cache[: i + 1, g] @ qv
+            scores = torch.where(use_exact, exact, approx.to(exact.dtype))
             n_approx = max(0, i + 1 - W)
             counts.macs_performed += int(state.nnz[:n_approx, g].sum()) + min(W, i + 1) * D
             counts.macs_dense += (i + 1) * D

@@ -10,6 +10,7 @@ import torch
 
 from .config import BackendKind, ExportConfig
 from .errors import ExportError
+from . import xnnpack_passes
 from .xnnpack_passes import skip_idle_xnnpack_passes
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class LoweredProgram:
     portable_ops: int
     portable_op_kinds: Dict[str, int]
     delegate_calls: int
+    skipped_passes: Dict[str, int]   # XNNPACK pass -> partitions it was skipped for (backend.skip_idle_passes)
 
 
 def constant_methods(cfg: ExportConfig, args) -> Dict[str, object]:
@@ -93,6 +95,7 @@ def lower(ep: torch.export.ExportedProgram, cfg: ExportConfig, metadata: Dict[st
     if cfg.backend.kind == BackendKind.XNNPACK:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         partitioners.append(XnnpackPartitioner())
+    skipped_before = Counter(xnnpack_passes.skipped)
     try:
         with skip_idle_xnnpack_passes(cfg.backend.skip_idle_passes):
             edge = to_edge_transform_and_lower(
@@ -113,4 +116,5 @@ def lower(ep: torch.export.ExportedProgram, cfg: ExportConfig, metadata: Dict[st
     portable = sum(kinds.values())
     log.info("delegation: %d delegate call(s) covering %d ops; %d ops left to portable kernels %s",
              calls, delegated, portable, dict(kinds.most_common(8)))
-    return LoweredProgram(prog.buffer, delegated, portable, dict(kinds), calls)
+    skipped = dict(sorted((Counter(xnnpack_passes.skipped) - skipped_before).items()))
+    return LoweredProgram(prog.buffer, delegated, portable, dict(kinds), calls, skipped)
