@@ -14,14 +14,20 @@ if str(ROOT) not in sys.path:
 
 
 def export_with_cli(config: str, out_dir: Path, *overrides: str) -> dict:
-    """Run the real CLI entry point in-process; return the written manifest."""
-    from export.cli import main
+    """Run the real CLI entry point in-process; return the written manifest. An export of the same
+    sources, packages, config and overrides by an earlier test session is reused (tests/export_cache.py)."""
+    from tests.export_cache import cached_export
 
-    code = main(["--config", config, "-q", f"output.dir={out_dir}", *overrides])
-    assert code == 0, f"export of {config} failed with exit code {code}"
-    manifests = [p for p in out_dir.glob("*.json") if p.name != "tokenizer.json"]
-    assert len(manifests) == 1
-    return json.loads(manifests[0].read_text())
+    def export(folder: Path) -> dict:
+        from export.cli import main
+
+        code = main(["--config", config, "-q", f"output.dir={folder}", *overrides])
+        assert code == 0, f"export of {config} failed with exit code {code}"
+        manifests = [p for p in folder.glob("*.json") if p.name != "tokenizer.json"]
+        assert len(manifests) == 1
+        return json.loads(manifests[0].read_text())
+
+    return cached_export(config, out_dir, overrides, export)
 
 
 @pytest.fixture(scope="session")
