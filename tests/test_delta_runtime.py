@@ -55,63 +55,95 @@ def test_theta_zero_delta_program_equals_dense_program(tiny_llama_delta_theta0, 
     assert (a - b).abs().max().item() <= 1e-5 * b.abs().max().item()
 
 
-RUNTIME_ERROR_SCRIPT = textwrap.dedent("""
-    import sys, torch
-    from delegates import op
-    from export.runtime import load_kernel_libraries
+class _ErrorCore(torch.nn.Module):
+    """The operator alone over an 8-position state (2 kv heads, head_dim 16); the start position is an input."""
+
+    def __init__(self, theta: float):
+        super().__init__()
+        from delegates import op
+
+        self.theta, self.names = theta, op.STATE
+        for name, t in op.empty_state(8, 4, 2, 16).items():
+            self.register_buffer(name, t, persistent=False)
+
+    def forward(self, q, k, v, pos):
+        p = pos[0].item()
+        return torch.ops.deltallm.delta_attention(q, k, v, *[getattr(self, n) for n in self.names], p,
+                                                  self.theta, 0.1, 100, 4, 0)
+
+
+ERROR_PROGRAMS = {  # name -> (theta, key/value shape): the runtime kernel must reject the bad ones
+    "ok": (0.5, (1, 2, 2, 16)), "negative_theta": (-1.0, (1, 2, 2, 16)),
+    "head_dim": (0.5, (1, 2, 2, 8)), "kv_heads": (0.5, (1, 2, 3, 16))}
+
+
+@pytest.fixture(scope="module")
+def error_programs(tmp_path_factory):
+    """One .pte per case, exported here once; each runs in a subprocess (a crash must not take pytest down)."""
     from executorch.exir import to_edge_transform_and_lower
+
+    from export.runtime import load_kernel_libraries
+
     load_kernel_libraries()
+    out = tmp_path_factory.mktemp("error_programs")
+    for name, (theta, kshape) in ERROR_PROGRAMS.items():
+        ex = (torch.randn(1, 2, 4, 16), torch.randn(*kshape), torch.randn(*kshape), torch.tensor([0]))
+        ep = torch.export.export(_ErrorCore(theta), ex, strict=True)
+        (out / f"{name}.pte").write_bytes(to_edge_transform_and_lower(ep).to_executorch().buffer)
+    return out
 
-    class Core(torch.nn.Module):
-        def __init__(self, theta):
-            super().__init__()
-            self.theta = theta
-            for name, t in op.empty_state(8, 4, 2, 16).items():
-                self.register_buffer(name, t, persistent=False)
-        def forward(self, q, k, v, pos):
-            p = pos[0].item()
-            return torch.ops.deltallm.delta_attention(q, k, v, *[getattr(self, n) for n in op.STATE], p,
-                                                      self.theta, 0.1, 100, 4, 0)
 
-    theta, start, case = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    kshape = {"ok": (1, 2, 2, 16), "head_dim": (1, 2, 2, 8), "kv_heads": (1, 2, 3, 16)}[case]
-    ex = (torch.randn(1, 2, 4, 16), torch.randn(*kshape), torch.randn(*kshape), torch.tensor([0]))
-    ep = torch.export.export(Core(theta), ex, strict=True)
-    buf = to_edge_transform_and_lower(ep).to_executorch().buffer
+RUN_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    from export.runtime import load_kernel_libraries
+    load_kernel_libraries()
     from executorch.runtime import Runtime
-    method = Runtime.get().load_program(buf).load_method("forward")
-    try:
-        method.execute([*ex[:3], torch.tensor([start])])
-    except Exception as e:
-        print("RAISED", type(e).__name__)
-        sys.exit(3)
-    print("OK")
+    for arg in sys.argv[1:]:                      # name:path:start:kv_heads:head_dim, one run each
+        name, path, start, kv_heads, head_dim = arg.split(":")
+        os.write(2, f"\\n=== {name}\\n".encode())      # the runtime logs to fd 2: mark where each run starts
+        method = Runtime.get().load_program(path).load_method("forward")
+        kv = (1, 2, int(kv_heads), int(head_dim))
+        try:
+            method.execute([torch.randn(1, 2, 4, 16), torch.randn(*kv), torch.randn(*kv), torch.tensor([int(start)])])
+            print(name, "OK", flush=True)
+        except Exception as e:
+            print(name, "RAISED", type(e).__name__, flush=True)
 """)
 
-
-def _run_error_script(theta: float, start: int, case: str = "ok"):
-    return subprocess.run([sys.executable, "-c", RUNTIME_ERROR_SCRIPT, str(theta), str(start), case], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+RUNS = {"negative_theta": ("negative_theta", 0), "fits": ("ok", 6), "overflow": ("ok", 7),
+        "head_dim": ("head_dim", 0), "kv_heads": ("kv_heads", 0)}   # run -> (program, start position)
 
 
-def test_runtime_kernel_reports_negative_theta_without_crashing():
-    r = _run_error_script(-1.0, 0)
-    assert r.returncode == 3, r.stdout + r.stderr[-2000:]
-    assert "theta must be finite and >= 0" in r.stderr
+@pytest.fixture(scope="module")
+def error_runs(error_programs):
+    """Every run in one subprocess (a crash must not take pytest down): run -> (outcome, its stderr)."""
+    args = [f"{run}:{error_programs / (prog + '.pte')}:{start}:{ERROR_PROGRAMS[prog][1][2]}:{ERROR_PROGRAMS[prog][1][3]}"
+            for run, (prog, start) in RUNS.items()]
+    r = subprocess.run([sys.executable, "-c", RUN_SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    outcomes = dict(line.split(" ", 1) for line in r.stdout.splitlines() if line.split(" ", 1)[0] in RUNS)
+    logs = {part.split("\n", 1)[0]: part for part in r.stderr.split("\n=== ")[1:]}
+    assert set(outcomes) == set(RUNS), r.stdout + r.stderr[-3000:]
+    return {run: (outcomes[run], logs.get(run, "")) for run in RUNS}
 
 
-def test_runtime_cache_overflow_is_an_error_not_a_crash():
-    ok = _run_error_script(0.5, 6)
-    assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr[-2000:]
-    r = _run_error_script(0.5, 7)
-    assert r.returncode == 3, r.stdout + r.stderr[-2000:]
+def test_runtime_kernel_reports_negative_theta_without_crashing(error_runs):
+    outcome, log = error_runs["negative_theta"]
+    assert outcome.startswith("RAISED"), log
+    assert "theta must be finite and >= 0" in log
+
+
+def test_runtime_cache_overflow_is_an_error_not_a_crash(error_runs):
+    assert error_runs["fits"][0] == "OK", error_runs["fits"][1]
+    assert error_runs["overflow"][0].startswith("RAISED"), error_runs["overflow"][1]
 
 
 @pytest.mark.parametrize("case,message", [("head_dim", "head_dim mismatch"), ("kv_heads", "kv head count mismatch")])
-def test_runtime_kernel_rejects_mismatched_shapes(case, message):
-    r = _run_error_script(0.5, 0, case)
-    assert r.returncode == 3, r.stdout + r.stderr[-2000:]
-    assert message in r.stderr
+def test_runtime_kernel_rejects_mismatched_shapes(error_runs, case, message):
+    outcome, log = error_runs[case]
+    assert outcome.startswith("RAISED"), log
+    assert message in log
 
 
 def _state_bytes(T, R, hkv, D, v_bytes):
