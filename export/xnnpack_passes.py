@@ -2,8 +2,9 @@
 
 XNNPACK's preprocess runs 17 graph passes on every partition, and each one re-runs the
 partition with symbolic fake tensors; an LLM has one partition per layer, so passes that
-look for convolutions, batch norm, PReLU or decomposed upsampling/SDPA cost ~45 % of the
-lowering time without finding anything. A pass is skipped only when the partition contains
+look for convolutions, batch norm, PReLU, decomposed upsampling/SDPA, ReLU-like activations,
+dtype copies or (in float programs) q/dq nodes cost ~45 % of the lowering time without finding
+anything. A pass is skipped only when the partition contains
 none of the ops it acts on; unknown passes always run. `tests/test_export_passes.py` shows
 the written programs are byte-identical with and without skipping.
 """
@@ -28,6 +29,9 @@ _ACTS_ON: Dict[str, tuple] = {
     "DimOrderOpsRevertPass": ("dim_order",),
     "ChannelsLastTaggedReshapePass": ("convolution", "upsample", "aten.mean.dim", "max_pool", "amax",
                                       "aten.max.dim", "avg_pool", "prelu"),
+    "FuseActivationPass": ("aten.relu.", "aten.hardtanh."),           # fuses these into the op before
+    "RemoveRedundantCopyPass": ("aten._to_copy.",),
+    "PropagateCustomMetaPass": ("quantize",),                           # q/dq nodes (dequantize too)
 }
 
 skipped = Counter()   # pass name -> partitions it was skipped for (read by tests)
