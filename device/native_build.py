@@ -68,9 +68,13 @@ class BuildInfo:
     jni_library: str = ""
 
 
+def cache_base() -> Path:
+    """Where our build caches live: $DELTALLM_CACHE, or ~/.cache/deltallm."""
+    return Path(os.environ.get("DELTALLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "deltallm"))
+
+
 def cache_root() -> Path:
-    base = os.environ.get("DELTALLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "deltallm")
-    return Path(base) / "native"
+    return cache_base() / "native"
 
 
 def elf_machine(path: Path) -> Optional[int]:

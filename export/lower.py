@@ -11,7 +11,6 @@ import torch
 from .config import BackendKind, ExportConfig
 from .errors import ExportError
 from . import xnnpack_passes
-from .xnnpack_passes import skip_idle_xnnpack_passes
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def lower(ep: torch.export.ExportedProgram, cfg: ExportConfig, metadata: Dict[st
         partitioners.append(XnnpackPartitioner())
     skipped_before = Counter(xnnpack_passes.skipped)
     try:
-        with skip_idle_xnnpack_passes(cfg.backend.skip_idle_passes):
+        with xnnpack_passes.skip_idle_xnnpack_passes(cfg.backend.skip_idle_passes):
             edge = to_edge_transform_and_lower(
                 ep, partitioner=partitioners,
                 compile_config=EdgeCompileConfig(_check_ir_validity=False, _skip_dim_order=True),

@@ -32,8 +32,9 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("DELTALLM_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "deltallm")
-    return Path(base) / "test-exports"
+    from device.native_build import cache_base
+
+    return cache_base() / "test-exports"
 
 
 def _version(pkg: str) -> str:
