@@ -14,7 +14,9 @@ over (it stays in the CPU caches), "streamed" steps one state per layer of the m
 `attention.kind=dense` program's kernel: the same flash-style tiles, every key exact), and the
 table says which. The delta kernel runs with an fp32 and an fp16 V
 cache (attention.v_cache), and the dense op with an fp16 V cache is timed too, so the fp16-V delta
-run also has a same-V-cache ratio. θ is searched so the kernel's own S_c lands on each
+run also has a same-V-cache ratio. The floor is the delta kernel with θ = FLOOR_THETA: no ΔK
+non-zero after the sink, so only the exact band, the softmax and P·V are left — the ratio no θ
+can go below (at that θ's S_c, the band's limit). θ is searched so the kernel's own S_c lands on each
 target. Synthetic keys drift like real post-RoPE keys; captured ones are SmolLM2-135M's own (one
 layer, SQuAD text, fp32 eager; SmolLM2's shape only). Each row runs at a given thread count on both sides:
 ExecuTorch's threadpool (custom_sdpa) and our core's task pool are both set to it. Progress on
@@ -31,6 +33,7 @@ import time
 
 import torch
 
+FLOOR_THETA = 3.0e38   # finite in fp32; no |Δ| exceeds it
 SHAPES = {"smollm2-135m": (9, 3, 64), "llama-3.2-1b": (32, 8, 64)}
 LAYERS = {"smollm2-135m": 30, "llama-3.2-1b": 16}
 
@@ -179,6 +182,8 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         vx16 = torch.zeros(1, n, hkv, d, dtype=torch.float16)
         dense16 = timed(lambda: torch.ops.deltallm.dense_attention(q, k, v, kx, vx16, 0), ns.reps)
         delta16 = Delta(n, hkv, d, ns.gamma, torch.float16)
+        floor_s_c = counted(lambda: delta(q, k, v, 0, FLOOR_THETA, ns.gamma))["prefill"]["total"]["s_c"]
+        t_floor = timed(lambda: delta(q, k, v, 0, FLOOR_THETA, ns.gamma), ns.reps)
         for target, theta in thetas.items():
             tot = counted(lambda: delta(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]
             t_delta = timed(lambda: delta(q, k, v, 0, theta, ns.gamma), ns.reps)
@@ -187,7 +192,8 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3, ratio=t_delta / dense[best],
                        delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best], dense_f16v_ms=dense16 * 1e3,
-                       ratio_f16v_same_v=t16 / dense16)
+                       ratio_f16v_same_v=t16 / dense16, floor_s_c=floor_s_c, floor_ms=t_floor * 1e3,
+                       floor_ratio=t_floor / dense[best])
         set_threads(1)
 
 
@@ -258,6 +264,8 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
         dense = {"custom_sdpa": timed_layers(sdpa_layers), "deltallm_exact": timed_layers(exact_layers)}
         best = min(dense, key=dense.get)
         dense16 = timed_layers(lambda: exact_layers(torch.float16))
+        floor_s_c = s_c_of(FLOOR_THETA)["decode"]["total"]["s_c"]
+        t_floor = timed_layers(lambda: delta_layers(FLOOR_THETA, torch.float32))
         for target, theta in thetas.items():
             s_m = counted(lambda: Delta(ctx, hkv, d, ns.gamma)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
             tot = s_c_of(theta)["decode"]["total"]
@@ -267,7 +275,8 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3,
                        ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best],
-                       dense_f16v_ms=dense16 * 1e3, ratio_f16v_same_v=t16 / dense16)
+                       dense_f16v_ms=dense16 * 1e3, ratio_f16v_same_v=t16 / dense16, floor_s_c=floor_s_c,
+                       floor_ms=t_floor * 1e3, floor_ratio=t_floor / dense[best])
         set_threads(1)
 
 
@@ -303,8 +312,9 @@ def main() -> int:
     rows = []
     if not ns.json:
         print("| shape | keys | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
-              "| delta/dense | delta fp16-V ms | fp16-V/dense | dense fp16-V ms | fp16-V/dense fp16-V |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| delta/dense | delta fp16-V ms | fp16-V/dense | dense fp16-V ms | fp16-V/dense fp16-V "
+              "| floor S_c | floor ms | floor/dense |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ns.shapes:
         h, hkv, d = SHAPES[name]
         modes = [1 if m == "warm" else LAYERS[name] for m in ns.decode_mode]
@@ -323,7 +333,8 @@ def main() -> int:
                     print(f"| {r['shape']} | {r['keys']} | {r['phase']} | {r['n']} | {r['threads']} | {r['layers']} | {r['s_m']:.1%} | {r['s_c']:.1%} | "
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
                           f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} | {r['dense_f16v_ms']:.2f} | "
-                          f"{r['ratio_f16v_same_v']:.2f} |", flush=True)
+                          f"{r['ratio_f16v_same_v']:.2f} | {r['floor_s_c']:.1%} | {r['floor_ms']:.2f} | "
+                          f"{r['floor_ratio']:.2f} |", flush=True)
     if ns.json:
         print(json.dumps(rows, indent=1))
     return 0

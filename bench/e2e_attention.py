@@ -1,7 +1,7 @@
 """End to end: SmolLM2-135M 8da8w, the delta program vs the dense programs vs llama.cpp, in one run.
 
     python bench/e2e_attention.py [--threads 2] [--reps 3] [--prefill 2 8 64 128 512 2048]
-                                  [--decode-context 2048 4096] [--decode 16] [--json]
+                                  [--decode-context 2048 4096] [--decode 16] [--programs ...] [--json]
 
 Exports (once, cached under out/bench_e2e_<program>) the dense program we ship (`attention.kind=dense`:
 our kernel's exact path), the dense program on ExecuTorch's `llama::custom_sdpa`
@@ -75,7 +75,8 @@ RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f
 
 def ratios(row: dict) -> None:
     for key, (a, b) in RATIOS.items():
-        row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
+        if f"{a}_ms" in row and f"{b}_ms" in row:
+            row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
 
 
 def main() -> int:
@@ -85,6 +86,8 @@ def main() -> int:
     ap.add_argument("--prefill", type=int, nargs="+", default=[2, 8, 64, 128, 512, 2048])
     ap.add_argument("--decode-context", type=int, nargs="+", default=[2048, 4096])
     ap.add_argument("--decode", type=int, default=16)
+    ap.add_argument("--programs", nargs="+", choices=list(PROGRAMS), default=list(PROGRAMS),
+                    help="a subset of the programs (each is exported once, a few minutes); ratios need both sides")
     ap.add_argument("--json", action="store_true")
     ns = ap.parse_args()
     if max(ns.decode_context) > 4096 or min(ns.decode_context) <= ns.decode:
@@ -93,7 +96,8 @@ def main() -> int:
     from device.prompts import bench_prompt_ids, write_ids
 
     binary = Path(build_runner("x86_64").binary)
-    ptes = {name: export(name, ov, ROOT / "out" / f"bench_e2e_{name}") for name, ov in PROGRAMS.items()}
+    ptes = {name: export(name, ov, ROOT / "out" / f"bench_e2e_{name}") for name, ov in PROGRAMS.items()
+            if name in ns.programs}
     decode_prompts = [c - ns.decode for c in ns.decode_context]
     lengths = sorted(set(ns.prefill) | set(decode_prompts))
     results, states = {}, {}
@@ -143,7 +147,8 @@ def main() -> int:
         ratios(row)
         if "llama.cpp_ms" in row:
             for name in ("dense", "delta", "delta_f16v"):
-                row[f"{name}_vs_llamacpp"] = row[f"{name}_ms"] / row["llama.cpp_ms"]
+                if f"{name}_ms" in row:
+                    row[f"{name}_vs_llamacpp"] = row[f"{name}_ms"] / row["llama.cpp_ms"]
         rows.append(row)
     if ns.json:
         print(json.dumps({"rows": rows, "attention_state": states}, indent=1))
@@ -151,12 +156,13 @@ def main() -> int:
     names = list(results)
     print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps}; "
           "prefill: ms for the prompt; decode: ms per token at the context\n")
-    cpp = ["dense", "delta", "delta_f16v"] if "llama.cpp" in names else []
-    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + [f"{a}/{b}" for a, b in RATIOS.values()] + \
+    cpp = [n for n in ("dense", "delta", "delta_f16v") if n in names] if "llama.cpp" in names else []
+    shown = [k for k, (a, b) in RATIOS.items() if a in names and b in names]
+    head = ["phase", "tokens"] + [f"{n} ms" for n in names] + [f"{RATIOS[k][0]}/{RATIOS[k][1]}" for k in shown] + \
         [f"{n}/llama.cpp" for n in cpp]
     print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
     for r in rows:
-        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r[k]:.2f}" for k in RATIOS]
+        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r[k]:.2f}" for k in shown]
         cells += [f"{r[f'{n}_vs_llamacpp']:.2f}" if r["phase"] == "decode" else "" for n in cpp]
         print("| " + " | ".join(map(str, cells)) + " |")
     print("\nattention state at max context 4096 (manifest):")

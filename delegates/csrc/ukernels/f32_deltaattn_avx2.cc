@@ -222,6 +222,44 @@ static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv
 
 constexpr size_t kAhead = 16;  // keys ahead to prefetch in decode (rows come from memory, not cache)
 
+// Cache lines of a key's fp16 value slot its chunk loads reach: the last chunk reads 8 values from
+// an offset <= nnz, so up to byte 2·nnz + 16 of the slot (capped at the slot's 2·d bytes).
+static inline size_t value_lines(size_t nnz, size_t d) {
+  return std::min<size_t>((2 * nnz + 16 + 63) / 64, (2 * d + 63) / 64);
+}
+
+// The value lines to read of every key of this call, so the rows are read in a regular pattern.
+// Keys reach 1 or 2 lines of their slot by their non-zero count; when the two mix, the addresses
+// read skip irregularly and the hardware prefetcher (measured on AMD Zen 5, where the software
+// prefetches above do not make up for it) stops following the stream. Reading the furthest line
+// that at least a third of the keys need, for every key, keeps the stream regular:
+// docs/results.md, "Decode reads in a regular pattern".
+static size_t regular_value_lines(size_t n_keys, size_t d, const uint8_t* mask, size_t mask_stride) {
+  size_t hist[33] = {0};   // lines reached (slot of d <= 1024 fp16 values: <= 32 lines)
+  for (size_t t = 0; t < n_keys; t++) {
+    const uint8_t* tm = mask + t * mask_stride;
+    size_t nnz = 0;
+    for (size_t c = 0; c < d / 8; c += 8) nnz += static_cast<size_t>(__builtin_popcountll(load_mask8(tm + c, std::min<size_t>(8, d / 8 - c))));
+    hist[value_lines(nnz, d)]++;
+  }
+  size_t lines = 1, at_least = 0;
+  for (size_t l = 32; l >= 1; l--) {
+    at_least += hist[l];
+    if (3 * at_least >= n_keys) {
+      lines = l;
+      break;
+    }
+  }
+  return lines;
+}
+
+static inline void touch_value_lines(const uint16_t* tv, size_t lines) {
+  for (size_t l = 1; l < lines; l++) {   // line 0 is read by every key's first chunk
+    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tv + 32 * l));
+    asm volatile("" ::"x"(x));
+  }
+}
+
 // R rows: each key's q·Δk (delta_key_dot, then the horizontal-add tree) into the prefix sums.
 // R <= 4 takes two keys per step: their rows fill the tree's 8 lanes (key t in 0..3, key t+1 in
 // 4..7), so the two dependency chains overlap and one tree serves both.
@@ -235,12 +273,15 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
     _mm_prefetch(reinterpret_cast<const char*>(mask + t * mask_stride), _MM_HINT_T0);
     for (size_t i = 0; i < d; i += 32) _mm_prefetch(reinterpret_cast<const char*>(val + t * key_stride + i), _MM_HINT_T0);
   };
+  const size_t lines = regular_value_lines(n_keys, d, mask, mask_stride);
   size_t t = 0;
   if (R <= 4) {
     const __m256 zero = _mm256_setzero_ps();
     for (; t + 2 <= n_keys; t += 2) {
       prefetch(t + kAhead);
       prefetch(t + kAhead + 1);
+      touch_value_lines(val + t * key_stride, lines);
+      touch_value_lines(val + (t + 1) * key_stride, lines);
       __m256 a[8];
       for (int r = 0; r < 8; r++) a[r] = zero;
       delta_key_dot<R>(d, mask + t * mask_stride, val + t * key_stride, q, q_stride, a);
@@ -254,6 +295,7 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
   }
   for (; t < n_keys; t++) {
     prefetch(t + kAhead);
+    touch_value_lines(val + t * key_stride, lines);
     __m256 a[8];
     for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
     delta_key_dot<R>(d, mask + t * mask_stride, val + t * key_stride, q, q_stride, a);
