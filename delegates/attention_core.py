@@ -34,7 +34,7 @@ class DeltaAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:
         return torch.ops.deltallm.delta_attention(
-            q, k, v, self.k_ring, self.k_sink, self.v_cache, self.dk_mask, self.dk_val, self.dk_nnz, self.k_hat,
+            q, k, v, self.k_ring, self.k_sink, self.v_cache, self.dk_mask, self.dk_val, self.dk_end, self.k_hat,
             self.k_ckpt, start, self.theta, self.gamma, self.w_max, self.w_decode, self.layer)
 
 

@@ -16,7 +16,7 @@ class AttnArgs(ctypes.Structure):
     _fields_ = [(n, t) for n, t in [
         ("q", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p),
         ("k_ring", ctypes.c_void_p), ("k_sink", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
-        ("dk_mask", ctypes.c_void_p), ("dk_val", ctypes.c_void_p), ("dk_nnz", ctypes.c_void_p),
+        ("dk_mask", ctypes.c_void_p), ("dk_val", ctypes.c_void_p), ("dk_end", ctypes.c_void_p),
         ("k_hat", ctypes.c_void_p), ("k_ckpt", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
         ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("ring_len", ctypes.c_int64),

@@ -4,9 +4,10 @@ a CPU kernel that calls the same C core as the ExecuTorch runtime (through ctype
 Tensors (batch 1, T = max context, R = ring length, see delegates/csrc/deltaattn.h):
 q [1,S,H,D]; k, v [1,S,Hkv,D]; the state: k_ring [1,R,Hkv,D] f32 (raw keys of the last R positions,
 for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,D] f32 or float16, dk_mask [1,T,Hkv,D/8]
-uint8 (ΔK non-zero bitmask), dk_val [1,T,Hkv,D] float16 (packed ΔK non-zeros), dk_nnz [1,T,Hkv]
-int32, k_hat [1,Hkv,D] f32, k_ckpt [1,C,Hkv,D] f32 (k̂ every DLM_CKPT_STRIDE positions, where a split
-of the keys starts; C = dlm_ckpt_len(T)). Returns [1,S,H,D].
+uint8 (ΔK non-zero bitmask), dk_val [1,Hkv,T,D] float16 (per kv head one stream: the ΔK non-zeros
+packed key after key, read sequentially), dk_end [1,T,Hkv] int32 (where key t's non-zeros end in its
+head's stream), k_hat [1,Hkv,D] f32, k_ckpt [1,C,Hkv,D] f32 (k̂ every DLM_CKPT_STRIDE positions,
+where a split of the keys starts; C = dlm_ckpt_len(T)). Returns [1,S,H,D].
 
 deltallm::dense_attention is the same kernel with every key exact (no ΔK state): q, k, v as above,
 k_cache [1,T,Hkv,D] f32 and v_cache [1,T,Hkv,D] f32 or float16, updated at [start_pos, start_pos + S).
@@ -20,7 +21,7 @@ import torch
 from .library import AttnArgs, DenseArgs, core
 
 ARGS = ("Tensor q, Tensor k, Tensor v, Tensor(a!) k_ring, Tensor(b!) k_sink, Tensor(c!) v_cache, "
-        "Tensor(d!) dk_mask, Tensor(e!) dk_val, Tensor(f!) dk_nnz, Tensor(g!) k_hat, Tensor(h!) k_ckpt, SymInt start_pos, "
+        "Tensor(d!) dk_mask, Tensor(e!) dk_val, Tensor(f!) dk_end, Tensor(g!) k_hat, Tensor(h!) k_ckpt, SymInt start_pos, "
         "float theta, float gamma, int w_max, int w_decode, int layer")
 
 lib = torch.library.Library("deltallm", "DEF")
@@ -30,16 +31,17 @@ DENSE_ARGS = "Tensor q, Tensor k, Tensor v, Tensor(a!) k_cache, Tensor(b!) v_cac
 lib.define(f"dense_attention({DENSE_ARGS}) -> Tensor")
 lib.define(f"dense_attention.out({DENSE_ARGS}, *, Tensor(c!) out) -> Tensor(c!)")
 
-STATE = ("k_ring", "k_sink", "v_cache", "dk_mask", "dk_val", "dk_nnz", "k_hat", "k_ckpt")
+STATE = ("k_ring", "k_sink", "v_cache", "dk_mask", "dk_val", "dk_end", "k_hat", "k_ckpt")
 DTYPES = {"k_ring": torch.float32, "k_sink": torch.float32, "v_cache": torch.float32, "dk_mask": torch.uint8,
-          "dk_val": torch.float16, "dk_nnz": torch.int32, "k_hat": torch.float32, "k_ckpt": torch.float32}
+          "dk_val": torch.float16, "dk_end": torch.int32, "k_hat": torch.float32, "k_ckpt": torch.float32}
 
 
 def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int) -> dict:
     """The state tensors' shapes (batch 1), by name."""
     t = (1, max_len, n_kv_heads)
     return {"k_ring": (1, ring_len, n_kv_heads, head_dim), "k_sink": (1, n_kv_heads, head_dim),
-            "v_cache": t + (head_dim,), "dk_mask": t + (head_dim // 8,), "dk_val": t + (head_dim,), "dk_nnz": t,
+            "v_cache": t + (head_dim,), "dk_mask": t + (head_dim // 8,),
+            "dk_val": (1, n_kv_heads, max_len, head_dim), "dk_end": t,
             "k_hat": (1, n_kv_heads, head_dim),
             "k_ckpt": (1, int(core().dlm_ckpt_len(max_len)), n_kv_heads, head_dim)}
 
@@ -101,25 +103,25 @@ def _run(q, k, v, state: dict, start_pos, theta, gamma, w_max, w_decode, layer, 
 
 
 @torch.library.impl(lib, "delta_attention", "CPU")
-def _delta_attention_cpu(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt,
+def _delta_attention_cpu(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt,
         start_pos, theta, gamma,
                          w_max, w_decode, layer):
-    state = dict(zip(STATE, (k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt)))
+    state = dict(zip(STATE, (k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt)))
     return _run(q, k, v, state, start_pos, theta, gamma, w_max, w_decode, layer,
                 torch.empty(q.shape, dtype=torch.float32))
 
 
 @torch.library.impl(lib, "delta_attention.out", "CPU")
-def _delta_attention_out_cpu(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt,
+def _delta_attention_out_cpu(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt,
         start_pos, theta,
                              gamma, w_max, w_decode, layer, *, out):
     out.resize_(q.shape)
-    state = dict(zip(STATE, (k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt)))
+    state = dict(zip(STATE, (k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt)))
     return _run(q, k, v, state, start_pos, theta, gamma, w_max, w_decode, layer, out)
 
 
 @torch.library.register_fake("deltallm::delta_attention")
-def _delta_attention_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt,
+def _delta_attention_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt,
         start_pos, theta,
                           gamma, w_max, w_decode, layer):
     torch._check(start_pos >= 0)
@@ -128,7 +130,7 @@ def _delta_attention_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_
 
 
 @torch.library.register_fake("deltallm::delta_attention.out")
-def _delta_attention_out_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt,
+def _delta_attention_out_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt,
         start_pos, theta,
                               gamma, w_max, w_decode, layer, *, out):
     return out

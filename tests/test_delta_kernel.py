@@ -142,8 +142,10 @@ def _bad(**change):
     (dict(k=torch.zeros(1, 4, 3, 64)), "kv head mismatch"),
     (dict(q=torch.zeros(1, 4, 4, 32)), "head_dim"),
     (dict(q=torch.zeros(1, 4, 4, 12), k=torch.zeros(1, 4, 2, 12), v=torch.zeros(1, 4, 2, 12)), "multiple of 8"),
-    (dict(dk_val=torch.zeros(1, 8, 2, 64)), "dk_val must be torch.float16"),
+    (dict(dk_val=torch.zeros(1, 2, 8, 64)), "dk_val must be torch.float16"),
     (dict(dk_mask=torch.zeros(1, 8, 2, 64, dtype=torch.uint8)), r"dk_mask must have shape \[1, 8, 2, 8\]"),
+    # the value streams are per kv head: the old [1, T, Hkv, D] layout is refused by name
+    (dict(dk_val=torch.zeros(1, 8, 2, 64, dtype=torch.float16)), r"dk_val must have shape \[1, 2, 8, 64\]"),
     (dict(k_ring=torch.zeros(1, 1, 2, 64), start_pos=3, gamma=1.0), "key ring holds 1 keys"),
     (dict(theta=-0.5), "theta must be finite and >= 0"),
     (dict(start_pos=6), "cache overflow"),
@@ -166,10 +168,13 @@ def test_c_core_rejects_inconsistent_args_without_touching_memory():
     buf = (ctypes.c_float * 64)()
     ibuf = (ctypes.c_int32 * 64)()
     p, ip = ctypes.cast(buf, ctypes.c_void_p), ctypes.cast(ibuf, ctypes.c_void_p)
-    a = AttnArgs(q=p, k=p, v=p, k_ring=p, k_sink=p, v_cache=p, dk_mask=ip, dk_val=ip, dk_nnz=ip, k_hat=p, k_ckpt=p, out=p,
+    a = AttnArgs(q=p, k=p, v=p, k_ring=p, k_sink=p, v_cache=p, dk_mask=ip, dk_val=ip, dk_end=ip, k_hat=p, k_ckpt=p, out=p,
                  seq_len=2, n_heads=1, n_kv_heads=1, head_dim=8, max_len=4, ring_len=4, start_pos=3, theta=0.1,
                  gamma=0.1, w_max=4, w_decode=1, layer=0)
     assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
     assert b"cache overflow" in err.value
     a.start_pos, a.n_kv_heads = 0, 0
     assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
+    a.n_kv_heads, a.max_len = 1, (1 << 28) + 1   # T·head_dim offsets would not fit dk_end's int32
+    assert lib.dlm_delta_attention_f32(ctypes.byref(a), err, 256) == 1
+    assert b"must be < 2^31" in err.value

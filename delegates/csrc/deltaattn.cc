@@ -83,6 +83,13 @@ struct TaskCtx {
 
 constexpr int64_t kKB = 64;   // keys per block
 
+// Kv head g's stream of packed ΔK non-zeros (T·D values: at most D per key).
+inline uint16_t* value_stream(const dlm_attn_args& a, int64_t g) { return a.dk_val + g * a.max_len * a.head_dim; }
+// Where key t's non-zeros start in kv head g's stream.
+inline int64_t value_start(const dlm_attn_args& a, int64_t t, int64_t g) {
+  return t > 0 ? a.dk_end[(t - 1) * a.n_kv_heads + g] : 0;
+}
+
 // Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
 // (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
 // run of rows is one qk call.
@@ -178,12 +185,13 @@ void run_tile(void* vctx, size_t task) {
     const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
     if (na > 0) {
       const uint8_t* m = a.dk_mask + (j0 * Hkv + g) * (D / 8);
-      const uint16_t* v = a.dk_val + (j0 * Hkv + g) * D;
+      const uint16_t* v = value_stream(a, g) + (j0 > 0 ? a.dk_end[(j0 - 1) * Hkv + g] : 0);
       if (wide)
-        c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, v, static_cast<size_t>(ld), dq, s_approx);
+        c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8), v, dq,
+                     s_approx);
       else
         c.k->deltaqkdot(static_cast<size_t>(na), static_cast<size_t>(D), static_cast<size_t>(rows), qr,
-                        static_cast<size_t>(D), m, v, static_cast<size_t>(ld), dq, s_approx);
+                        static_cast<size_t>(D), m, static_cast<size_t>(ld / 8), v, dq, s_approx);
       if (j0 == 0) {   // the sink: key 0's score is exact for every row (its fp16 Δ only feeds the prefix)
         (wide ? c.k->qk : c.k->qk_narrow)(1, static_cast<size_t>(D), qt, a.k_sink + g * D, 0, p);
         std::copy(p, p + L, s_approx);
@@ -258,15 +266,13 @@ void count(const dlm_attn_args& a, int64_t band) {
   dlm_counts c{};
   c.dk_elements = static_cast<uint64_t>(a.seq_len * Hkv * D);
   uint64_t nnz_new = 0;
-  for (int64_t t = a.start_pos; t < total; t++)
-    for (int64_t g = 0; g < Hkv; g++) nnz_new += static_cast<uint64_t>(a.dk_nnz[t * Hkv + g]);
+  for (int64_t g = 0; g < Hkv; g++)
+    nnz_new += static_cast<uint64_t>(value_start(a, total, g) - value_start(a, a.start_pos, g));
   c.dk_zeros = c.dk_elements - nnz_new;
   for (int64_t g = 0; g < Hkv; g++) {
-    uint64_t prefix = 0;  // Σ nnz[τ, g] for τ < next
-    int64_t next = 0;
     for (int64_t i = a.start_pos; i < total; i++) {
       const int64_t n_app = std::max<int64_t>(0, i + 1 - band);
-      while (next < n_app) prefix += static_cast<uint64_t>(a.dk_nnz[(next++) * Hkv + g]);
+      const uint64_t prefix = static_cast<uint64_t>(value_start(a, n_app, g));   // Σ nnz[τ, g] for τ < n_app
       const uint64_t performed = prefix + static_cast<uint64_t>(std::min<int64_t>(band, i + 1) * D);
       c.macs_performed += performed * group;
       c.macs_dense += static_cast<uint64_t>((i + 1) * D) * group;
@@ -361,7 +367,7 @@ int64_t dlm_ring_len(int64_t max_seq_len, float gamma, int64_t w_max, int64_t w_
 int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
   if (!a) return fail(err, len, "null arguments");
   if (!a->q || !a->k || !a->v || !a->k_ring || !a->k_sink || !a->v_cache || !a->dk_mask || !a->dk_val ||
-      !a->dk_nnz || !a->k_hat || !a->k_ckpt || !a->out)
+      !a->dk_end || !a->k_hat || !a->k_ckpt || !a->out)
     return fail(err, len, "null tensor");
   if (const int rc = check_shape_args(*a, err, len)) return rc;
   if (!(a->theta >= 0.0f) || !std::isfinite(a->theta)) return fail(err, len, "theta must be finite and >= 0");
@@ -376,6 +382,8 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
                   static_cast<long long>(a->ring_len), static_cast<long long>(std::min(band - 1, a->start_pos)));
     return fail(err, len, msg);
   }
+  if (a->max_len > INT32_MAX / a->head_dim)   // dk_end holds offsets into a stream of T·D values
+    return fail(err, len, "max context x head_dim must be < 2^31 (the ΔK value stream's offsets are int32)");
   const Kernels& k = kernels();
   const int64_t D = a->head_dim, Hkv = a->n_kv_heads;
   if (a->start_pos == 0) {
@@ -386,11 +394,11 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
   for (int64_t s = 0; s < a->seq_len; s++) {
     const int64_t t = a->start_pos + s;
     const dlm::deltaenc_params p{a->theta, t == 0};
-    for (int64_t g = 0; g < Hkv; g++) {
-      const int64_t row = t * Hkv + g;
-      a->dk_nnz[row] = static_cast<int32_t>(k.deltaenc(static_cast<size_t>(D), a->k + (s * Hkv + g) * D,
-                                                       a->k_hat + g * D, a->dk_mask + row * (D / 8),
-                                                       a->dk_val + row * D, &p));
+    for (int64_t g = 0; g < Hkv; g++) {   // key t's non-zeros go on after key t − 1's in the head's stream
+      const int64_t row = t * Hkv + g, start = value_start(*a, t, g);
+      const size_t n = k.deltaenc(static_cast<size_t>(D), a->k + (s * Hkv + g) * D, a->k_hat + g * D,
+                                  a->dk_mask + row * (D / 8), value_stream(*a, g) + start, &p);
+      a->dk_end[row] = static_cast<int32_t>(start + static_cast<int64_t>(n));
     }
     if ((t + 1) % DLM_CKPT_STRIDE == 0)
       std::memcpy(a->k_ckpt + ((t + 1) / DLM_CKPT_STRIDE) * Hkv * D, a->k_hat, sizeof(float) * Hkv * D);

@@ -24,8 +24,10 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //   k_sink [Hkv, D] f32         key 0 (the attention sink: its score is always exact)
 //   v_cache [T, Hkv, D] f32, or fp16 if v_fp16 (values rounded to nearest even as they are stored)
 //   dk_mask [T, Hkv, D/8] u8    bit c%8 of byte c/8: element c of Δk is non-zero
-//   dk_val [T, Hkv, D] fp16     the non-zeros of Δk in element order (the first dk_nnz of the row)
-//   dk_nnz [T, Hkv] i32
+//   dk_val [Hkv, T, D] fp16     per kv head one stream of packed non-zeros: key t's non-zeros, in
+//                               element order, follow key t−1's (at most D per key, so T·D is enough)
+//   dk_end [T, Hkv] i32         end of key t's non-zeros in its head's stream (start: dk_end[t−1], 0
+//                               for t = 0; its count is the difference)
 //   k_hat [Hkv, D] f32          reference key; advances by exactly the stored (fp16) deltas
 //   k_ckpt [C, Hkv, D] f32      k̂ after positions c·DLM_CKPT_STRIDE − 1 (slot c ≥ 1; C = dlm_ckpt_len(T)):
 //                               where a split of the keys (decode) starts its prefix sums
@@ -40,7 +42,7 @@ typedef struct dlm_attn_args {
   void* v_cache;
   uint8_t* dk_mask;
   uint16_t* dk_val;
-  int32_t* dk_nnz;
+  int32_t* dk_end;
   float* k_hat;
   float* k_ckpt;
   float* out;

@@ -29,18 +29,19 @@ bool is_f16(const Tensor& t) { return t.scalar_type() == ScalarType::Half; }
 
 // Returns an error message or nullptr. Shapes (batch 1): q [1,S,H,D]; k, v [1,S,Hkv,D];
 // k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,D] f32 or f16; dk_mask [1,T,Hkv,D/8] u8;
-// dk_val [1,T,Hkv,D] f16; dk_nnz [1,T,Hkv] i32; k_hat [1,Hkv,D] f32; k_ckpt [1,dlm_ckpt_len(T),Hkv,D] f32.
+// dk_val [1,Hkv,T,D] f16 (a stream per kv head); dk_end [1,T,Hkv] i32; k_hat [1,Hkv,D] f32; k_ckpt [1,dlm_ckpt_len(T),Hkv,D] f32.
 const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kr, const Tensor& ks,
                          const Tensor& vc, const Tensor& dm, const Tensor& dv, const Tensor& dn, const Tensor& kh,
                          const Tensor& kc) {
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return "q, k and v must have rank 4 [1, S, heads, head_dim]";
   if (kr.dim() != 4 || vc.dim() != 4 || dm.dim() != 4 || dv.dim() != 4)
-    return "k_ring, v_cache, dk_mask and dk_val must have rank 4 [1, length, kv_heads, head_dim]";
-  if (ks.dim() != 3 || dn.dim() != 3 || kh.dim() != 3) return "k_sink, dk_nnz and k_hat must have rank 3";
+    return "k_ring, v_cache, dk_mask and dk_val must have rank 4 ([1, length, kv_heads, head_dim]; dk_val "
+           "[1, kv_heads, length, head_dim])";
+  if (ks.dim() != 3 || dn.dim() != 3 || kh.dim() != 3) return "k_sink, dk_end and k_hat must have rank 3";
   if (!is_f32(q) || !is_f32(k) || !is_f32(v) || !is_f32(kr) || !is_f32(ks) || !is_f32(kh))
     return "q, k, v, k_ring, k_sink and k_hat must be float32";
   if (!is_f32(vc) && !is_f16(vc)) return "v_cache must be float32 or float16";
-  if (!is_u8(dm) || !is_f16(dv) || !is_i32(dn)) return "dk_mask must be uint8, dk_val float16, dk_nnz int32";
+  if (!is_u8(dm) || !is_f16(dv) || !is_i32(dn)) return "dk_mask must be uint8, dk_val float16, dk_end int32";
   if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1) return "batch size must be 1";
   const auto S = q.size(1), D = q.size(3), Hkv = k.size(2), T = vc.size(1);
   if (k.size(1) != S || v.size(1) != S) return "q, k and v must have the same sequence length";
@@ -49,11 +50,11 @@ const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, cons
       dm.size(3) != D / 8 || dv.size(3) != D || kh.size(2) != D)
     return "head_dim mismatch between q, k, v and the state";
   if (v.size(2) != Hkv || kr.size(2) != Hkv || ks.size(1) != Hkv || vc.size(2) != Hkv || dm.size(2) != Hkv ||
-      dv.size(2) != Hkv || dn.size(2) != Hkv || kh.size(1) != Hkv)
+      dv.size(1) != Hkv || dn.size(2) != Hkv || kh.size(1) != Hkv)
     return "kv head count mismatch between k, v and the state";
   if (q.size(2) % Hkv != 0) return "query heads must be a multiple of kv heads";
-  if (dm.size(1) != T || dv.size(1) != T || dn.size(1) != T)
-    return "v_cache, dk_mask, dk_val and dk_nnz must have the same max context length";
+  if (dm.size(1) != T || dv.size(2) != T || dn.size(1) != T)
+    return "v_cache, dk_mask, dk_val and dk_end must have the same max context length";
   if (kc.dim() != 4 || !is_f32(kc) || kc.size(0) != 1 || kc.size(1) != dlm_ckpt_len(T) || kc.size(2) != Hkv ||
       kc.size(3) != D)
     return "k_ckpt must be float32 [1, dlm_ckpt_len(max context), kv_heads, head_dim]";
@@ -62,9 +63,9 @@ const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, cons
 
 Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& k_ring, Tensor& k_sink, Tensor& v_cache, Tensor& dk_mask, Tensor& dk_val,
-                            Tensor& dk_nnz, Tensor& k_hat, Tensor& k_ckpt, int64_t start_pos, double theta,
+                            Tensor& dk_end, Tensor& k_hat, Tensor& k_ckpt, int64_t start_pos, double theta,
                             double gamma, int64_t w_max, int64_t w_decode, int64_t layer, Tensor& out) {
-  const char* bad = check_shapes(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_nnz, k_hat, k_ckpt);
+  const char* bad = check_shapes(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_end, k_hat, k_ckpt);
   ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, out, "deltallm::delta_attention: %s", bad ? bad : "");
   ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out,
                       "deltallm::delta_attention: cannot resize out");
@@ -80,7 +81,7 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
                        : static_cast<void*>(v_cache.mutable_data_ptr<float>());
   a.dk_mask = dk_mask.mutable_data_ptr<uint8_t>();
   a.dk_val = reinterpret_cast<uint16_t*>(dk_val.mutable_data_ptr<executorch::aten::Half>());
-  a.dk_nnz = dk_nnz.mutable_data_ptr<int32_t>();
+  a.dk_end = dk_end.mutable_data_ptr<int32_t>();
   a.k_hat = k_hat.mutable_data_ptr<float>();
   a.k_ckpt = k_ckpt.mutable_data_ptr<float>();
   a.out = out.mutable_data_ptr<float>();

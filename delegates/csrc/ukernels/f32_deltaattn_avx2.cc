@@ -39,15 +39,15 @@ size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, uint8_
   return n;
 }
 
-// Expands key t's mask into indices and its fp16 values into fp32 (8 at a time: the row holds d
-// values, d a multiple of 8, so rounding the count up stays inside it); prefetches key t + 4.
-static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* mask, const uint16_t* val,
-                              size_t key_stride, int32_t* idx, float* w) {
-  const uint8_t* tm = mask + t * (key_stride / 8);
-  const uint16_t* tv = val + t * key_stride;
-  if (t + 4 < n_keys) {   // strided rows the hardware prefetcher misses
-    _mm_prefetch(reinterpret_cast<const char*>(tm + 4 * (key_stride / 8)), _MM_HINT_T0);
-    for (size_t i = 0; i < d; i += 32) _mm_prefetch(reinterpret_cast<const char*>(tv + 4 * key_stride + i), _MM_HINT_T0);
+// Expands a key's mask row into indices and its packed fp16 values into fp32 (8 at a time: reading
+// up to d values from the key's start stays inside the stream); prefetches the mask row 4 keys on
+// and the value stream 512 bytes on (one sequential stream per kv head).
+static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* mask, size_t mask_stride,
+                              const uint16_t* tv, int32_t* idx, float* w) {
+  const uint8_t* tm = mask + t * mask_stride;
+  if (t + 4 < n_keys) {
+    _mm_prefetch(reinterpret_cast<const char*>(tm + 4 * mask_stride), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(tv + 256), _MM_HINT_T0);
   }
   const size_t count = expand_mask(tm, d, idx);
   for (size_t z = 0; z < count; z += 8)
@@ -56,15 +56,17 @@ static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* 
 }
 
 void f32_deltaqk_ukernel_64x1__avx2_fma(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                        const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+                                        size_t mask_stride, const uint16_t* val, float* acc, float* scores) {
   static_assert(kTR == 64, "8 ymm accumulators hold the tile's 64 rows");
   int32_t idx[1024];
   alignas(32) float w[1024];
   __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8), a2 = _mm256_loadu_ps(acc + 16);
   __m256 a3 = _mm256_loadu_ps(acc + 24), a4 = _mm256_loadu_ps(acc + 32), a5 = _mm256_loadu_ps(acc + 40);
   __m256 a6 = _mm256_loadu_ps(acc + 48), a7 = _mm256_loadu_ps(acc + 56);
+  const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's
   for (size_t t = 0; t < n_keys; t++) {
-    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
+    const size_t count = load_key(t, n_keys, d, mask, mask_stride, tv, idx, w);
+    tv += count;
     for (size_t z = 0; z < count; z++) {   // one non-zero: 8 independent FMAs into the prefix sums
       const float* q = qt + static_cast<size_t>(idx[z]) * 64;
       const __m256 wz = _mm256_broadcast_ss(w + z);
@@ -196,8 +198,8 @@ template <int R>
 static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv, const float* q, size_t q_stride,
                                  __m256* a) {
   size_t base = 0;   // packed values before this group of 8 mask bytes
-  // Chunk i of the group at c0: its values start at off <= c0 + 8i, so the 8 read stay inside the
-  // row's d slots.
+  // Chunk i of the group at c0: its values start at off <= c0 + 8i, so the 8 read stay within d
+  // values of the key's start (inside the stream, which holds d per key).
   const auto chunk = [&](size_t c0, size_t i, uint64_t m8, uint64_t offs) {
     const size_t b = (m8 >> (8 * i)) & 0xff, off = base + ((offs >> (8 * i)) & 0xff);
     const __m128i h = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tv + off)),
@@ -220,77 +222,40 @@ static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv
   }
 }
 
-constexpr size_t kAhead = 16;  // keys ahead to prefetch in decode (rows come from memory, not cache)
-
-// Cache lines of a key's fp16 value slot its chunk loads reach: the last chunk reads 8 values from
-// an offset <= nnz, so up to byte 2·nnz + 16 of the slot (capped at the slot's 2·d bytes).
-static inline size_t value_lines(size_t nnz, size_t d) {
-  return std::min<size_t>((2 * nnz + 16 + 63) / 64, (2 * d + 63) / 64);
-}
-
-// The value lines to read of every key of this call, so the rows are read in a regular pattern.
-// How many lines of its slot a key's loads reach depends on its non-zero count; when keys that
-// reach line 2 and keys that do not are mixed, the addresses skip irregularly and the hardware
-// prefetcher stops following the stream (measured on AMD Zen 5, where the software prefetches
-// above did not make up for it). Reading, for every key, up to the furthest line that at least a
-// third of the keys reach keeps the stream regular. Every 4th key is sampled (scanning all costs a
-// few % of the keys' work). docs/results.md: "On AMD Zen 5: the floor, and decode reads in a
-// regular pattern".
-static size_t regular_value_lines(size_t n_keys, size_t d, const uint8_t* mask, size_t mask_stride) {
-  if (n_keys == 0) return 1;
-  size_t hist[33] = {0};   // lines reached (slot of d <= 1024 fp16 values: <= 32 lines)
-  const size_t step = n_keys >= 64 ? 4 : 1;
-  size_t samples = 0;
-  for (size_t t = 0; t < n_keys; t += step, samples++) {
-    const uint8_t* tm = mask + t * mask_stride;
-    size_t nnz = 0;
-    for (size_t c = 0; c < d / 8; c += 8) nnz += static_cast<size_t>(__builtin_popcountll(load_mask8(tm + c, std::min<size_t>(8, d / 8 - c))));
-    hist[value_lines(nnz, d)]++;
-  }
-  size_t lines = 1, at_least = 0;
-  for (size_t l = 32; l >= 1; l--) {
-    at_least += hist[l];
-    if (3 * at_least >= samples) {
-      lines = l;
-      break;
-    }
-  }
-  return lines;
-}
-
-static inline void touch_value_lines(const uint16_t* tv, size_t lines) {
-  for (size_t l = 1; l < lines; l++) {   // line 0 is read by every key's first chunk
-    const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tv + 32 * l));
-    asm volatile("" ::"x"(x));
-  }
+// Non-zeros of a key's mask row (d/8 bytes): how far its packed values reach in the stream.
+static inline size_t row_count(const uint8_t* tm, size_t d) {
+  size_t n = 0;
+  for (size_t c = 0; c < d / 8; c += 8) n += static_cast<size_t>(__builtin_popcountll(load_mask8(tm + c, std::min<size_t>(8, d / 8 - c))));
+  return n;
 }
 
 // R rows: each key's q·Δk (delta_key_dot, then the horizontal-add tree) into the prefix sums.
 // R <= 4 takes two keys per step: their rows fill the tree's 8 lanes (key t in 0..3, key t+1 in
-// 4..7), so the two dependency chains overlap and one tree serves both.
+// 4..7), so the two dependency chains overlap and one tree serves both. The keys' values are one
+// sequential stream (key t+1's start = key t's + its mask's popcount), which the hardware
+// prefetcher follows; a software prefetch 512 bytes on and the mask rows 16 keys on help it start.
 template <int R>
-void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, const uint16_t* val,
-                size_t key_stride, float* acc, float* scores) {
+void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, size_t mask_stride,
+                const uint16_t* val, float* acc, float* scores) {
+  constexpr size_t kAhead = 16;
   __m256 vacc = _mm256_loadu_ps(acc);
-  const size_t mask_stride = key_stride / 8;
-  const auto prefetch = [&](size_t t) {   // strided rows the hardware prefetcher misses
-    if (t >= n_keys) return;
-    _mm_prefetch(reinterpret_cast<const char*>(mask + t * mask_stride), _MM_HINT_T0);
-    for (size_t i = 0; i < d; i += 32) _mm_prefetch(reinterpret_cast<const char*>(val + t * key_stride + i), _MM_HINT_T0);
+  const uint16_t* tv = val;
+  const auto prefetch = [&](size_t t) {
+    if (t + kAhead < n_keys) _mm_prefetch(reinterpret_cast<const char*>(mask + (t + kAhead) * mask_stride), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(tv + 256), _MM_HINT_T0);
   };
-  const size_t lines = regular_value_lines(n_keys, d, mask, mask_stride);
   size_t t = 0;
   if (R <= 4) {
     const __m256 zero = _mm256_setzero_ps();
     for (; t + 2 <= n_keys; t += 2) {
-      prefetch(t + kAhead);
-      prefetch(t + kAhead + 1);
-      touch_value_lines(val + t * key_stride, lines);
-      touch_value_lines(val + (t + 1) * key_stride, lines);
+      prefetch(t);
+      const uint8_t* m0 = mask + t * mask_stride;
+      const uint16_t* tv1 = tv + row_count(m0, d);
       __m256 a[8];
       for (int r = 0; r < 8; r++) a[r] = zero;
-      delta_key_dot<R>(d, mask + t * mask_stride, val + t * key_stride, q, q_stride, a);
-      delta_key_dot<R>(d, mask + (t + 1) * mask_stride, val + (t + 1) * key_stride, q, q_stride, a + 4);
+      delta_key_dot<R>(d, m0, tv, q, q_stride, a);
+      delta_key_dot<R>(d, m0 + mask_stride, tv1, q, q_stride, a + 4);
+      tv = tv1 + row_count(m0 + mask_stride, d);
       const __m256 x = row_sums8(a);
       vacc = _mm256_add_ps(vacc, _mm256_blend_ps(x, zero, 0xF0));
       _mm256_storeu_ps(scores + t * 8, vacc);
@@ -299,11 +264,12 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
     }
   }
   for (; t < n_keys; t++) {
-    prefetch(t + kAhead);
-    touch_value_lines(val + t * key_stride, lines);
+    prefetch(t);
+    const uint8_t* m0 = mask + t * mask_stride;
     __m256 a[8];
     for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
-    delta_key_dot<R>(d, mask + t * mask_stride, val + t * key_stride, q, q_stride, a);
+    delta_key_dot<R>(d, m0, tv, q, q_stride, a);
+    tv += row_count(m0, d);
     vacc = _mm256_add_ps(vacc, row_sums8(a));
     _mm256_storeu_ps(scores + t * 8, vacc);
   }
@@ -319,11 +285,11 @@ void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, const floa
 }
 
 void f32_deltaqkdot_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                          const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                          const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
                                           float* scores) {
   static_assert(kTRNarrow == 8, "one ymm register holds a key's 8 lanes of scores");
   with_rows<8>(rows, [&](auto r) {
-    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, mask_stride, val, acc, scores);
   });
 }
 

@@ -41,15 +41,15 @@ size_t f32_deltaenc_ukernel__neon(size_t d, const float* k, float* k_hat, uint8_
   return n;
 }
 
-// Expands key t's mask into indices and its fp16 values into fp32 (4 at a time: the row holds d
-// values, d a multiple of 8, so rounding the count up stays inside it); prefetches key t + 4.
-static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* mask, const uint16_t* val,
-                              size_t key_stride, int32_t* idx, float* w) {
-  const uint8_t* tm = mask + t * (key_stride / 8);
-  const uint16_t* tv = val + t * key_stride;
-  if (t + 4 < n_keys) {   // strided rows the hardware prefetcher misses
-    __builtin_prefetch(tm + 4 * (key_stride / 8));
-    for (size_t i = 0; i < d; i += 32) __builtin_prefetch(tv + 4 * key_stride + i);
+// Expands a key's mask row into indices and its packed fp16 values into fp32 (4 at a time: reading
+// up to d values from the key's start stays inside the stream); prefetches the mask row 4 keys on
+// and the value stream 512 bytes on (one sequential stream per kv head).
+static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* mask, size_t mask_stride,
+                              const uint16_t* tv, int32_t* idx, float* w) {
+  const uint8_t* tm = mask + t * mask_stride;
+  if (t + 4 < n_keys) {
+    __builtin_prefetch(tm + 4 * mask_stride);
+    __builtin_prefetch(tv + 256);
   }
   const size_t count = expand_mask(tm, d, idx);
   for (size_t z = 0; z < count; z += 4) vst1q_f32(w + z, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(tv + z))));
@@ -57,14 +57,16 @@ static inline size_t load_key(size_t t, size_t n_keys, size_t d, const uint8_t* 
 }
 
 void f32_deltaqk_ukernel_64x1__neon(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                    const uint16_t* val, size_t key_stride, float* acc, float* scores) {
+                                    size_t mask_stride, const uint16_t* val, float* acc, float* scores) {
   static_assert(kTR == 64, "16 q registers hold the tile's 64 rows");
   int32_t idx[1024];
   float w[1024];
   float32x4_t a[16];
   for (int i = 0; i < 16; i++) a[i] = vld1q_f32(acc + 4 * i);
+  const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's
   for (size_t t = 0; t < n_keys; t++) {
-    const size_t count = load_key(t, n_keys, d, mask, val, key_stride, idx, w);
+    const size_t count = load_key(t, n_keys, d, mask, mask_stride, tv, idx, w);
+    tv += count;
     for (size_t z = 0; z < count; z++) {   // one non-zero: 16 independent FMAs into the prefix sums
       const float* q = qt + static_cast<size_t>(idx[z]) * 64;
       for (int i = 0; i < 16; i++) a[i] = vfmaq_n_f32(a[i], vld1q_f32(q + 4 * i), w[z]);
@@ -137,17 +139,16 @@ alignas(16) constexpr ExpandLut<4, 0xFF> kExpandLut{};
 // key's q·Δk per row goes into the prefix sums. Offsets from one SWAR prefix popcount per 8 mask
 // bytes.
 template <int R>
-void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, const uint16_t* val,
-                size_t key_stride, float* acc, float* scores) {
-  const size_t mask_stride = key_stride / 8;
+void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, size_t mask_stride,
+                const uint16_t* val, float* acc, float* scores) {
   float run[8];
   for (int r = 0; r < 8; r++) run[r] = acc[r];
+  const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's (one sequential stream)
   for (size_t t = 0; t < n_keys; t++) {
     const uint8_t* tm = mask + t * mask_stride;
-    const uint16_t* tv = val + t * key_stride;
     if (t + 4 < n_keys) {
       __builtin_prefetch(tm + 4 * mask_stride);
-      for (size_t i = 0; i < d; i += 32) __builtin_prefetch(tv + 4 * key_stride + i);
+      __builtin_prefetch(tv + 256);
     }
     float32x4_t a[R];
     for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
@@ -158,7 +159,7 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
       const uint64_t offs = mask_byte_offsets(m8);
       for (size_t i = 0; i < chunks; i++) {
         const size_t b = (m8 >> (8 * i)) & 0xff, off = base + ((offs >> (8 * i)) & 0xff);
-        const uint16x8_t h = vld1q_u16(tv + off);   // off <= c0 + 8i: inside the row's d slots
+        const uint16x8_t h = vld1q_u16(tv + off);   // off <= c0 + 8i: within d values of the key's start
         uint8x16x2_t tab;
         tab.val[0] = vreinterpretq_u8_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(h))));
         tab.val[1] = vreinterpretq_u8_f32(vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(h))));
@@ -172,6 +173,7 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
       }
       base += static_cast<size_t>(__builtin_popcountll(m8));
     }
+    tv += base;
     float* s = scores + t * 8;
     for (int r = 0; r < 8; r++) {
       if (r < R) run[r] += vaddvq_f32(a[r < R ? r : 0]);
@@ -184,11 +186,11 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
 }  // namespace
 
 void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                      const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                      const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
                                       float* scores) {
   static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
   with_rows<8>(rows, [&](auto r) {
-    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, val, key_stride, acc, scores);
+    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, mask_stride, val, acc, scores);
   });
 }
 

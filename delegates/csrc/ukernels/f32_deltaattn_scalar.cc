@@ -31,18 +31,19 @@ size_t f32_deltaenc_ukernel__scalar(size_t d, const float* k, float* k_hat, uint
 namespace {
 
 template <int L>
-void deltaqk(size_t n_keys, size_t d, const float* qt, const uint8_t* mask, const uint16_t* val, size_t key_stride,
+void deltaqk(size_t n_keys, size_t d, const float* qt, const uint8_t* mask, size_t mask_stride, const uint16_t* val,
              float* acc, float* scores) {
   int32_t idx[1024];   // head_dim <= 1024 (checked by the driver)
+  const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's
   for (size_t t = 0; t < n_keys; t++) {
-    const uint16_t* tv = val + t * key_stride;
-    const size_t count = expand_mask(mask + t * (key_stride / 8), d, idx);
+    const size_t count = expand_mask(mask + t * mask_stride, d, idx);
     for (size_t z = 0; z < count; z++) {
       const float* qrow = qt + static_cast<size_t>(idx[z]) * L;
       const float w = f16_to_f32(tv[z]);
       for (int r = 0; r < L; r++) acc[r] += qrow[r] * w;
     }
     for (int r = 0; r < L; r++) scores[t * L + r] = acc[r];
+    tv += count;
   }
 }
 
@@ -62,17 +63,17 @@ void qk(size_t n, size_t d, const float* qt, const float* k, size_t k_stride, fl
 }  // namespace
 
 void f32_deltaqk_ukernel_64x1__scalar(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                      const uint16_t* val, size_t key_stride, float* acc, float* scores) {
-  deltaqk<kTR>(n_keys, d, qt, mask, val, key_stride, acc, scores);
+                                      size_t mask_stride, const uint16_t* val, float* acc, float* scores) {
+  deltaqk<kTR>(n_keys, d, qt, mask, mask_stride, val, acc, scores);
 }
 
 void f32_deltaqkdot_ukernel_8x1__scalar(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                        const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                        const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
                                         float* scores) {
   int32_t idx[1024];
+  const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's
   for (size_t t = 0; t < n_keys; t++) {
-    const uint16_t* tv = val + t * key_stride;
-    const size_t count = expand_mask(mask + t * (key_stride / 8), d, idx);
+    const size_t count = expand_mask(mask + t * mask_stride, d, idx);
     for (size_t r = 0; r < kTRNarrow; r++) {
       float s = 0.0f;   // this key's q·Δk, then into the prefix sum
       if (r < rows)
@@ -80,6 +81,7 @@ void f32_deltaqkdot_ukernel_8x1__scalar(size_t n_keys, size_t d, size_t rows, co
       acc[r] += s;
       scores[t * kTRNarrow + r] = acc[r];
     }
+    tv += count;
   }
 }
 

@@ -47,9 +47,11 @@ typedef size_t (*deltaenc_ukernel_fn)(size_t d, const float* k, float* k_hat, ui
 
 // Sparse Q·ΔKᵀ with prefix sum over keys, for a kTR-row tile: for τ in [0, n_keys):
 // acc[r] += Σ_nz qt[c*kTR + r] * Δk_τ[c]; scores[τ*kTR + r] = acc[r].
-// Key τ's row: its mask at mask + τ*key_stride/8, its packed fp16 values at val + τ*key_stride.
+// Key τ's mask row at mask + τ*mask_stride (d/8 bytes); the keys' fp16 non-zeros packed back to back
+// from val (key τ's follow key τ−1's), so the values are read as one sequential stream. A kernel may
+// read up to d values from a key's start (the stream holds d per key).
 typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
-                                   const uint16_t* val, size_t key_stride, float* acc, float* scores);
+                                   size_t mask_stride, const uint16_t* val, float* acc, float* scores);
 
 // The same for up to 8 query rows (decode), along head_dim: each key's ΔK row is decompressed into
 // registers (fp16 → fp32, its non-zeros moved to their elements by a per-mask-byte table) and
@@ -57,7 +59,7 @@ typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, con
 // whatever the row count, and the bytes read are the compressed row. For τ < n_keys, r < rows:
 // acc[r] += q_r·Δk_τ; scores[τ*8 + r] = acc[r]; lanes r >= rows add 0.
 typedef void (*deltaqkdot_ukernel_fn)(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                      const uint8_t* mask, const uint16_t* val, size_t key_stride, float* acc,
+                                      const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
                                       float* scores);
 
 // Exact Q·Kᵀ for an L-row tile and n keys: scores[t*L + r] = Σ_c qt[c*L + r] * k[t*k_stride + c].
@@ -87,10 +89,10 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
                               size_t v_stride, const float* corr, float* acc);
 
 #define DLM_DECLARE_UKERNELS(arch, qk_tile, qk_narrow_tile, softmax_tile, pv_tile)                              \
-  void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, const uint16_t*, size_t,    \
+  void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, size_t, const uint16_t*,    \
                                         float*, float*);                                                         \
-  void f32_deltaqkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const uint8_t*,          \
-                                          const uint16_t*, size_t, float*, float*);                              \
+  void f32_deltaqkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const uint8_t*, size_t,  \
+                                          const uint16_t*, float*, float*);                                      \
   void f32_qk_ukernel_##qk_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);            \
   void f32_qk_ukernel_##qk_narrow_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);     \
   void f32_qkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const float*, size_t, float*);  \

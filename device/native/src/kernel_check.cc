@@ -60,7 +60,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       a.v_cache = h[8] ? static_cast<void*>(vh.data()) : static_cast<void*>(vc.data());
       a.dk_mask = dm.data();
       a.dk_val = dv.data();
-      a.dk_nnz = dn.data();
+      a.dk_end = dn.data();
       a.k_hat = kh.data();
       a.k_ckpt = kc.data();
       a.out = o.data() + pos * H * D;
