@@ -55,6 +55,27 @@ def test_tile_boundaries(variant, rows, group):
     assert nmse(got, ref) <= 1e-10
 
 
+@pytest.mark.parametrize("chunks", [[37, 1, 1, 20], [1] * 9, [64, 64, 1]])
+def test_value_streams_are_packed_key_after_key(variant, chunks):
+    """The state's layout contract: per kv head one stream in which key t's fp16 ΔK non-zeros (in
+    element order) follow key t−1's, dk_end[t] = where they end, the mask marks them; key 0 dense."""
+    n, hkv, d, theta = sum(chunks), 2, 64, 0.3
+    q, k, v = make_qkv(n, 2 * hkv, hkv, d, seed=len(chunks))
+    _, dk, _ = delta_attention_vectorized(q, k, v, theta, 1)
+    _, st = run_kernel(q, k, v, chunks, n + 5, theta, 0.1, 1 << 20, 4)
+    bits = (st.dk_mask[0, :n, :, :, None] >> torch.arange(8, dtype=torch.uint8)) & 1   # [n, hkv, d/8, 8]
+    mask = bits.reshape(n, hkv, d).bool()
+    want_mask = dk != 0
+    want_mask[0] = True
+    assert torch.equal(mask, want_mask)
+    for g in range(hkv):
+        nnz = mask[:, g].sum(-1)
+        assert st.dk_end[0, :n, g].tolist() == torch.cumsum(nnz, 0).tolist()
+        want = torch.cat([dk[t, g][mask[t, g]] for t in range(n)]).half()
+        stream = st.dk_val[0, g].reshape(-1)
+        assert torch.equal(stream[:len(want)], want), f"kv head {g}: stream differs from the keys' non-zeros"
+
+
 @pytest.mark.parametrize("chunks,w_decode,w_max", [
     ([64, 1, 1, 1, 1, 1, 1, 1, 1], 4, 1 << 20), ([20, 30, 14, 1, 1, 1], 2, 3), ([1] * 12, 4, 100),
     ([129, 1, 1, 1], 8, 1 << 20)])
