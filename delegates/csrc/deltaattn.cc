@@ -185,7 +185,7 @@ void run_tile(void* vctx, size_t task) {
     const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
     if (na > 0) {
       const uint8_t* m = a.dk_mask + (j0 * Hkv + g) * (D / 8);
-      const uint16_t* v = value_stream(a, g) + (j0 > 0 ? a.dk_end[(j0 - 1) * Hkv + g] : 0);
+      const uint16_t* v = value_stream(a, g) + value_start(a, j0, g);
       if (wide)
         c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8), v, dq,
                      s_approx);
