@@ -111,10 +111,11 @@ def test_decode_key_splits_match_oracle(variant, chunks, w_decode):
 
 
 # Decode scores ΔK along head_dim (f32_deltaqkdot_ukernel_8x1): every row count of the narrow tile
-# (1..4 take two keys per step, with an odd key left over), head_dims that are not a multiple of the
-# 64 elements one mask word covers, and a context long enough to split.
+# (1..4 take two keys per step, with an odd key left over, on 4 lanes: two keys per score vector and
+# softmax step; 5..8 on 8 lanes), head_dim 64 (unrolled at compile time on AVX2), head_dims that are
+# not a multiple of the 64 elements one mask word covers, and a context long enough to split.
 @pytest.mark.parametrize("group", [1, 2, 3, 4, 5, 8])
-@pytest.mark.parametrize("d,chunks", [(8, [41, 1, 1]), (72, [41, 1, 1]), (136, [300, 1])])
+@pytest.mark.parametrize("d,chunks", [(8, [41, 1, 1]), (64, [40, 1, 1]), (72, [41, 1, 1]), (136, [300, 1])])
 def test_decode_rows_and_head_dims_match_oracle(variant, group, d, chunks):
     n = sum(chunks)
     q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)

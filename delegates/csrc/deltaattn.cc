@@ -21,7 +21,7 @@ struct Kernels {
   dlm::deltaenc_ukernel_fn deltaenc;
   dlm::deltaqk_ukernel_fn deltaqk;                   // kTR rows
   dlm::deltaqkdot_ukernel_fn deltaqkdot;             // a narrow tile (decode), along head_dim
-  dlm::qk_ukernel_fn qk, qk_narrow;
+  dlm::qk_ukernel_fn qk;                             // exact scores of a kTR-row tile
   dlm::qkdot_ukernel_fn qkdot;                       // exact scores of a narrow tile (decode)
   dlm::softmax_ukernel_fn softmax;
   dlm::pv_ukernel_fn pv, pv_f16v;   // fp32 / fp16 V
@@ -33,14 +33,14 @@ std::atomic<bool> g_force_scalar{false};
 const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
                               dlm::f32_deltaqkdot_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
-                              dlm::f32_qk_ukernel_8x1__scalar,      dlm::f32_qkdot_ukernel_8x1__scalar,
+                              dlm::f32_qkdot_ukernel_8x1__scalar,
                               dlm::f32_softmax_ukernel_x1__scalar,
                               dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
                               "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
                             dlm::f32_deltaqkdot_ukernel_8x1__avx2_fma, dlm::f32_qk_ukernel_32x2__avx2_fma,
-                            dlm::f32_qk_ukernel_8x4__avx2_fma,       dlm::f32_qkdot_ukernel_8x1__avx2_fma,
+                            dlm::f32_qkdot_ukernel_8x1__avx2_fma,
                             dlm::f32_softmax_ukernel_x8__avx2_fma,
                             dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
                             "avx2_fma"};
@@ -51,7 +51,7 @@ const Kernels& kernels() {
 #if defined(__aarch64__)
   static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
                             dlm::f32_deltaqkdot_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
-                            dlm::f32_qk_ukernel_8x4__neon,          dlm::f32_qkdot_ukernel_8x1__neon,
+                            dlm::f32_qkdot_ukernel_8x1__neon,
                             dlm::f32_softmax_ukernel_x4__neon,
                             dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
                             "neon"};
@@ -74,7 +74,7 @@ struct TaskCtx {
   const Kernels* k;
   int64_t group;      // query heads per kv head
   int64_t rows;       // S * group rows per kv head
-  int64_t lanes;      // rows per tile: kTR, or kTRNarrow when rows <= kTRNarrow (decode)
+  int64_t lanes;      // rows per tile: kTR, or (decode) kTRNarrow / kTRQuad when rows fit
   int64_t tiles;      // ceil(rows / lanes)
   int64_t band;       // W
   int64_t splits;     // key splits per tile (> 1: tasks write softmax partials, merged afterwards)
@@ -98,7 +98,6 @@ void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr,
                   int64_t j_from, int64_t j_to, float* scores) {
   const dlm_attn_args& a = *c.a;
   const int64_t D = a.head_dim, Hkv = a.n_kv_heads, L = c.lanes, R = a.ring_len;
-  const auto qk = L == dlm::kTR ? c.k->qk : c.k->qk_narrow;
   for (int64_t j = j_from; j < j_to;) {
     const float* key;
     int64_t run;
@@ -110,12 +109,12 @@ void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr,
       key = a.k_ring + (slot * Hkv + g) * D;
       run = std::min({j_to, a.start_pos, j + R - slot}) - j;
     }
-    if (L == dlm::kTRNarrow)
-      c.k->qkdot(static_cast<size_t>(run), static_cast<size_t>(D), static_cast<size_t>(rows), qr,
-                 static_cast<size_t>(D), key, static_cast<size_t>(Hkv * D), scores + (j - j0) * L);
+    if (L != dlm::kTR)
+      c.k->qkdot(static_cast<size_t>(run), static_cast<size_t>(D), static_cast<size_t>(rows), static_cast<size_t>(L),
+                 qr, static_cast<size_t>(D), key, static_cast<size_t>(Hkv * D), scores + (j - j0) * L);
     else
-      qk(static_cast<size_t>(run), static_cast<size_t>(D), qt, key, static_cast<size_t>(Hkv * D),
-         scores + (j - j0) * L);
+      c.k->qk(static_cast<size_t>(run), static_cast<size_t>(D), qt, key, static_cast<size_t>(Hkv * D),
+              scores + (j - j0) * L);
     j += run;
   }
 }
@@ -156,8 +155,6 @@ void run_tile(void* vctx, size_t task) {
     mx[r] = -INFINITY;
     sum[r] = 0.0f;
     dq[r] = 0.0f;
-    pos[r] = -1;                 // unused rows of a partial tile see no keys
-    n_approx[r] = 0;
     if (r >= rows) continue;
     const int64_t s = (t0 + r) / c.group, head = g * c.group + (t0 + r) % c.group;
     pos[r] = a.start_pos + s;
@@ -168,6 +165,12 @@ void run_tile(void* vctx, size_t task) {
     const float* qrow = a.q + (s * H + head) * D;
     for (int64_t d = 0; d < D; d++) qt[d * L + r] = qrow[d];
     if (!wide) std::copy(qrow, qrow + D, qr + r * D);
+  }
+  // Unused lanes of a partial tile (their queries are 0, their outputs dropped) mirror the last
+  // row's keys, so a block every row sees whole stays one uniform softmax sweep.
+  for (int64_t r = rows; r < L; r++) {
+    pos[r] = pos[rows - 1];
+    n_approx[r] = n_approx[rows - 1];
   }
   // This task's keys: all of them, or one split of DLM_CKPT_STRIDE keys whose prefix sums start
   // from the checkpointed reference key k̂ before the split (q·k̂ = the sum of q·Δk before it).
@@ -190,10 +193,15 @@ void run_tile(void* vctx, size_t task) {
         c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8), v, dq,
                      s_approx);
       else
-        c.k->deltaqkdot(static_cast<size_t>(na), static_cast<size_t>(D), static_cast<size_t>(rows), qr,
-                        static_cast<size_t>(D), m, static_cast<size_t>(ld / 8), v, dq, s_approx);
+        c.k->deltaqkdot(static_cast<size_t>(na), static_cast<size_t>(D), static_cast<size_t>(rows),
+                        static_cast<size_t>(L), qr, static_cast<size_t>(D), m, static_cast<size_t>(ld / 8), v, dq,
+                        s_approx);
       if (j0 == 0) {   // the sink: key 0's score is exact for every row (its fp16 Δ only feeds the prefix)
-        (wide ? c.k->qk : c.k->qk_narrow)(1, static_cast<size_t>(D), qt, a.k_sink + g * D, 0, p);
+        if (wide)
+          c.k->qk(1, static_cast<size_t>(D), qt, a.k_sink + g * D, 0, p);
+        else
+          c.k->qkdot(1, static_cast<size_t>(D), static_cast<size_t>(rows), static_cast<size_t>(L), qr,
+                     static_cast<size_t>(D), a.k_sink + g * D, 0, p);
         std::copy(p, p + L, s_approx);
       }
     }
@@ -323,11 +331,11 @@ void store_values(const dlm_attn_args& a) {
 void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band) {
   TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr};
   ctx.rows = a.seq_len * ctx.group;
-  ctx.lanes = ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
+  ctx.lanes = ctx.rows <= dlm::kTRQuad ? dlm::kTRQuad : ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
   ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
   // Few rows (decode): one task per kv head would leave threads idle and serialise long contexts.
   thread_local std::vector<float> partial;
-  if (ctx.lanes == dlm::kTRNarrow) {
+  if (ctx.lanes != dlm::kTR) {
     ctx.splits = (a.start_pos + a.seq_len + DLM_CKPT_STRIDE - 1) / DLM_CKPT_STRIDE;
     if (ctx.splits > 1) {
       partial.resize(static_cast<size_t>(a.n_kv_heads * ctx.tiles * ctx.splits * ctx.lanes * (a.head_dim + 2)));

@@ -170,19 +170,45 @@ static inline __m256 row_sums8(const __m256* a) {
 }
 
 // R rows: one accumulator per row along head_dim, one K load shared by the rows, then the
-// horizontal-add tree.
-template <int R>
-void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, size_t k_stride, float* scores) {
-  for (size_t t = 0; t < n; t++) {
+// horizontal-add tree. With 4 lanes (R <= 4) two keys share a tree and one store (key t's rows in
+// lanes 0..3, key t+1's in 4..7: their places in the scores). kD > 0: head_dim known at compile
+// time (64, the common one), so the element loop unrolls.
+template <int R, int kD>
+void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, const float* k, size_t k_stride,
+           float* scores) {
+  const size_t d = kD > 0 ? kD : d_;
+  const auto dot = [&](size_t t, __m256* a) {
     const float* kt = k + t * k_stride;
     if (t + 4 < n)
       for (size_t c = 0; c < d; c += 16) _mm_prefetch(reinterpret_cast<const char*>(kt + 4 * k_stride + c), _MM_HINT_T0);
-    __m256 a[8];
-    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
     for (size_t c = 0; c < d; c += 8) {
       const __m256 kv = _mm256_loadu_ps(kt + c);
       for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * q_stride + c), kv, a[r]);
     }
+  };
+  size_t t = 0;
+  if constexpr (R <= 4) {
+    if (lanes == kTRQuad) {
+      for (; t + 2 <= n; t += 2) {
+        __m256 a[8];
+        for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+        dot(t, a);
+        dot(t + 1, a + 4);
+        _mm256_storeu_ps(scores + t * 4, row_sums8(a));
+      }
+      if (t < n) {
+        __m256 a[8];
+        for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+        dot(t, a);
+        _mm_storeu_ps(scores + t * 4, _mm256_castps256_ps128(row_sums8(a)));
+      }
+      return;
+    }
+  }
+  for (; t < n; t++) {
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+    dot(t, a);
     _mm256_storeu_ps(scores + t * 8, row_sums8(a));
   }
 }
@@ -231,23 +257,39 @@ static inline size_t row_count(const uint8_t* tm, size_t d) {
 
 // R rows: each key's q·Δk (delta_key_dot, then the horizontal-add tree) into the prefix sums.
 // R <= 4 takes two keys per step: their rows fill the tree's 8 lanes (key t in 0..3, key t+1 in
-// 4..7), so the two dependency chains overlap and one tree serves both. The keys' values are one
-// sequential stream (key t+1's start = key t's + its mask's popcount), which the hardware
-// prefetcher follows; a software prefetch 512 bytes on and the mask rows 16 keys on help it start.
-template <int R>
-void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, size_t mask_stride,
-                const uint16_t* val, float* acc, float* scores) {
+// 4..7), so the two dependency chains overlap and one tree serves both; with 4 lanes that vector
+// is also the two keys' place in the scores. The keys' values are one sequential stream (key t+1's
+// start = key t's + its mask's popcount), which the hardware prefetcher follows; a software
+// prefetch 512 bytes on and the mask rows 16 keys on help it start. kD as in qkdot.
+template <int R, int kD>
+void deltaqkdot(size_t n_keys, size_t d_, size_t lanes, const float* q, size_t q_stride, const uint8_t* mask,
+                size_t mask_stride, const uint16_t* val, float* acc, float* scores) {
   constexpr size_t kAhead = 16;
-  __m256 vacc = _mm256_loadu_ps(acc);
+  const size_t d = kD > 0 ? kD : d_;
+  const __m256 zero = _mm256_setzero_ps();
   const uint16_t* tv = val;
   const auto prefetch = [&](size_t t) {
     if (t + kAhead < n_keys) _mm_prefetch(reinterpret_cast<const char*>(mask + (t + kAhead) * mask_stride), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(tv + 256), _MM_HINT_T0);
   };
-  size_t t = 0;
-  if (R <= 4) {
-    const __m256 zero = _mm256_setzero_ps();
-    for (; t + 2 <= n_keys; t += 2) {
+  const auto one = [&](size_t t) {   // key t's q·Δk in lanes 0..R-1
+    prefetch(t);
+    const uint8_t* m0 = mask + t * mask_stride;
+    __m256 a[8];
+    for (int r = 0; r < 8; r++) a[r] = zero;
+    delta_key_dot<R>(d, m0, tv, q, q_stride, a);
+    tv += row_count(m0, d);
+    return row_sums8(a);
+  };
+  const auto singles8 = [&](size_t t, __m256 vacc) {   // keys t.. one at a time, 8 lanes
+    for (; t < n_keys; t++) {
+      vacc = _mm256_add_ps(vacc, one(t));
+      _mm256_storeu_ps(scores + t * 8, vacc);
+    }
+    _mm256_storeu_ps(acc, vacc);
+  };
+  if constexpr (R <= 4) {
+    const auto pair = [&](size_t t) {   // keys t, t+1: lanes 0..3, 4..7
       prefetch(t);
       const uint8_t* m0 = mask + t * mask_stride;
       const uint16_t* tv1 = tv + row_count(m0, d);
@@ -256,71 +298,63 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
       delta_key_dot<R>(d, m0, tv, q, q_stride, a);
       delta_key_dot<R>(d, m0 + mask_stride, tv1, q, q_stride, a + 4);
       tv = tv1 + row_count(m0 + mask_stride, d);
-      const __m256 x = row_sums8(a);
+      return row_sums8(a);
+    };
+    size_t t = 0;
+    if (lanes == kTRQuad) {
+      __m256 vacc = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(acc));   // [acc | acc]
+      for (; t + 2 <= n_keys; t += 2) {
+        const __m256 x = pair(t);
+        const __m256 y = _mm256_add_ps(vacc, _mm256_add_ps(x, _mm256_permute2f128_ps(x, x, 0x08)));   // + [0 | x0]
+        _mm256_storeu_ps(scores + t * 4, y);   // [acc + x0 | acc + x0 + x1]
+        vacc = _mm256_permute2f128_ps(y, y, 0x11);
+      }
+      if (t < n_keys) {
+        vacc = _mm256_add_ps(vacc, one(t));
+        _mm_storeu_ps(scores + t * 4, _mm256_castps256_ps128(vacc));
+      }
+      _mm_storeu_ps(acc, _mm256_castps256_ps128(vacc));
+      return;
+    }
+    __m256 vacc = _mm256_loadu_ps(acc);
+    for (; t + 2 <= n_keys; t += 2) {
+      const __m256 x = pair(t);
       vacc = _mm256_add_ps(vacc, _mm256_blend_ps(x, zero, 0xF0));
       _mm256_storeu_ps(scores + t * 8, vacc);
       vacc = _mm256_add_ps(vacc, _mm256_permute2f128_ps(x, x, 0x81));   // key t+1's lanes down, upper half 0
       _mm256_storeu_ps(scores + (t + 1) * 8, vacc);
     }
+    singles8(t, vacc);
+  } else {
+    singles8(0, _mm256_loadu_ps(acc));
   }
-  for (; t < n_keys; t++) {
-    prefetch(t);
-    const uint8_t* m0 = mask + t * mask_stride;
-    __m256 a[8];
-    for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
-    delta_key_dot<R>(d, m0, tv, q, q_stride, a);
-    tv += row_count(m0, d);
-    vacc = _mm256_add_ps(vacc, row_sums8(a));
-    _mm256_storeu_ps(scores + t * 8, vacc);
-  }
-  _mm256_storeu_ps(acc, vacc);
 }
 
 }  // namespace
 
-void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, const float* q, size_t q_stride,
+void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
                                      const float* k, size_t k_stride, float* scores) {
-  static_assert(kTRNarrow == 8, "one ymm register holds a key's 8 lanes of scores");
-  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, q, q_stride, k, k_stride, scores); });
-}
-
-void f32_deltaqkdot_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                          const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
-                                          float* scores) {
-  static_assert(kTRNarrow == 8, "one ymm register holds a key's 8 lanes of scores");
+  static_assert(kTRNarrow == 8 && kTRQuad == 4, "one ymm register holds a key's 8 lanes of scores, or two keys' 4");
   with_rows<8>(rows, [&](auto r) {
-    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, mask_stride, val, acc, scores);
+    constexpr int R = decltype(r)::value;
+    if (d == 64)
+      qkdot<R, 64>(n, d, lanes, q, q_stride, k, k_stride, scores);
+    else
+      qkdot<R, 0>(n, d, lanes, q, q_stride, k, k_stride, scores);
   });
 }
 
-void f32_qk_ukernel_8x4__avx2_fma(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
-                                 float* scores) {
-  static_assert(kTRNarrow == 8, "one ymm register holds the tile's 8 rows");
-  size_t t = 0;
-  for (; t + 4 <= n; t += 4) {   // 4 keys: per element, one Q load and 4 broadcast FMAs
-    const float* k0 = k + t * k_stride;
-    const float* k1 = k0 + k_stride;
-    const float* k2 = k1 + k_stride;
-    const float* k3 = k2 + k_stride;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t c = 0; c < d; c++) {
-      const __m256 vq = _mm256_loadu_ps(qt + c * 8);
-      s0 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k0 + c), s0);
-      s1 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k1 + c), s1);
-      s2 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k2 + c), s2);
-      s3 = _mm256_fmadd_ps(vq, _mm256_broadcast_ss(k3 + c), s3);
-    }
-    _mm256_storeu_ps(scores + t * 8, s0);
-    _mm256_storeu_ps(scores + t * 8 + 8, s1);
-    _mm256_storeu_ps(scores + t * 8 + 16, s2);
-    _mm256_storeu_ps(scores + t * 8 + 24, s3);
-  }
-  for (; t < n; t++) {
-    const float* kt = k + t * k_stride;
-    __m256 s0 = _mm256_setzero_ps();
-    for (size_t c = 0; c < d; c++) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(qt + c * 8), _mm256_broadcast_ss(kt + c), s0);
-    _mm256_storeu_ps(scores + t * 8, s0);
-  }
+void f32_deltaqkdot_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, size_t rows, size_t lanes, const float* q,
+                                          size_t q_stride, const uint8_t* mask, size_t mask_stride,
+                                          const uint16_t* val, float* acc, float* scores) {
+  static_assert(kTRNarrow == 8 && kTRQuad == 4, "one ymm register holds a key's 8 lanes of scores, or two keys' 4");
+  with_rows<8>(rows, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    if (d == 64)
+      deltaqkdot<R, 64>(n_keys, d, lanes, q, q_stride, mask, mask_stride, val, acc, scores);
+    else
+      deltaqkdot<R, 0>(n_keys, d, lanes, q, q_stride, mask, mask_stride, val, acc, scores);
+  });
 }
 
 // exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; degree-6 polynomial for exp(r).
@@ -342,9 +376,70 @@ static inline __m256 exp256_ps(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+// L = 4 (decode with a GQA group <= 4): keys 2u and 2u+1 share one vector (lanes 0..3 and 4..7,
+// their places in the scores and in p), so a block takes n/2 exps of 8 lanes instead of n of
+// which half would be idle; the two halves' maxima and sums are merged per block. An odd last key
+// takes the low half alone (the high half, past the block, is masked and not stored).
+static void softmax_pairs4(size_t n, const float* s_approx, const float* s_exact, const int32_t* n_approx,
+                           const int32_t* n_valid, float* mx, float* sum, float* corr, float* p, float scale) {
+  const __m256 vscale = _mm256_set1_ps(scale), vninf = _mm256_set1_ps(-INFINITY), zero = _mm256_setzero_ps();
+  const __m128i va4 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(n_approx));
+  const __m128i vv4 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(n_valid));
+  const __m256i va = _mm256_set_m128i(va4, va4), vv = _mm256_set_m128i(vv4, vv4);
+  const __m128i vn = _mm_set1_epi32(static_cast<int32_t>(n));
+  const auto none = [](__m128i m) { return _mm_movemask_ps(_mm_castsi128_ps(m)) == 0; };
+  const float* uniform = !none(_mm_cmpgt_epi32(vn, vv4)) ? nullptr          // a row is masked in this block
+                         : none(_mm_cmpgt_epi32(vn, va4)) ? s_approx        // every key approximate
+                         : none(_mm_cmpgt_epi32(va4, _mm_setzero_si128())) ? s_exact : nullptr;
+  const size_t steps = (n + 1) / 2;
+  const __m256 low_half = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, -1, 0, 0, 0, 0));
+  const auto load = [&](const float* s, size_t u) {
+    return 2 * u + 1 < n ? _mm256_loadu_ps(s + 8 * u) : _mm256_set_m128(_mm_setzero_ps(), _mm_loadu_ps(s + 8 * u));
+  };
+  // Step u's scaled scores and which lanes count (causal; the odd last key's high half does not).
+  const auto scaled = [&](size_t u, __m256* ok) {
+    if (uniform) {
+      *ok = 2 * u + 1 < n ? _mm256_castsi256_ps(_mm256_set1_epi32(-1)) : low_half;
+      return _mm256_mul_ps(load(uniform, u), vscale);
+    }
+    const __m256i vt = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(2 * u)),
+                                        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+    const __m256 use_exact = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_add_epi32(vt, _mm256_set1_epi32(1)), va));
+    *ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vv, vt));   // the high half past n: vt = n >= n_valid
+    return _mm256_mul_ps(_mm256_blendv_ps(load(s_approx, u), load(s_exact, u), use_exact), vscale);
+  };
+  const __m128 old = _mm_loadu_ps(mx);
+  __m256 m8 = _mm256_set_m128(old, old);
+  for (size_t u = 0; u < steps; u++) {
+    __m256 ok;
+    const __m256 x = scaled(u, &ok);
+    m8 = _mm256_max_ps(m8, _mm256_blendv_ps(vninf, x, ok));
+  }
+  const __m128 m = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+  const __m256 mm = _mm256_set_m128(m, m), old8 = _mm256_set_m128(old, old);
+  const __m256 c = _mm256_blendv_ps(exp256_ps(_mm256_sub_ps(old8, mm)), zero, _mm256_cmp_ps(old8, vninf, _CMP_EQ_OQ));
+  const __m256 msub = _mm256_blendv_ps(mm, zero, _mm256_cmp_ps(mm, vninf, _CMP_EQ_OQ));   // no key yet: exp stays finite
+  __m256 total = zero;
+  for (size_t u = 0; u < steps; u++) {
+    __m256 ok;
+    const __m256 x = scaled(u, &ok);
+    const __m256 e = _mm256_and_ps(exp256_ps(_mm256_sub_ps(x, msub)), ok);
+    if (2 * u + 1 < n)
+      _mm256_storeu_ps(p + 8 * u, e);
+    else
+      _mm_storeu_ps(p + 8 * u, _mm256_castps256_ps128(e));
+    total = _mm256_add_ps(total, e);
+  }
+  const __m128 c4 = _mm256_castps256_ps128(c);
+  _mm_storeu_ps(corr, c4);
+  _mm_storeu_ps(sum, _mm_fmadd_ps(_mm_loadu_ps(sum), c4, _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1))));
+  _mm_storeu_ps(mx, m);
+}
+
 void f32_softmax_ukernel_x8__avx2_fma(size_t rows, size_t n, const float* s_approx, const float* s_exact,
                                       const int32_t* n_approx, const int32_t* n_valid, float* mx, float* sum,
                                       float* corr, float* p, const softmax_params* params) {
+  if (rows == kTRQuad) return softmax_pairs4(n, s_approx, s_exact, n_approx, n_valid, mx, sum, corr, p, params->scale);
   const __m256 vscale = _mm256_set1_ps(params->scale), vninf = _mm256_set1_ps(-INFINITY);
   const size_t L = rows;
   for (size_t r = 0; r < rows; r += 8) {   // 8 rows at a time, walking the block's keys

@@ -117,7 +117,8 @@ namespace {
 // R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
 // across-vector add per row.
 template <int R>
-void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, size_t k_stride, float* scores) {
+void qkdot(size_t n, size_t d, size_t lanes, const float* q, size_t q_stride, const float* k, size_t k_stride,
+           float* scores) {
   for (size_t t = 0; t < n; t++) {
     const float* kt = k + t * k_stride;
     float32x4_t a[R];
@@ -126,8 +127,9 @@ void qkdot(size_t n, size_t d, const float* q, size_t q_stride, const float* k, 
       const float32x4_t kv = vld1q_f32(kt + c);
       for (int r = 0; r < R; r++) a[r] = vfmaq_f32(a[r], vld1q_f32(q + r * q_stride + c), kv);
     }
-    float* s = scores + t * 8;
-    for (int r = 0; r < 8; r++) s[r] = r < R ? vaddvq_f32(a[r < R ? r : 0]) : 0.0f;
+    float* s = scores + t * lanes;
+    for (size_t r = R; r < lanes; r++) s[r] = 0.0f;
+    for (int r = 0; r < R; r++) s[r] = vaddvq_f32(a[r]);
   }
 }
 
@@ -139,10 +141,10 @@ alignas(16) constexpr ExpandLut<4, 0xFF> kExpandLut{};
 // key's q·Δk per row goes into the prefix sums. Offsets from one SWAR prefix popcount per 8 mask
 // bytes.
 template <int R>
-void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const uint8_t* mask, size_t mask_stride,
-                const uint16_t* val, float* acc, float* scores) {
+void deltaqkdot(size_t n_keys, size_t d, size_t lanes, const float* q, size_t q_stride, const uint8_t* mask,
+                size_t mask_stride, const uint16_t* val, float* acc, float* scores) {
   float run[8];
-  for (int r = 0; r < 8; r++) run[r] = acc[r];
+  for (size_t r = 0; r < lanes; r++) run[r] = acc[r];
   const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's (one sequential stream)
   for (size_t t = 0; t < n_keys; t++) {
     const uint8_t* tm = mask + t * mask_stride;
@@ -174,80 +176,28 @@ void deltaqkdot(size_t n_keys, size_t d, const float* q, size_t q_stride, const 
       base += static_cast<size_t>(__builtin_popcountll(m8));
     }
     tv += base;
-    float* s = scores + t * 8;
-    for (int r = 0; r < 8; r++) {
-      if (r < R) run[r] += vaddvq_f32(a[r < R ? r : 0]);
-      s[r] = run[r];
-    }
+    float* s = scores + t * lanes;
+    for (int r = 0; r < R; r++) run[r] += vaddvq_f32(a[r]);
+    for (size_t r = 0; r < lanes; r++) s[r] = run[r];
   }
-  for (int r = 0; r < 8; r++) acc[r] = run[r];
+  for (size_t r = 0; r < lanes; r++) acc[r] = run[r];
 }
 
 }  // namespace
 
-void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                      const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
-                                      float* scores) {
-  static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
+void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, size_t lanes, const float* q,
+                                      size_t q_stride, const uint8_t* mask, size_t mask_stride, const uint16_t* val,
+                                      float* acc, float* scores) {
+  static_assert(kTRNarrow == 8 && kTRQuad == 4, "a key has at most 8 lanes of scores");
   with_rows<8>(rows, [&](auto r) {
-    deltaqkdot<decltype(r)::value>(n_keys, d, q, q_stride, mask, mask_stride, val, acc, scores);
+    deltaqkdot<decltype(r)::value>(n_keys, d, lanes, q, q_stride, mask, mask_stride, val, acc, scores);
   });
 }
 
-void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, const float* q, size_t q_stride, const float* k,
-                                 size_t k_stride, float* scores) {
-  static_assert(kTRNarrow == 8, "a key has 8 lanes of scores");
-  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, q, q_stride, k, k_stride, scores); });
-}
-
-void f32_qk_ukernel_8x4__neon(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
-                              float* scores) {
-  static_assert(kTRNarrow == 8, "two q registers hold the tile's 8 rows");
-  size_t t = 0;
-  for (; t + 4 <= n; t += 4) {   // 4 keys x 8 rows: 8 accumulators; 4 key elements per load, FMA by lane
-    const float* kr[4] = {k + t * k_stride, k + (t + 1) * k_stride, k + (t + 2) * k_stride, k + (t + 3) * k_stride};
-    float32x4_t lo[4], hi[4];
-    for (int i = 0; i < 4; i++) lo[i] = hi[i] = vdupq_n_f32(0.0f);
-    size_t c = 0;
-    for (; c + 4 <= d; c += 4) {
-      const float32x4_t q0l = vld1q_f32(qt + c * 8), q0h = vld1q_f32(qt + c * 8 + 4);
-      const float32x4_t q1l = vld1q_f32(qt + c * 8 + 8), q1h = vld1q_f32(qt + c * 8 + 12);
-      const float32x4_t q2l = vld1q_f32(qt + c * 8 + 16), q2h = vld1q_f32(qt + c * 8 + 20);
-      const float32x4_t q3l = vld1q_f32(qt + c * 8 + 24), q3h = vld1q_f32(qt + c * 8 + 28);
-      for (int i = 0; i < 4; i++) {
-        const float32x4_t kv = vld1q_f32(kr[i] + c);
-        lo[i] = vfmaq_laneq_f32(lo[i], q0l, kv, 0);
-        hi[i] = vfmaq_laneq_f32(hi[i], q0h, kv, 0);
-        lo[i] = vfmaq_laneq_f32(lo[i], q1l, kv, 1);
-        hi[i] = vfmaq_laneq_f32(hi[i], q1h, kv, 1);
-        lo[i] = vfmaq_laneq_f32(lo[i], q2l, kv, 2);
-        hi[i] = vfmaq_laneq_f32(hi[i], q2h, kv, 2);
-        lo[i] = vfmaq_laneq_f32(lo[i], q3l, kv, 3);
-        hi[i] = vfmaq_laneq_f32(hi[i], q3h, kv, 3);
-      }
-    }
-    for (; c < d; c++) {
-      const float32x4_t ql = vld1q_f32(qt + c * 8), qh = vld1q_f32(qt + c * 8 + 4);
-      for (int i = 0; i < 4; i++) {
-        lo[i] = vfmaq_n_f32(lo[i], ql, kr[i][c]);
-        hi[i] = vfmaq_n_f32(hi[i], qh, kr[i][c]);
-      }
-    }
-    for (int i = 0; i < 4; i++) {
-      vst1q_f32(scores + (t + i) * 8, lo[i]);
-      vst1q_f32(scores + (t + i) * 8 + 4, hi[i]);
-    }
-  }
-  for (; t < n; t++) {
-    const float* kt = k + t * k_stride;
-    float32x4_t lo = vdupq_n_f32(0.0f), hi = lo;
-    for (size_t c = 0; c < d; c++) {
-      lo = vfmaq_n_f32(lo, vld1q_f32(qt + c * 8), kt[c]);
-      hi = vfmaq_n_f32(hi, vld1q_f32(qt + c * 8 + 4), kt[c]);
-    }
-    vst1q_f32(scores + t * 8, lo);
-    vst1q_f32(scores + t * 8 + 4, hi);
-  }
+void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
+                                 const float* k, size_t k_stride, float* scores) {
+  static_assert(kTRNarrow == 8 && kTRQuad == 4, "a key has at most 8 lanes of scores");
+  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, lanes, q, q_stride, k, k_stride, scores); });
 }
 
 // exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; the same degree-6 polynomial as the AVX2 kernel.

@@ -67,19 +67,19 @@ void f32_deltaqk_ukernel_64x1__scalar(size_t n_keys, size_t d, const float* qt, 
   deltaqk<kTR>(n_keys, d, qt, mask, mask_stride, val, acc, scores);
 }
 
-void f32_deltaqkdot_ukernel_8x1__scalar(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                        const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
-                                        float* scores) {
+void f32_deltaqkdot_ukernel_8x1__scalar(size_t n_keys, size_t d, size_t rows, size_t lanes, const float* q,
+                                        size_t q_stride, const uint8_t* mask, size_t mask_stride, const uint16_t* val,
+                                        float* acc, float* scores) {
   int32_t idx[1024];
   const uint16_t* tv = val;   // key t's packed values: they follow key t − 1's
   for (size_t t = 0; t < n_keys; t++) {
     const size_t count = expand_mask(mask + t * mask_stride, d, idx);
-    for (size_t r = 0; r < kTRNarrow; r++) {
+    for (size_t r = 0; r < lanes; r++) {
       float s = 0.0f;   // this key's q·Δk, then into the prefix sum
       if (r < rows)
         for (size_t z = 0; z < count; z++) s += q[r * q_stride + static_cast<size_t>(idx[z])] * f16_to_f32(tv[z]);
       acc[r] += s;
-      scores[t * kTRNarrow + r] = acc[r];
+      scores[t * lanes + r] = acc[r];
     }
     tv += count;
   }
@@ -90,20 +90,15 @@ void f32_qk_ukernel_64x1__scalar(size_t n, size_t d, const float* qt, const floa
   qk<kTR>(n, d, qt, k, k_stride, scores);
 }
 
-void f32_qk_ukernel_8x1__scalar(size_t n, size_t d, const float* qt, const float* k, size_t k_stride,
-                                float* scores) {
-  qk<kTRNarrow>(n, d, qt, k, k_stride, scores);
-}
-
-void f32_qkdot_ukernel_8x1__scalar(size_t n, size_t d, size_t rows, const float* q, size_t q_stride,
+void f32_qkdot_ukernel_8x1__scalar(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
                                    const float* k, size_t k_stride, float* scores) {
   for (size_t t = 0; t < n; t++) {
     const float* kt = k + t * k_stride;
-    for (size_t r = 0; r < kTRNarrow; r++) {
+    for (size_t r = 0; r < lanes; r++) {
       float s = 0.0f;
       if (r < rows)
         for (size_t c = 0; c < d; c++) s += q[r * q_stride + c] * kt[c];
-      scores[t * kTRNarrow + r] = s;
+      scores[t * lanes + r] = s;
     }
   }
 }
@@ -142,7 +137,7 @@ void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const voi
     const V* vj = v + j * v_stride;
     for (size_t r = 0; r < m; r++) {
       const float w = p[j * p_stride + r];
-      if (w == 0.0f) continue;   // keys past a row's causal end, and unused rows of a partial tile
+      if (w == 0.0f) continue;   // keys past a row's causal end
       float* a = acc + r * d;
       for (size_t c = 0; c < d; c++) a[c] += w * Load(vj[c]);
     }

@@ -14,6 +14,7 @@ namespace dlm {
 
 constexpr int kTR = 64;        // query rows per tile (lanes of the score vectors)
 constexpr int kTRNarrow = 8;   // rows per tile when a call has at most 8 rows per kv head (decode)
+constexpr int kTRQuad = 4;     // ... and at most 4 (decode with a GQA group <= 4: two keys per 8-lane vector)
 constexpr int kPR = 8;   // rows per P·V micro-tile
 
 // The decode micro-kernels' rows → template dispatch: calls f(std::integral_constant<int, R>{})
@@ -53,24 +54,27 @@ typedef size_t (*deltaenc_ukernel_fn)(size_t d, const float* k, float* k_hat, ui
 typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
                                    size_t mask_stride, const uint16_t* val, float* acc, float* scores);
 
-// The same for up to 8 query rows (decode), along head_dim: each key's ΔK row is decompressed into
-// registers (fp16 → fp32, its non-zeros moved to their elements by a per-mask-byte table) and
-// dotted with the row-major queries q[r*q_stride + c], so the work per key is d/8 vector steps
-// whatever the row count, and the bytes read are the compressed row. For τ < n_keys, r < rows:
-// acc[r] += q_r·Δk_τ; scores[τ*8 + r] = acc[r]; lanes r >= rows add 0.
-typedef void (*deltaqkdot_ukernel_fn)(size_t n_keys, size_t d, size_t rows, const float* q, size_t q_stride,
-                                      const uint8_t* mask, size_t mask_stride, const uint16_t* val, float* acc,
-                                      float* scores);
+// The same for a narrow tile of `lanes` (kTRNarrow or kTRQuad) lanes and rows <= lanes query rows
+// (decode), along head_dim: each key's ΔK row is decompressed into registers (fp16 → fp32, its
+// non-zeros moved to their elements by a per-mask-byte table) and dotted with the row-major queries
+// q[r*q_stride + c], so the work per key is d/8 vector steps whatever the row count, and the bytes
+// read are the compressed row. For τ < n_keys, r < lanes: acc[r] += q_r·Δk_τ (0 for r >= rows);
+// scores[τ*lanes + r] = acc[r]. With 4 lanes, the scores of keys τ and τ+1 fill one 8-float vector.
+typedef void (*deltaqkdot_ukernel_fn)(size_t n_keys, size_t d, size_t rows, size_t lanes, const float* q,
+                                      size_t q_stride, const uint8_t* mask, size_t mask_stride, const uint16_t* val,
+                                      float* acc, float* scores);
 
 // Exact Q·Kᵀ for an L-row tile and n keys: scores[t*L + r] = Σ_c qt[c*L + r] * k[t*k_stride + c].
 typedef void (*qk_ukernel_fn)(size_t n, size_t d, const float* qt, const float* k, size_t k_stride, float* scores);
 
-// Exact Q·Kᵀ for up to 8 query rows (decode), vectorised along head_dim instead of along rows, so
-// a row count below the tile's 8 lanes does not waste work: for t < n, r < rows:
-// scores[t*8 + r] = Σ_c q[r*q_stride + c] * k[t*k_stride + c]; lanes r >= rows get 0. d a multiple of 8.
-typedef void (*qkdot_ukernel_fn)(size_t n, size_t d, size_t rows, const float* q, size_t q_stride, const float* k,
-                                 size_t k_stride, float* scores);
-// One block of n keys of the online softmax, for the L rows of a tile (L a multiple of 8). Row r's
+// Exact Q·Kᵀ for a narrow tile (rows <= lanes, lanes kTRNarrow or kTRQuad; decode), vectorised
+// along head_dim instead of along rows, so a row count below the lanes does not waste work: for
+// t < n, r < lanes: scores[t*lanes + r] = Σ_c q[r*q_stride + c] * k[t*k_stride + c] (0 for r >= rows).
+// d a multiple of 8.
+typedef void (*qkdot_ukernel_fn)(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
+                                 const float* k, size_t k_stride, float* scores);
+// One block of n keys of the online softmax, for the L rows of a tile (L = kTRQuad or a multiple
+// of 8; the AVX2 kernel takes two keys per vector when L = 4). Row r's
 // score of key t is s_approx[t*L + r] if t < n_approx[r], else s_exact[t*L + r]; keys t >= n_valid[r]
 // are masked (causal). With x = score * scale: new max m' = max(mx, max_t x); corr[r] = exp(mx − m')
 // (0 while mx = −∞); p[t*L + r] = exp(x − m') (0 if masked); sum = sum·corr + Σ_t p; mx = m'.
@@ -88,14 +92,14 @@ typedef void (*softmax_ukernel_fn)(size_t rows, size_t n, const float* s_approx,
 typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
                               size_t v_stride, const float* corr, float* acc);
 
-#define DLM_DECLARE_UKERNELS(arch, qk_tile, qk_narrow_tile, softmax_tile, pv_tile)                              \
+#define DLM_DECLARE_UKERNELS(arch, qk_tile, softmax_tile, pv_tile)                                              \
   void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, size_t, const uint16_t*,    \
                                         float*, float*);                                                         \
-  void f32_deltaqkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const uint8_t*, size_t,  \
-                                          const uint16_t*, float*, float*);                                      \
+  void f32_deltaqkdot_ukernel_8x1__##arch(size_t, size_t, size_t, size_t, const float*, size_t, const uint8_t*,  \
+                                          size_t, const uint16_t*, float*, float*);                              \
   void f32_qk_ukernel_##qk_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);            \
-  void f32_qk_ukernel_##qk_narrow_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);     \
-  void f32_qkdot_ukernel_8x1__##arch(size_t, size_t, size_t, const float*, size_t, const float*, size_t, float*);  \
+  void f32_qkdot_ukernel_8x1__##arch(size_t, size_t, size_t, size_t, const float*, size_t, const float*, size_t,   \
+                                     float*);                                                                    \
   void f32_softmax_ukernel_##softmax_tile##__##arch(size_t, size_t, const float*, const float*, const int32_t*,   \
                                                     const int32_t*, float*, float*, float*, float*,              \
                                                     const softmax_params*);                                      \
@@ -104,14 +108,14 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
   void f32_pv_f16v_ukernel_##pv_tile##__##arch(size_t, size_t, size_t, const float*, size_t, const void*, size_t,\
                                                const float*, float*);
 
-DLM_DECLARE_UKERNELS(scalar, 64x1, 8x1, x1, 8xd)
+DLM_DECLARE_UKERNELS(scalar, 64x1, x1, 8xd)
 size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 #if defined(__x86_64__)
-DLM_DECLARE_UKERNELS(avx2_fma, 32x2, 8x4, x8, 8x8)
+DLM_DECLARE_UKERNELS(avx2_fma, 32x2, x8, 8x8)
 size_t f32_deltaenc_ukernel__avx2(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 #endif
 #if defined(__aarch64__)
-DLM_DECLARE_UKERNELS(neon, 16x2, 8x4, x4, 8x8)
+DLM_DECLARE_UKERNELS(neon, 16x2, x4, 8x8)
 size_t f32_deltaenc_ukernel__neon(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 #endif
 #undef DLM_DECLARE_UKERNELS
