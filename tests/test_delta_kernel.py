@@ -127,11 +127,13 @@ def test_decode_rows_and_head_dims_match_oracle(variant, group, d, chunks):
     assert (c.dk_zeros, c.macs_performed) == (st.decode.dk_zeros, st.decode.macs_performed)
 
 
+# group x head_dim: the decode P·V tiles of 1..3 rows take 32 fp16-V columns per step, then 16, then 8
+@pytest.mark.parametrize("group,d", [(3, 64), (1, 72), (2, 136)])
 @pytest.mark.parametrize("chunks", [[70, 1, 1, 1], [33, 20, 1, 1]])
-def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks):
+def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks, group, d):
     """v_cache in fp16: the kernel rounds V as it stores it; the oracle sees the rounded V."""
     n = sum(chunks)
-    q, k, v = make_qkv(n, 6, 2, 64, seed=5)
+    q, k, v = make_qkv(n, 2 * group, 2, d, seed=5)
     got, st = run_kernel(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4, v_dtype=torch.float16)
     ref, _ = run_calls(q, k, v.half().float(), chunks, n + 2, 0.6, 0.1, 1 << 20, 4)
     assert nmse(got, ref) <= 1e-10

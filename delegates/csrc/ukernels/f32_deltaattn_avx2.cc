@@ -162,7 +162,7 @@ void f32_qk_ukernel_32x2__avx2_fma(size_t n, size_t d, const float* qt, const fl
 namespace {
 
 // The 8 row accumulators of one key → its 8 lanes of scores (a horizontal-add tree).
-static inline __m256 row_sums8(const __m256* a) {
+__attribute__((always_inline)) static inline __m256 row_sums8(const __m256* a) {
   const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
   const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
   const __m256 lo = _mm256_hadd_ps(h01, h23), hi = _mm256_hadd_ps(h45, h67);   // [r0..3 | r0..3], [r4..7 | r4..7]
@@ -221,7 +221,7 @@ alignas(16) constexpr ExpandLut<2, 0x80> kExpandLut{};
 // with R row-major queries along head_dim into a[0..R). The chunks' offsets come from one SWAR
 // prefix popcount per 8 mask bytes, so no chunk waits on the previous one.
 template <int R>
-static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv, const float* q, size_t q_stride,
+__attribute__((always_inline)) static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv, const float* q, size_t q_stride,
                                  __m256* a) {
   size_t base = 0;   // packed values before this group of 8 mask bytes
   // Chunk i of the group at c0: its values start at off <= c0 + 8i, so the 8 read stay within d
@@ -249,7 +249,7 @@ static inline void delta_key_dot(size_t d, const uint8_t* tm, const uint16_t* tv
 }
 
 // Non-zeros of a key's mask row (d/8 bytes): how far its packed values reach in the stream.
-static inline size_t row_count(const uint8_t* tm, size_t d) {
+__attribute__((always_inline)) static inline size_t row_count(const uint8_t* tm, size_t d) {
   size_t n = 0;
   for (size_t c = 0; c < d / 8; c += 8) n += static_cast<size_t>(__builtin_popcountll(load_mask8(tm + c, std::min<size_t>(8, d / 8 - c))));
   return n;
@@ -513,23 +513,23 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
   __m256 a[MR][NC];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int i = 0; i < NC; i++) a[r][i] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + c + 8 * i), _mm256_broadcast_ss(corr + r));
   for (size_t j = 0; j < n; j++) {
     __m256 vj[NC];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int i = 0; i < NC; i++) vj[i] = load_v8<kF16V>(v, j * v_stride + c + 8 * i);
     const float* pj = p + j * p_stride;
 #pragma GCC unroll 8
     for (int r = 0; r < MR; r++) {
       const __m256 w = _mm256_broadcast_ss(pj + r);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
     }
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int i = 0; i < NC; i++) _mm256_storeu_ps(acc + r * d + c + 8 * i, a[r][i]);
 }
 
@@ -537,6 +537,8 @@ template <int MR, bool kF16V>
 static inline void pv_rows(size_t n, size_t d, const float* p, size_t p_stride, const void* v, size_t v_stride,
                            const float* corr, float* acc) {
   size_t c = 0;
+  if constexpr (MR <= 3 && kF16V)   // 12 accumulator chains hide the FMA latency; each V conversion serves 3 rows
+    for (; c + 32 <= d; c += 32) pv_tile<MR, 4, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
   for (; c + 16 <= d; c += 16) pv_tile<MR, 2, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
   if (c < d) pv_tile<MR, 1, kF16V>(n, d, c, p, p_stride, v, v_stride, corr, acc);
 }
