@@ -90,6 +90,18 @@ inline int64_t value_start(const dlm_attn_args& a, int64_t t, int64_t g) {
   return t > 0 ? a.dk_end[(t - 1) * a.n_kv_heads + g] : 0;
 }
 
+// Exact scores of n keys (k_stride apart) into scores[t*L + r]: the wide tile's qk over its
+// transposed queries qt, a narrow tile's qkdot over the row-major queries qr of its `rows` rows.
+void exact_run(const TaskCtx& c, const float* qt, const float* qr, int64_t rows, const float* key, int64_t k_stride,
+               int64_t n, float* scores) {
+  const size_t D = static_cast<size_t>(c.a->head_dim);
+  if (c.lanes != dlm::kTR)
+    c.k->qkdot(static_cast<size_t>(n), D, static_cast<size_t>(rows), static_cast<size_t>(c.lanes), qr, D, key,
+               static_cast<size_t>(k_stride), scores);
+  else
+    c.k->qk(static_cast<size_t>(n), D, qt, key, static_cast<size_t>(k_stride), scores);
+}
+
 // Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
 // (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
 // run of rows is one qk call.
@@ -109,12 +121,7 @@ void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr,
       key = a.k_ring + (slot * Hkv + g) * D;
       run = std::min({j_to, a.start_pos, j + R - slot}) - j;
     }
-    if (L != dlm::kTR)
-      c.k->qkdot(static_cast<size_t>(run), static_cast<size_t>(D), static_cast<size_t>(rows), static_cast<size_t>(L),
-                 qr, static_cast<size_t>(D), key, static_cast<size_t>(Hkv * D), scores + (j - j0) * L);
-    else
-      c.k->qk(static_cast<size_t>(run), static_cast<size_t>(D), qt, key, static_cast<size_t>(Hkv * D),
-              scores + (j - j0) * L);
+    exact_run(c, qt, qr, rows, key, Hkv * D, run, scores + (j - j0) * L);
     j += run;
   }
 }
@@ -197,11 +204,7 @@ void run_tile(void* vctx, size_t task) {
                         static_cast<size_t>(L), qr, static_cast<size_t>(D), m, static_cast<size_t>(ld / 8), v, dq,
                         s_approx);
       if (j0 == 0) {   // the sink: key 0's score is exact for every row (its fp16 Δ only feeds the prefix)
-        if (wide)
-          c.k->qk(1, static_cast<size_t>(D), qt, a.k_sink + g * D, 0, p);
-        else
-          c.k->qkdot(1, static_cast<size_t>(D), static_cast<size_t>(rows), static_cast<size_t>(L), qr,
-                     static_cast<size_t>(D), a.k_sink + g * D, 0, p);
+        exact_run(c, qt, qr, rows, a.k_sink + g * D, 0, 1, p);
         std::copy(p, p + L, s_approx);
       }
     }

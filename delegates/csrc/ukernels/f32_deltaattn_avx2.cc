@@ -289,7 +289,9 @@ void deltaqkdot(size_t n_keys, size_t d_, size_t lanes, const float* q, size_t q
     _mm256_storeu_ps(acc, vacc);
   };
   if constexpr (R <= 4) {
-    const auto pair = [&](size_t t) {   // keys t, t+1: lanes 0..3, 4..7
+    // keys t, t+1: lanes 0..3, 4..7. Not one() twice: key t+1's start is taken from the mask before
+    // key t's dot, so the two dots overlap (a shared helper measured 23 % slower per key).
+    const auto pair = [&](size_t t) {
       prefetch(t);
       const uint8_t* m0 = mask + t * mask_stride;
       const uint16_t* tv1 = tv + row_count(m0, d);
