@@ -9,7 +9,9 @@ Prefill: one call from position 0 (cache update included on both sides). Decode:
 given context after a prefill of the rest, per layer; "warm" times one layer's state over and
 over (it stays in the CPU caches), "streamed" steps one state per layer of the model in turn
 (30 for SmolLM2, 16 for Llama-3.2-1B), as a decode step does, so the caches come from memory
-(the `layers` column). The dense baseline is the faster of ExecuTorch's `llama::update_cache` +
+(the `layers` column); our kernels' decode steps are timed natively (bench/decode_step.cc over
+the core's C API, no Python between calls: the eager op's wrapper costs tens of µs per call, as
+much as a short step), each checked against the op's own S_c. The dense baseline is the faster of ExecuTorch's `llama::update_cache` +
 `llama::custom_sdpa` and our own kernel's exact path (`deltallm::dense_attention`, the
 `attention.kind=dense` program's kernel: the same flash-style tiles, every key exact), and the
 table says which. The delta kernel runs with an fp32 and an fp16 V
@@ -27,15 +29,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 FLOOR_THETA = 3.0e38   # finite in fp32; no |Δ| exceeds it
 SHAPES = {"smollm2-135m": (9, 3, 64), "llama-3.2-1b": (32, 8, 64)}
 LAYERS = {"smollm2-135m": 30, "llama-3.2-1b": 16}
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def synthetic_inputs(n: int, h: int, hkv: int, d: int, seed: int = 0):
@@ -197,11 +205,30 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
         set_threads(1)
 
 
-def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
+def decode_step(kind, v_fp16, ctx, h, hkv, d, layers, threads, reps, theta, gamma, qkv: Path, out=None) -> dict:
+    """bench/decode_step.cc (built once per content, linked to delegates/lib/libdeltallm_core.so);
+    out: a file for the last step's output."""
+    from cxx_cache import cached_exe
+    from delegates.build import CSRC, LIB_DIR
+
+    exe = cached_exe("decode_step", [ROOT / "bench" / "decode_step.cc"], [CSRC / "deltaattn.h"],
+                     [f"-I{CSRC}", f"-L{LIB_DIR}", "-ldeltallm_core", f"-Wl,-rpath,{LIB_DIR}"])
+    args = [kind, int(v_fp16), ctx, h, hkv, d, layers, threads, reps, repr(float(theta)), repr(float(gamma)), qkv]
+    args += [out] if out else []
+    r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"error: decode_step failed: {r.stderr.strip()}")
+    return json.loads(r.stdout)
+
+
+def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers, tmp):
     """One decode token at context ctx, per layer: warm (one layer's state, cache-resident) and
     streamed (one state per layer of the model, stepped in turn as a decode step does, so the
     caches are read from memory as in a real model). The step is repeated at the same position:
-    dense's update is idempotent, delta restores its reference key and ring (small) first."""
+    dense's update is idempotent, delta restores its reference key first. Our kernels' steps are
+    timed natively (bench/decode_step.cc over the core's C API, as the runtime calls them):
+    the eager op's Python wrapper costs more than a short step (tens of µs per call, more for
+    delta's eleven tensors). custom_sdpa is timed through torch.ops (a C++ op)."""
     q, k, v = make(ctx, h, hkv, d)
     q1, k1, v1, last = q[:, -1:], k[:, -1:], v[:, -1:], ctx - 1
     thetas = {}
@@ -227,50 +254,41 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers):
             torch.ops.llama.update_cache(k1, kc, last)
             torch.ops.llama.update_cache(v1, vc, last)
             torch.ops.llama.custom_sdpa(q1, kc, vc, last, None, 0, True)
-        return states, step, None
-
-    def exact_layers(v_dtype=torch.float32):
-        states = []
-        for _ in range(n_layers):
-            kc, vc = torch.zeros(1, ctx, hkv, d), torch.zeros(1, ctx, hkv, d, dtype=v_dtype)
-            torch.ops.deltallm.dense_attention(q[:, :-1], k[:, :-1], v[:, :-1], kc, vc, 0)
-            states.append((kc, vc))
-        return states, lambda kc, vc: torch.ops.deltallm.dense_attention(q1, k1, v1, kc, vc, last), None
-
-    def delta_layers(theta, v_dtype):
-        states = []
-        for _ in range(n_layers):
-            delta = Delta(ctx, hkv, d, ns.gamma, v_dtype)
-            delta(q[:, :-1], k[:, :-1], v[:, :-1], 0, theta, ns.gamma)
-            states.append((delta, {i: delta.bufs[i].clone() for i in delta.small}))
-
-        def restore():
-            for delta, saved in states:
-                for i, t in saved.items():
-                    delta.bufs[i].copy_(t)
-        return states, lambda delta, _: delta(q1, k1, v1, last, theta, ns.gamma), restore
+        return states, step
 
     def timed_layers(make_states):
-        states, step, restore = make_states()
+        states, step = make_states()
 
         def sweep():
             for st in states:
                 step(*st)
         reps = ns.reps * (20 if n_layers == 1 else 3)
-        return timed(sweep, reps, restore) / n_layers
+        return timed(sweep, reps) / n_layers
+
+    fd, qkv = tempfile.mkstemp(dir=tmp, suffix=".f32")   # q, k, v for the native steps
+    os.close(fd)
+    qkv = Path(qkv)
+    torch.cat([q.reshape(-1), k.reshape(-1), v.reshape(-1)]).numpy().tofile(qkv)
+
+    def native(kind, v_dtype=torch.float32, theta=0.0, s_c=None):
+        r = decode_step(kind, v_dtype == torch.float16, ctx, h, hkv, d, n_layers, threads, ns.reps * 3, theta,
+                        ns.gamma, qkv)
+        if s_c is not None and abs(r["decode_s_c"] - s_c) > 1e-9:   # the native step did what the op does
+            raise SystemExit(f"error: decode_step counted S_c {r['decode_s_c']}, the op {s_c} (θ {theta})")
+        return r["ms"] / 1e3
 
     for threads in ns.threads:
         set_threads(threads)
-        dense = {"custom_sdpa": timed_layers(sdpa_layers), "deltallm_exact": timed_layers(exact_layers)}
+        dense = {"custom_sdpa": timed_layers(sdpa_layers), "deltallm_exact": native("dense")}
         best = min(dense, key=dense.get)
-        dense16 = timed_layers(lambda: exact_layers(torch.float16))
+        dense16 = native("dense", torch.float16)
         floor_s_c = s_c_of(FLOOR_THETA)["decode"]["total"]["s_c"]
-        t_floor = timed_layers(lambda: delta_layers(FLOOR_THETA, torch.float32))
+        t_floor = native("delta", theta=FLOOR_THETA, s_c=floor_s_c)
         for target, theta in thetas.items():
             s_m = counted(lambda: Delta(ctx, hkv, d, ns.gamma)(q, k, v, 0, theta, ns.gamma))["prefill"]["total"]["s_m"]
             tot = s_c_of(theta)["decode"]["total"]
-            t_delta = timed_layers(lambda: delta_layers(theta, torch.float32))
-            t16 = timed_layers(lambda: delta_layers(theta, torch.float16))
+            t_delta = native("delta", theta=theta, s_c=tot["s_c"])
+            t16 = native("delta", torch.float16, theta, tot["s_c"])
             yield dict(shape=name, phase="decode", n=ctx, threads=threads, layers=n_layers, theta=theta, s_m=s_m,
                        s_c=tot["s_c"], dense_ms=dense[best] * 1e3, dense_impl=best,
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3,
@@ -310,6 +328,8 @@ def main() -> int:
     set_threads(1)
     print(f"kernel variant: {core().dlm_kernel_arch().decode()}, gamma: {ns.gamma}", file=sys.stderr)
     rows = []
+    workdir = tempfile.TemporaryDirectory()   # q/k/v files for the native decode steps; removed at exit
+    tmp = Path(workdir.name)
     if not ns.json:
         print("| shape | keys | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
               "| delta/dense | delta fp16-V ms | fp16-V/dense | dense fp16-V ms | fp16-V/dense fp16-V "
@@ -324,7 +344,7 @@ def main() -> int:
                 continue   # the only real weights on this machine
             make = synthetic_inputs if keys == "synthetic" else captured
             gens += [tagged(prefill_rows(name, h, hkv, d, n, ns, make), keys) for n in ns.n]
-            gens += [tagged(decode_rows(name, h, hkv, d, c, ns, make, L), keys)
+            gens += [tagged(decode_rows(name, h, hkv, d, c, ns, make, L, tmp), keys)
                      for c in ns.decode_context for L in modes]
         for gen in gens:
             for r in gen:

@@ -17,17 +17,18 @@ of `bench/attention.py`'s streamed rows, not their time. θ = 3e38 keeps no ΔK 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "delegates" / "csrc"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from cxx_cache import cached_exe  # noqa: E402
+
 SHAPES = {"smollm2-135m": dict(rows=3, head_dim=64, kv_heads=3), "llama-3.2-1b": dict(rows=4, head_dim=64, kv_heads=8)}
 
 
@@ -40,19 +41,7 @@ def build() -> Path:
     else:
         raise SystemExit(f"error: no SIMD micro-kernels for {arch} (x86-64 and arm64 have them)")
     sources = [ROOT / "bench" / "decode_ukernels.cc", CSRC / "ukernels" / src]
-    deps = sources + sorted((CSRC / "ukernels").glob("*.h"))
-    tag = hashlib.sha256(b"".join(p.read_bytes() for p in deps) + " ".join(flags).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("DELTALLM_CACHE") or Path.home() / ".cache" / "deltallm") / "bench"
-    exe = cache / f"decode_ukernels-{tag}"
-    if not exe.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        print(f"building {exe.name} ...", file=sys.stderr)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:   # temp file, then rename
-            out = Path(tmp) / exe.name
-            subprocess.run(["g++", "-std=c++17", "-O3", "-DNDEBUG", *flags, f"-I{CSRC}", *map(str, sources),
-                            "-o", str(out)], check=True)
-            out.replace(exe)
-    return exe
+    return cached_exe("decode_ukernels", sources, sorted((CSRC / "ukernels").glob("*.h")), [*flags, f"-I{CSRC}"])
 
 
 def main() -> int:
