@@ -106,7 +106,7 @@ class CapturedInputs:
 
 class Delta:
     """One layer's delta state and the op. The ring is the program's: the widest band of a call
-    of at most n tokens (so a repeated decode step restores a few KB, not a full-size ring)."""
+    of at most n tokens (bench/decode_step.cc sizes it the same way)."""
 
     def __init__(self, n, hkv, d, gamma, v_dtype=torch.float32, w_decode=4):
         from delegates.attention_core import ring_len
@@ -114,7 +114,6 @@ class Delta:
 
         state = empty_state(n, ring_len(n, gamma, 1 << 20, w_decode), hkv, d, v_dtype)
         self.bufs = [state[name] for name in STATE]
-        self.small = [STATE.index(name) for name in ("k_ring", "k_hat")]   # what a repeated decode step changes
 
     def __call__(self, q, k, v, start, theta, gamma, w_decode=4):
         return torch.ops.deltallm.delta_attention(q, k, v, *self.bufs, start, theta, gamma, 1 << 20, w_decode, 0)
