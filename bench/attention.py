@@ -11,8 +11,8 @@ over (it stays in the CPU caches), "streamed" steps one state per layer of the m
 (30 for SmolLM2, 16 for Llama-3.2-1B), as a decode step does, so the caches come from memory
 (the `layers` column); our kernels' decode steps are timed natively (bench/decode_step.cc over
 the core's C API, no Python between calls: the eager op's wrapper costs tens of µs per call, as
-much as a short step), each checked against the op's own S_c. The dense baseline is the faster of ExecuTorch's `llama::update_cache` +
-`llama::custom_sdpa` and our own kernel's exact path (`deltallm::dense_attention`, the
+much as a short step), each checked against the op's own S_c. The dense baseline is the faster
+of ExecuTorch's `llama::update_cache` + `llama::custom_sdpa` and our own kernel's exact path (`deltallm::dense_attention`, the
 `attention.kind=dense` program's kernel: the same flash-style tiles, every key exact), and the
 table says which. The delta kernel runs with an fp32 and an fp16 V
 cache (attention.v_cache), and the dense op with an fp16 V cache is timed too, so the fp16-V delta
@@ -128,14 +128,10 @@ def counted(fn):
     return s
 
 
-def timed(fn, reps, before=None):
-    if before:
-        before()
+def timed(fn, reps):
     fn()
     out = []
     for _ in range(reps):
-        if before:
-            before()
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
