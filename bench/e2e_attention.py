@@ -12,9 +12,10 @@ runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraph
 tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
 model's GGUF (Q4_1, the only file the package ships) on the same ids and threads. Prefill: time of
 a fresh P-token prompt; decode: mean time per token of --decode tokens after a prompt of
-C − decode tokens (context ≈ C); each cell is the median over the repetitions (--reps per
-round; --rounds repeats the whole set, programs and llama.cpp in an order rotated each round, so a
-machine whose speed drifts does not favour one program). Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
+C − decode tokens (context ≈ C). Each cell is the median over the repetitions: --reps per round;
+--rounds repeats the whole set, programs and llama.cpp in an order rotated each round, so a machine
+whose speed drifts does not favour one program, and the CPU time the hypervisor stole during each
+program's runs is reported. Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
 (against the dense default) and / dense_f16v (same V cache), dense / dense_sdpa, our programs /
 llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
 """
