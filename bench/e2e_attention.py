@@ -174,9 +174,10 @@ def main() -> int:
                     acc[0] += t1[0] - t0[0]
                     acc[1] += t1[1] - t0[1]
     steal_pct = {name: 100.0 * st / tot for name, (st, tot) in steal.items() if tot}
-    if steal_pct:
-        log("CPU time stolen by the hypervisor during each program's runs: "
-            + ", ".join(f"{n} {v:.1f} %" for n, v in steal_pct.items()))
+    steal_line = ("CPU time stolen by the hypervisor during each program's runs: "
+                  + ", ".join(f"{n} {v:.1f} %" for n, v in steal_pct.items())) if steal_pct else ""
+    if steal_line:
+        log(steal_line)
     rows = []
     for p in ns.prefill:
         row = {"phase": "prefill", "tokens": p, "threads": ns.threads}
@@ -214,9 +215,8 @@ def main() -> int:
     for name, st in states.items():
         if st:
             print(f"- {name}: {st['bytes'] / 2**20:.1f} MiB, {st['ratio_to_dense_fp32_kv']:.3f}x the fp32 K+V caches")
-    if steal_pct:
-        print("\nCPU time stolen by the hypervisor during each program's runs: "
-              + ", ".join(f"{n} {v:.1f} %" for n, v in steal_pct.items()))
+    if steal_line:
+        print("\n" + steal_line)
     return 0
 
 
