@@ -128,8 +128,9 @@ void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr,
 
 // Decode tiles with fp32 V: their V rows (n rows of `bytes`, `stride` apart) are prefetched kPfKeys
 // keys at a time between the sparse score calls, which wait on arithmetic, so the P·V after the
-// block's softmax finds them in L1 (delta decode steps 0.86–0.88x). Not done for fp16 V (no gain:
-// the hardware prefetcher keeps up with half the bytes) nor for dense tiles, which wait on K (lost).
+// block's softmax finds them in L1 (delta decode steps 0.86–0.92x). Not done for fp16 V (no gain:
+// the hardware prefetcher keeps up with half the bytes) nor for dense tiles, which wait on K (no
+// consistent gain).
 constexpr int64_t kPfKeys = 16;
 inline void prefetch_rows(const char* row, int64_t n, int64_t stride, int64_t bytes) {
   for (; n > 0; n--, row += stride)
@@ -217,8 +218,8 @@ void run_tile(void* vctx, size_t task) {
         c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8), v, dq,
                      s_approx);
       } else {
-        const int64_t v_row = D * 4, step = a.v_fp16 ? na : kPfKeys;
-        const char* v_pf = static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * v_row;
+        const int64_t v_row = D * 4, step = a.v_fp16 ? na : kPfKeys;   // v_row: fp32 rows only
+        const char* v_pf = a.v_fp16 ? nullptr : static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * v_row;
         for (int64_t i0 = 0; i0 < na; i0 += step) {
           const int64_t ni = std::min<int64_t>(step, na - i0);
           if (!a.v_fp16) prefetch_rows(v_pf + i0 * Hkv * v_row, ni, Hkv * v_row, v_row);
