@@ -138,9 +138,10 @@ inline void prefetch_rows(const char* row, int64_t n, int64_t stride, int64_t by
 }
 
 // One task: up to L query rows of one kv-head group (a tile) against all their keys, in blocks of
-// kKB keys with an online (running max / sum) softmax. The tile's queries are transposed and its
+// kKB keys with an online (running max / sum) softmax. A wide tile's queries are transposed and its
 // scores key-major, so each key element (exact part) or ΔK non-zero (sparse part) is loaded once
-// and multiplied into all L rows, and each block of K, ΔK and V is read from memory once per tile.
+// and multiplied into all L rows; a narrow (decode) tile keeps its few queries row-major and dots
+// them with each key along head_dim. Each block of K, ΔK and V is read from memory once per tile.
 // Keys before a row's band use the sparse Q·ΔKᵀ prefix sums (deltaqk), keys in the band the exact
 // Q·Kᵀ (qk); keys past a row's position are masked (causal).
 void run_tile(void* vctx, size_t task) {
@@ -213,10 +214,9 @@ void run_tile(void* vctx, size_t task) {
     const int64_t na = std::max<int64_t>(0, std::min<int64_t>(nb, max_approx - j0));
     if (na > 0) {
       const uint8_t* m = a.dk_mask + (j0 * Hkv + g) * (D / 8);
-      const uint16_t* v = value_stream(a, g) + value_start(a, j0, g);
       if (wide) {
-        c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8), v, dq,
-                     s_approx);
+        c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8),
+                     value_stream(a, g) + value_start(a, j0, g), dq, s_approx);
       } else {
         const int64_t v_row = D * 4, step = a.v_fp16 ? na : kPfKeys;   // v_row: fp32 rows only
         const char* v_pf = a.v_fp16 ? nullptr : static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * v_row;
