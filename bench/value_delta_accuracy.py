@@ -109,14 +109,16 @@ def main() -> int:
                  if isinstance(m, (attention_core.DeltaAttention, attention_core.ExactAttention))]
         hook = ValueDelta(cores, [alpha * s for s in v_std]) if alpha else None
         try:
-            results = evaluate(lm, ns.tasks, {t: ns.limit for t in ns.tasks}, quiet=True)
+            for task in ns.tasks:   # one at a time: S_v counts that task's calls only
+                if hook:
+                    hook.zeros = hook.elements = 0
+                r, = evaluate(lm, [task], {task: ns.limit}, quiet=True)
+                rows.append(dict(setting=label, task=r.task, metric=r.metric, value=r.value, stderr=r.stderr, n=r.n,
+                                 s_m=r.prefill_s_m, s_v=hook.zeros / hook.elements if hook else None,
+                                 samples=r.samples))
         finally:
             if hook:
                 hook.remove()
-        for r in results:
-            rows.append(dict(setting=label, task=r.task, metric=r.metric, value=r.value, stderr=r.stderr, n=r.n,
-                             s_m=r.prefill_s_m, s_v=hook.zeros / hook.elements if hook else None,
-                             samples=r.samples))
     for r in rows:   # paired change against dense on the same documents
         ref = next(x for x in rows if x["setting"] == "dense" and x["task"] == r["task"])
         r["change"] = r["value"] - ref["value"]
@@ -129,17 +131,15 @@ def main() -> int:
         return 0
     print("| setting | task | metric | value ± se | change vs dense | paired se of the per-doc change | S_m (ΔK) | S_v (ΔV) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        unit = " %" if r["metric"] == "perplexity" else " points"
-        scale = 1.0 if r["metric"] == "perplexity" else 100.0
-        value = f"{r['value'] * scale:.2f} ± {r['stderr'] * scale:.2f}" if r["metric"] != "perplexity" else \
-            f"{r['value']:.2f} ± {r['stderr']:.2f}"
-        change = f"{r['change'] * (1.0 if r['metric'] == 'perplexity' else 100.0):+.2f}{unit}"
-        se = f"{r['paired_se'] * (1.0 if r['metric'] == 'perplexity' else 100.0):.3f}" + \
-             (" nats" if r["metric"] == "perplexity" else " points")
-        s_m = f"{r['s_m']:.1%}" if r["s_m"] is not None else "-"
-        s_v = f"{r['s_v']:.1%}" if r["s_v"] is not None else "-"
-        print(f"| {r['setting']} | {r['task']} | {r['metric']} | {value} | {change} | {se} | {s_m} | {s_v} |")
+    def pct(x):
+        return f"{x:.1%}" if x is not None else "-"
+
+    for r in rows:   # perplexity as is (change in %, per-document sums in nats), accuracies in points
+        ppl = r["metric"] == "perplexity"
+        scale, unit, se_unit = (1.0, " %", " nats") if ppl else (100.0, " points", " points")
+        print(f"| {r['setting']} | {r['task']} | {r['metric']} | {r['value'] * scale:.2f} ± {r['stderr'] * scale:.2f} "
+              f"| {r['change'] * scale:+.2f}{unit} | {r['paired_se'] * scale:.3f}{se_unit} | {pct(r['s_m'])} "
+              f"| {pct(r['s_v'])} |")
     return 0
 
 
