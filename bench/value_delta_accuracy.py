@@ -56,11 +56,11 @@ class ValueDelta:
                 nxt, ref = self.state.get(core, (None, None))
                 if nxt != pos:
                     raise SystemExit(f"error: the ΔV hook saw a call at position {pos} after one ending at {nxt}")
-            dv, ref = self.encode(v[0], ref, pos, theta_v)
-            self.state[core] = (pos + v.shape[1], ref)
+            dv, ref_end = self.encode(v[0], ref, pos, theta_v)
+            self.state[core] = (pos + v.shape[1], ref_end)
             self.zeros += int((dv == 0).sum())
             self.elements += dv.numel()
-            v_hat = (dv.double().cumsum(0) + (ref.double() - dv.double().sum(0))).to(v.dtype)
+            v_hat = (ref.double() + dv.double().cumsum(0)).to(v.dtype)   # v̂_t = v̂_{start-1} + Σ Δv
             return q, k, v_hat.unsqueeze(0), start
         return hook
 
