@@ -17,7 +17,9 @@ C − decode tokens (context ≈ C). Each cell is the median over the repetition
 whose speed drifts does not favour one program, and the CPU time the hypervisor stole during each
 program's runs is reported. Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
 (against the dense default) and / dense_f16v (same V cache), dense / dense_sdpa, our programs /
-llama.cpp. Progress on stderr, the tables (or --json rows) on stdout.
+llama.cpp; each is the ratio of the two cells, and with --rounds > 1 also taken within every round
+(the two programs minutes apart, not the whole run), whose range the table shows and --json lists
+(`<ratio>_rounds`). Progress on stderr, the tables (or --json rows) on stdout.
 """
 from __future__ import annotations
 
@@ -91,10 +93,24 @@ RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f
           "delta_f16v_vs_dense_f16v": ("delta_f16v", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
 
 
-def ratios(row: dict) -> None:
-    for key, (a, b) in RATIOS.items():
+def ratios(row: dict, per_round: list[dict], prompt: int, samples: str) -> None:
+    """The row's ratios of its cells, and with more than one round each ratio within every round:
+    per_round[r][name][prompt][samples] holds round r's throughputs."""
+    pairs = dict(RATIOS)
+    if "llama.cpp_ms" in row and row["phase"] == "decode":
+        pairs.update({f"{n}_vs_llamacpp": (n, "llama.cpp") for n in ("dense", "delta", "delta_f16v")})
+    for key, (a, b) in pairs.items():
         if f"{a}_ms" in row and f"{b}_ms" in row:
             row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
+            if len(per_round) > 1:
+                row[f"{key}_rounds"] = [ms(rnd[a][prompt][samples]) / ms(rnd[b][prompt][samples])
+                                        for rnd in per_round]
+
+
+def ratio_cell(row: dict, key: str) -> str:
+    """A ratio for the table, with the range of its per-round values when there are several rounds."""
+    per = row.get(f"{key}_rounds")
+    return f"{row[key]:.2f}" + (f" ({min(per):.2f}–{max(per):.2f})" if per else "")
 
 
 def main() -> int:
@@ -124,6 +140,7 @@ def main() -> int:
     decode_prompts = [c - ns.decode for c in ns.decode_context]
     lengths = sorted(set(ns.prefill) | set(decode_prompts))
     results, states = {}, {}   # results[name][prompt] = {"prefill_tps": [...], "decode_tps": [...]}
+    per_round = []             # per_round[r][name][prompt]: round r's samples alone
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         text = tmp / "squad.txt"
@@ -164,10 +181,13 @@ def main() -> int:
 
         steal = {}   # name -> [stolen, total] jiffies over its runs
         for rnd in range(ns.rounds):
+            per_round.append({})
             # a machine whose speed drifts favours whoever runs in its fast minutes: rotate the order
             for name in names[rnd % len(names):] + names[:rnd % len(names)]:
                 t0 = cpu_times()
-                run_one(name, rnd, results.setdefault(name, {}))
+                run_one(name, rnd, per_round[-1].setdefault(name, {}))
+                for p, samples in per_round[-1][name].items():
+                    merge(results.setdefault(name, {}).setdefault(p, {}), samples)
                 t1 = cpu_times()
                 if t0 and t1:   # a VM's stolen CPU time (the host ran someone else) explains slow runs
                     acc = steal.setdefault(name, [0, 0])
@@ -183,17 +203,13 @@ def main() -> int:
         row = {"phase": "prefill", "tokens": p, "threads": ns.threads}
         for name, res in results.items():
             row[f"{name}_ms"] = p * ms(res[p]["prefill_tps"])
-        ratios(row)
+        ratios(row, per_round, p, "prefill_tps")
         rows.append(row)
     for c, p in zip(ns.decode_context, decode_prompts):
         row = {"phase": "decode", "tokens": c, "threads": ns.threads}
         for name, res in results.items():
             row[f"{name}_ms"] = ms(res[p]["decode_tps"])
-        ratios(row)
-        if "llama.cpp_ms" in row:
-            for name in ("dense", "delta", "delta_f16v"):
-                if f"{name}_ms" in row:
-                    row[f"{name}_vs_llamacpp"] = row[f"{name}_ms"] / row["llama.cpp_ms"]
+        ratios(row, per_round, p, "decode_tps")
         rows.append(row)
     if ns.json:
         print(json.dumps({"rows": rows, "attention_state": states, "reps": ns.reps, "rounds": ns.rounds,
@@ -201,15 +217,16 @@ def main() -> int:
         return 0
     names = list(results)
     print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps} x rounds {ns.rounds} (medians); "
-          "prefill: ms for the prompt; decode: ms per token at the context\n")
+          "prefill: ms for the prompt; decode: ms per token at the context; a ratio is that of the two medians"
+          + (" (its range within single rounds)" if ns.rounds > 1 else "") + "\n")
     cpp = [n for n in ("dense", "delta", "delta_f16v") if n in names] if "llama.cpp" in names else []
     shown = [k for k, (a, b) in RATIOS.items() if a in names and b in names]
     head = ["phase", "tokens"] + [f"{n} ms" for n in names] + [f"{RATIOS[k][0]}/{RATIOS[k][1]}" for k in shown] + \
         [f"{n}/llama.cpp" for n in cpp]
     print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
     for r in rows:
-        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [f"{r[k]:.2f}" for k in shown]
-        cells += [f"{r[f'{n}_vs_llamacpp']:.2f}" if r["phase"] == "decode" else "" for n in cpp]
+        cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [ratio_cell(r, k) for k in shown]
+        cells += [ratio_cell(r, f"{n}_vs_llamacpp") if r["phase"] == "decode" else "" for n in cpp]
         print("| " + " | ".join(map(str, cells)) + " |")
     print("\nattention state at max context 4096 (manifest):")
     for name, st in states.items():

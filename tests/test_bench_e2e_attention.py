@@ -1,5 +1,5 @@
 """bench/e2e_attention.py's pieces that run without exports: the hypervisor-steal reading, the
-merging of samples across rounds, the median per cell, and the refusal of bad --rounds/--reps."""
+merging of samples across rounds, the median per cell, the ratios of the cells and within every round, and the refusal of bad --rounds/--reps."""
 import subprocess
 import sys
 import time
@@ -41,3 +41,25 @@ def test_bad_rounds_or_reps_is_one_clear_error(flag):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "--rounds and --reps must be at least 1" in r.stderr
+
+
+def test_ratios_of_the_cells_and_within_every_round():
+    from e2e_attention import ratio_cell, ratios
+
+    # two rounds; the machine ran twice as slow in the second, for both programs alike
+    per_round = [{"dense_f16v": {100: {"decode_tps": [100.0]}}, "delta_f16v": {100: {"decode_tps": [125.0]}},
+                  "llama.cpp": {100: {"decode_tps": [50.0]}}},
+                 {"dense_f16v": {100: {"decode_tps": [50.0]}}, "delta_f16v": {100: {"decode_tps": [50.0]}},
+                  "llama.cpp": {100: {"decode_tps": [25.0]}}}]
+    row = {"phase": "decode", "tokens": 116, "dense_f16v_ms": 15.0, "delta_f16v_ms": 12.0, "llama.cpp_ms": 30.0}
+    ratios(row, per_round, 100, "decode_tps")
+    assert row["delta_f16v_vs_dense_f16v"] == pytest.approx(0.8)          # of the cells given
+    assert row["delta_f16v_vs_dense_f16v_rounds"] == pytest.approx([0.8, 1.0])   # 8/10 ms, then 20/20 ms
+    assert row["delta_f16v_vs_llamacpp"] == pytest.approx(0.4)
+    assert row["delta_f16v_vs_llamacpp_rounds"] == pytest.approx([0.4, 0.5])
+    assert "delta_vs_dense" not in row and "dense_vs_llamacpp" not in row   # no program, no ratio
+    assert ratio_cell(row, "delta_f16v_vs_dense_f16v") == "0.80 (0.80–1.00)"
+    one = {"phase": "prefill", "tokens": 8, "dense_f16v_ms": 10.0, "delta_f16v_ms": 9.0, "llama.cpp_ms": 30.0}
+    ratios(one, per_round[:1], 100, "decode_tps")   # one round: no per-round list; prefill: no llama.cpp ratio
+    assert "delta_f16v_vs_dense_f16v_rounds" not in one and "delta_f16v_vs_llamacpp" not in one
+    assert ratio_cell(one, "delta_f16v_vs_dense_f16v") == "0.90"
