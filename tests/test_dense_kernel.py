@@ -105,3 +105,19 @@ def _bad(**change):
 def test_bad_input_raises_with_message(change, message):
     with pytest.raises(RuntimeError, match=message):
         _bad(**change)
+
+
+def test_fp16_v_cache_store_rounds_clamps_and_keeps_nan_like_torch(variant):
+    """The V cache's fp16 store (a vector micro-kernel per arch) on the values where conversions
+    differ: ties to even, the subnormal range, the clamp at ±65504 (65520 would round to inf),
+    infinities, NaN and signed zero; bit for bit what `clamp(±65504).half()` gives."""
+    tie = 2.0 ** -11   # half an fp16 ulp at 1.0
+    edge = [0.0, -0.0, 1.0 + tie, 1.0 + 3 * tie, -(1.0 + tie), 2.0 ** -24 * 1.5, 2.0 ** -24 * 2.5, 2.0 ** -26,
+            6.0e-5, -6.1e-5, 65504.0, 65519.0, 65520.0, -65520.0, 1e9, float("inf"), float("-inf"), float("nan"),
+            3.14159265, -2.7182818, 1e-8, 0.1, 1234.5678, -0.33333334]
+    v = torch.tensor(edge * 2, dtype=torch.float32).reshape(3, 1, 16)
+    q, k, _ = make_qkv(3, 1, 1, 16, seed=3)
+    _, _, v_cache = run_dense(q, k, v, [2, 1], 4, v_dtype=torch.float16)
+    want = v.clamp(-65504.0, 65504.0).half()
+    assert torch.equal(v_cache[0, :3].view(torch.int16), want.view(torch.int16))
+    assert v_cache[0, :3].isnan().sum() == 2 and not v_cache[0, :3].isinf().any()

@@ -25,6 +25,7 @@ struct Kernels {
   dlm::qkdot_ukernel_fn qkdot;                       // exact scores of a narrow tile (decode)
   dlm::softmax_ukernel_fn softmax;
   dlm::pv_ukernel_fn pv, pv_f16v;   // fp32 / fp16 V
+  dlm::f16cvt_ukernel_fn f16cvt;     // the fp16 V cache's store
   const char* arch;
 };
 
@@ -36,6 +37,7 @@ const Kernels& kernels() {
                               dlm::f32_qkdot_ukernel_8x1__scalar,
                               dlm::f32_softmax_ukernel_x1__scalar,
                               dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
+                              dlm::f32_f16_vcvt_ukernel_x1__scalar,
                               "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
@@ -43,6 +45,7 @@ const Kernels& kernels() {
                             dlm::f32_qkdot_ukernel_8x1__avx2_fma,
                             dlm::f32_softmax_ukernel_x8__avx2_fma,
                             dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
+                            dlm::f32_f16_vcvt_ukernel_x8__avx2,
                             "avx2_fma"};
   static const bool has_avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -54,6 +57,7 @@ const Kernels& kernels() {
                             dlm::f32_qkdot_ukernel_8x1__neon,
                             dlm::f32_softmax_ukernel_x4__neon,
                             dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
+                            dlm::f32_f16_vcvt_ukernel_x8__neon,
                             "neon"};
   if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
 #endif
@@ -344,12 +348,10 @@ int check_shape_args(const dlm_attn_args& a, char* err, size_t len) {
 }
 
 // The new values into the V cache (fp32, or fp16 rounded to nearest even and clamped to its range).
-void store_values(const dlm_attn_args& a) {
+void store_values(const dlm_attn_args& a, const Kernels& k) {
   const int64_t count = a.seq_len * a.n_kv_heads * a.head_dim, start = a.start_pos * a.n_kv_heads * a.head_dim;
   if (a.v_fp16) {
-    uint16_t* dst = static_cast<uint16_t*>(a.v_cache) + start;
-    for (int64_t i = 0; i < count; i++)
-      dst[i] = dlm::f32_to_f16(std::min(std::max(a.v[i], -dlm::kF16Max), dlm::kF16Max));
+    k.f16cvt(static_cast<size_t>(count), a.v, static_cast<uint16_t*>(a.v_cache) + start);
   } else {
     std::memcpy(static_cast<float*>(a.v_cache) + start, a.v, sizeof(float) * count);
   }
@@ -427,7 +429,7 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
     std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
   }
-  store_values(*a);
+  store_values(*a, k);
   for (int64_t s = 0; s < a->seq_len; s++) {
     const int64_t t = a->start_pos + s;
     const dlm::deltaenc_params p{a->theta, t == 0};
@@ -469,8 +471,9 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   a.parallel = d->parallel;
   a.pool_ctx = d->pool_ctx;
   if (const int rc = check_shape_args(a, err, len)) return rc;
-  store_values(a);
-  run_tiles(a, kernels(), a.start_pos + a.seq_len);
+  const Kernels& k = kernels();
+  store_values(a, k);
+  run_tiles(a, k, a.start_pos + a.seq_len);
   return DLM_OK;
 }
 

@@ -10,6 +10,18 @@
 
 namespace dlm {
 
+// F16C rounds to nearest even like f32_to_f16; max/min return their second operand for a NaN, so
+// NaN passes the clamp. 8 values per step: the scalar conversion's branches took 36 instructions and
+// ~10 ns per value, a quarter of a 128-token prefill's attention call (callgrind, bench timing).
+void f32_f16_vcvt_ukernel_x8__avx2(size_t n, const float* x, uint16_t* y) {
+  const __m256 vhi = _mm256_set1_ps(kF16Max), vlo = _mm256_set1_ps(-kF16Max);
+  for (size_t i = 0; i < n; i += 8) {
+    const __m256 v = _mm256_min_ps(vhi, _mm256_max_ps(vlo, _mm256_loadu_ps(x + i)));
+    const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i), h);
+  }
+}
+
 size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                   const deltaenc_params* params) {
   size_t n = 0;

@@ -10,6 +10,16 @@
 
 namespace dlm {
 
+// FCVTN rounds to nearest even (the default FPCR mode) like f32_to_f16; FMAX/FMIN pass a NaN.
+void f32_f16_vcvt_ukernel_x8__neon(size_t n, const float* x, uint16_t* y) {
+  const float32x4_t vhi = vdupq_n_f32(kF16Max), vlo = vdupq_n_f32(-kF16Max);
+  for (size_t i = 0; i < n; i += 8) {
+    const float32x4_t a = vminq_f32(vmaxq_f32(vld1q_f32(x + i), vlo), vhi);
+    const float32x4_t b = vminq_f32(vmaxq_f32(vld1q_f32(x + i + 4), vlo), vhi);
+    vst1q_u16(y + i, vreinterpretq_u16_f16(vcvt_high_f16_f32(vcvt_f16_f32(a), b)));
+  }
+}
+
 size_t f32_deltaenc_ukernel__neon(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                   const deltaenc_params* params) {
   size_t n = 0;

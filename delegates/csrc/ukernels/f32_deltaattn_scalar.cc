@@ -7,6 +7,10 @@
 
 namespace dlm {
 
+void f32_f16_vcvt_ukernel_x1__scalar(size_t n, const float* x, uint16_t* y) {
+  for (size_t i = 0; i < n; i++) y[i] = f32_to_f16(std::min(std::max(x[i], -kF16Max), kF16Max));   // NaN passes
+}
+
 size_t f32_deltaenc_ukernel__scalar(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                     const deltaenc_params* params) {
   size_t n = 0;

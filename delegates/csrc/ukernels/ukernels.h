@@ -92,6 +92,10 @@ typedef void (*softmax_ukernel_fn)(size_t rows, size_t n, const float* s_approx,
 typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const void* v,
                               size_t v_stride, const float* corr, float* acc);
 
+// The V cache's store: y[i] = x[i] clamped to ±kF16Max and rounded to the nearest fp16 (ties to
+// even; NaN stays NaN), bit-identical across the variants. n a multiple of 8 (whole rows of head_dim).
+typedef void (*f16cvt_ukernel_fn)(size_t n, const float* x, uint16_t* y);
+
 #define DLM_DECLARE_UKERNELS(arch, qk_tile, softmax_tile, pv_tile)                                              \
   void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, size_t, const uint16_t*,    \
                                         float*, float*);                                                         \
@@ -110,13 +114,16 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
 
 DLM_DECLARE_UKERNELS(scalar, 64x1, x1, 8xd)
 size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
+void f32_f16_vcvt_ukernel_x1__scalar(size_t, const float*, uint16_t*);
 #if defined(__x86_64__)
 DLM_DECLARE_UKERNELS(avx2_fma, 32x2, x8, 8x8)
 size_t f32_deltaenc_ukernel__avx2(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
+void f32_f16_vcvt_ukernel_x8__avx2(size_t, const float*, uint16_t*);
 #endif
 #if defined(__aarch64__)
 DLM_DECLARE_UKERNELS(neon, 16x2, x4, 8x8)
 size_t f32_deltaenc_ukernel__neon(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
+void f32_f16_vcvt_ukernel_x8__neon(size_t, const float*, uint16_t*);
 #endif
 #undef DLM_DECLARE_UKERNELS
 
