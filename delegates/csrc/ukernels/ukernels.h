@@ -93,7 +93,8 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
                               size_t v_stride, const float* corr, float* acc);
 
 // The V cache's store: y[i] = x[i] clamped to ±kF16Max and rounded to the nearest fp16 (ties to
-// even; NaN stays NaN), bit-identical across the variants. n a multiple of 8 (whole rows of head_dim).
+// even), bit-identical across the variants; NaN stays NaN (its payload may differ: F16C and NEON
+// keep its top bits, the scalar variant writes the quiet NaN). n a multiple of 8 (rows of head_dim).
 typedef void (*f16cvt_ukernel_fn)(size_t n, const float* x, uint16_t* y);
 
 #define DLM_DECLARE_UKERNELS(arch, qk_tile, softmax_tile, pv_tile)                                              \
