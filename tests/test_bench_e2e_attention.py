@@ -1,5 +1,6 @@
 """bench/e2e_attention.py's pieces that run without exports: the hypervisor-steal reading, the
-merging of samples across rounds, the median per cell, the ratios of the cells and within every round, and the refusal of bad --rounds/--reps."""
+merging of samples across rounds, the median per cell, the ratios of the cells and within every
+round, and the refusal of bad --rounds/--reps."""
 import subprocess
 import sys
 import time
