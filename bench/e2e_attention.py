@@ -19,7 +19,10 @@ program's runs is reported. Ratios: delta / dense (< 1: delta is faster), delta_
 (against the dense default) and / dense_f16v (same V cache), dense / dense_sdpa, our programs /
 llama.cpp; each is the ratio of the two cells, and with --rounds > 1 also taken within every round
 (the two programs minutes apart, not the whole run), whose range the table shows and --json lists
-(`<ratio>_rounds`). Progress on stderr, the tables (or --json rows) on stdout.
+(`<ratio>_rounds`). With several decode contexts, rows "decode above C0" hold what attention adds
+to a decode step: each program's time per token minus its own at the shortest context C0 (the
+rest of a step, the weights, costs the same at every context), and the ratios of those.
+Progress on stderr, the tables (or --json rows) on stdout.
 """
 from __future__ import annotations
 
@@ -93,23 +96,27 @@ RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f
           "delta_f16v_vs_dense_f16v": ("delta_f16v", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
 
 
-def ratios(row: dict, per_round: list[dict], prompt: int, samples: str) -> None:
+def ratios(row: dict, per_round: list[dict], cell) -> None:
     """The row's ratios of its cells, and with more than one round each ratio within every round:
-    per_round[r][name][prompt][samples] holds round r's throughputs."""
+    cell(res, name) is the row's ms for a program from res[name][prompt][samples] (the whole run's
+    throughputs, or one round's). A ratio whose denominator is not positive (a difference of two
+    noisy cells) is left out; within a round it is None."""
     pairs = dict(RATIOS)
-    if "llama.cpp_ms" in row and row["phase"] == "decode":
+    if "llama.cpp_ms" in row and row["phase"] != "prefill":
         pairs.update({f"{n}_vs_llamacpp": (n, "llama.cpp") for n in ("dense", "delta", "delta_f16v")})
     for key, (a, b) in pairs.items():
-        if f"{a}_ms" in row and f"{b}_ms" in row:
+        if f"{a}_ms" in row and f"{b}_ms" in row and row[f"{b}_ms"] > 0:
             row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
             if len(per_round) > 1:
-                row[f"{key}_rounds"] = [ms(rnd[a][prompt][samples]) / ms(rnd[b][prompt][samples])
-                                        for rnd in per_round]
+                row[f"{key}_rounds"] = [(x / y if y > 0 else None)
+                                        for x, y in ((cell(rnd, a), cell(rnd, b)) for rnd in per_round)]
 
 
 def ratio_cell(row: dict, key: str) -> str:
     """A ratio for the table, with the range of its per-round values when there are several rounds."""
-    per = row.get(f"{key}_rounds")
+    if key not in row:
+        return "n/a"
+    per = [x for x in row.get(f"{key}_rounds", []) if x is not None]
     return f"{row[key]:.2f}" + (f" ({min(per):.2f}–{max(per):.2f})" if per else "")
 
 
@@ -199,18 +206,25 @@ def main() -> int:
     if steal_line:
         log(steal_line)
     rows = []
+
+    def add_row(phase: str, tokens: int, cell) -> None:
+        row = {"phase": phase, "tokens": tokens, "threads": ns.threads}
+        for name in results:
+            row[f"{name}_ms"] = cell(results, name)
+        ratios(row, per_round, cell)
+        rows.append(row)
+
     for p in ns.prefill:
-        row = {"phase": "prefill", "tokens": p, "threads": ns.threads}
-        for name, res in results.items():
-            row[f"{name}_ms"] = p * ms(res[p]["prefill_tps"])
-        ratios(row, per_round, p, "prefill_tps")
-        rows.append(row)
+        add_row("prefill", p, lambda res, n, p=p: p * ms(res[n][p]["prefill_tps"]))
     for c, p in zip(ns.decode_context, decode_prompts):
-        row = {"phase": "decode", "tokens": c, "threads": ns.threads}
-        for name, res in results.items():
-            row[f"{name}_ms"] = ms(res[p]["decode_tps"])
-        ratios(row, per_round, p, "decode_tps")
-        rows.append(row)
+        add_row("decode", c, lambda res, n, p=p: ms(res[n][p]["decode_tps"]))
+    # What attention adds to a decode step above the shortest context (the rest of the step, the
+    # weights, costs the same at every context): decode(C) - decode(C_min), per program.
+    p0 = min(decode_prompts)
+    for c, p in zip(ns.decode_context, decode_prompts):
+        if p != p0:
+            add_row(f"decode above {p0 + ns.decode}", c,
+                    lambda res, n, p=p: ms(res[n][p]["decode_tps"]) - ms(res[n][p0]["decode_tps"]))
     if ns.json:
         print(json.dumps({"rows": rows, "attention_state": states, "reps": ns.reps, "rounds": ns.rounds,
                           "cpu_steal_pct": steal_pct}, indent=1))
@@ -226,7 +240,7 @@ def main() -> int:
     print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
     for r in rows:
         cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [ratio_cell(r, k) for k in shown]
-        cells += [ratio_cell(r, f"{n}_vs_llamacpp") if r["phase"] == "decode" else "" for n in cpp]
+        cells += [ratio_cell(r, f"{n}_vs_llamacpp") if r["phase"] != "prefill" else "" for n in cpp]
         print("| " + " | ".join(map(str, cells)) + " |")
     print("\nattention state at max context 4096 (manifest):")
     for name, st in states.items():

@@ -52,8 +52,11 @@ def test_ratios_of_the_cells_and_within_every_round():
                   "llama.cpp": {100: {"decode_tps": [50.0]}}},
                  {"dense_f16v": {100: {"decode_tps": [50.0]}}, "delta_f16v": {100: {"decode_tps": [50.0]}},
                   "llama.cpp": {100: {"decode_tps": [25.0]}}}]
+    def cell(res, name):
+        return ms(res[name][100]["decode_tps"])
+
     row = {"phase": "decode", "tokens": 116, "dense_f16v_ms": 15.0, "delta_f16v_ms": 12.0, "llama.cpp_ms": 30.0}
-    ratios(row, per_round, 100, "decode_tps")
+    ratios(row, per_round, cell)
     assert row["delta_f16v_vs_dense_f16v"] == pytest.approx(0.8)          # of the cells given
     assert row["delta_f16v_vs_dense_f16v_rounds"] == pytest.approx([0.8, 1.0])   # 8/10 ms, then 20/20 ms
     assert row["delta_f16v_vs_llamacpp"] == pytest.approx(0.4)
@@ -61,6 +64,31 @@ def test_ratios_of_the_cells_and_within_every_round():
     assert "delta_vs_dense" not in row and "dense_vs_llamacpp" not in row   # no program, no ratio
     assert ratio_cell(row, "delta_f16v_vs_dense_f16v") == "0.80 (0.80–1.00)"
     one = {"phase": "prefill", "tokens": 8, "dense_f16v_ms": 10.0, "delta_f16v_ms": 9.0, "llama.cpp_ms": 30.0}
-    ratios(one, per_round[:1], 100, "decode_tps")   # one round: no per-round list; prefill: no llama.cpp ratio
+    ratios(one, per_round[:1], cell)   # one round: no per-round list; prefill: no llama.cpp ratio
     assert "delta_f16v_vs_dense_f16v_rounds" not in one and "delta_f16v_vs_llamacpp" not in one
     assert ratio_cell(one, "delta_f16v_vs_dense_f16v") == "0.90"
+
+
+def test_ratios_of_differences_skip_a_denominator_that_is_not_positive():
+    """The "decode above C0" rows divide differences of noisy cells: a dense difference <= 0 gives
+    no ratio (not a negative or infinite one), and a round where it happens gives None there."""
+    from e2e_attention import ratio_cell, ratios
+
+    per_round = [{"dense_f16v": {1: {"decode_tps": [100.0]}, 2: {"decode_tps": [50.0]}},
+                  "delta_f16v": {1: {"decode_tps": [100.0]}, 2: {"decode_tps": [80.0]}}},
+                 {"dense_f16v": {1: {"decode_tps": [100.0]}, 2: {"decode_tps": [100.0]}},
+                  "delta_f16v": {1: {"decode_tps": [100.0]}, 2: {"decode_tps": [50.0]}}}]
+
+    def above(res, name):   # ms at prompt 2 minus ms at prompt 1
+        return ms(res[name][2]["decode_tps"]) - ms(res[name][1]["decode_tps"])
+
+    row = {"phase": "decode above 1", "tokens": 2, "dense_f16v_ms": 5.0, "delta_f16v_ms": 2.0}
+    ratios(row, per_round, above)
+    assert row["delta_f16v_vs_dense_f16v"] == pytest.approx(0.4)
+    assert row["delta_f16v_vs_dense_f16v_rounds"][0] == pytest.approx(0.25)   # 2.5 ms / 10 ms
+    assert row["delta_f16v_vs_dense_f16v_rounds"][1] is None                 # dense added 0 ms that round
+    assert ratio_cell(row, "delta_f16v_vs_dense_f16v") == "0.40 (0.25–0.25)"
+    flat = {"phase": "decode above 1", "tokens": 2, "dense_f16v_ms": -0.1, "delta_f16v_ms": 2.0}
+    ratios(flat, per_round[:1], above)
+    assert "delta_f16v_vs_dense_f16v" not in flat
+    assert ratio_cell(flat, "delta_f16v_vs_dense_f16v") == "n/a"
