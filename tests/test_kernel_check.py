@@ -1,5 +1,5 @@
 """Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
-grid of test_delta_kernel.py (with decode's key splits) replayed through `deltallm_runner kernel-check` — NEON on arm64 (under
+grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values) replayed through `deltallm_runner kernel-check` — NEON on arm64 (under
 qemu-aarch64-static), AVX2 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from delegates.reference import band_width, delta_attention_vectorized, run_calls
 from tests.delta_helpers import make_qkv, nmse
@@ -48,7 +49,38 @@ def cases():
         q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)
         ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
         out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, 0, ref, {"prefill": st.prefill, "decode": st.decode}))
+    for kind in FP16_EDGE_KINDS:   # the fp16 V cache's store on edge values, prefill then decode
+        chunks = [37, 1, 1]
+        n = sum(chunks)
+        q, k, _ = make_qkv(n, 6, 2, 64, seed=n + len(kind))
+        v = fp16_edge_values(kind, (n, 2, 64), seed=len(kind))
+        ref, st = run_calls(q, k, v.clamp(-F16_MAX, F16_MAX).half().float(), chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, 1, ref, {"prefill": st.prefill, "decode": st.decode}))
     return out
+
+
+F16_MAX = 65504.0
+FP16_EDGE_KINDS = ("ties", "subnormal_ties", "clamp")
+
+
+def fp16_edge_values(kind: str, shape, seed: int) -> torch.Tensor:
+    """V values where a wrong fp16 store shows: halfway between two fp16 neighbours in binades 2^-4
+    .. 2^3 (ties to even), halfway between subnormals, or at and beyond the largest fp16 (65500 rounds
+    to 65504; 65519, 65520 (IEEE: inf), 1e5 and inf clamp to 65504). One kind per case, so no kind's
+    error hides under another's magnitude. Every value is exact in fp32."""
+    g = torch.Generator().manual_seed(seed)
+    sign = torch.randint(0, 2, shape, generator=g).double() * 2 - 1
+    odd = torch.randint(0, 1023, shape, generator=g).double() * 2 + 1
+    if kind == "ties":
+        v = torch.pow(2.0, torch.randint(-4, 4, shape, generator=g).double()) * (1 + odd * 2.0 ** -11)
+    elif kind == "subnormal_ties":
+        v = odd * 2.0 ** -25
+    elif kind == "clamp":
+        choices = torch.tensor([65500.0, 65504.0, 65519.0, 65520.0, 1e5, float("inf")], dtype=torch.float64)
+        v = choices[torch.randint(0, len(choices), shape, generator=g)]
+    else:
+        raise ValueError(f"unknown fp16 edge kind {kind!r}")
+    return (sign * v).float()
 
 
 def write_cases(path: Path, all_cases) -> None:
@@ -86,8 +118,6 @@ def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, a
         size = q.numel() * 4
         got = np.frombuffer(data, dtype="<f4", count=q.numel(), offset=offset).reshape(tuple(q.shape))
         offset += size
-        import torch
-
         assert nmse(torch.from_numpy(got.copy()), ref) <= 1e-10, i
         rows = np.frombuffer(data, dtype="<u8", count=10, offset=offset).reshape(2, 5)
         offset += 80
