@@ -1,6 +1,7 @@
 """Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
-grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values) replayed through `deltallm_runner kernel-check` — NEON on arm64 (under
-qemu-aarch64-static), AVX2 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
+grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values)
+replayed through `deltallm_runner kernel-check` — NEON on arm64 (under qemu-aarch64-static), AVX2
+and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
 from __future__ import annotations
 
 import itertools
