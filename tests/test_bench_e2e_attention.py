@@ -52,6 +52,7 @@ def test_ratios_of_the_cells_and_within_every_round():
                   "llama.cpp": {100: {"decode_tps": [50.0]}}},
                  {"dense_f16v": {100: {"decode_tps": [50.0]}}, "delta_f16v": {100: {"decode_tps": [50.0]}},
                   "llama.cpp": {100: {"decode_tps": [25.0]}}}]
+
     def cell(res, name):
         return ms(res[name][100]["decode_tps"])
 
