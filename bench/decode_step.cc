@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
                       start, theta, gamma, kWMax, kWDecode, layer, nullptr, nullptr};
       rc = dlm_delta_attention_f32(&a, err, sizeof err);
     } else {
-      dlm_dense_args a{qs, ks, vs, s.k_ring.data(), vc, out.data(), n, H, Hkv, D, T, v16, start, nullptr, nullptr};
+      dlm_dense_args a{qs, ks, vs, s.k_ring.data(), vc, out.data(), n, H, Hkv, D, T, v16, 0, start, nullptr, nullptr};
       rc = dlm_dense_attention_f32(&a, err, sizeof err);
     }
     if (rc != DLM_OK) die(err);

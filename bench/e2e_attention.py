@@ -6,7 +6,8 @@
 Exports (once, cached under out/bench_e2e_<program>) the dense program we ship (`attention.kind=dense`:
 our kernel's exact path), the dense program on ExecuTorch's `llama::custom_sdpa`
 (`attention.dense_kernel=custom_sdpa`) and the delta program (θ 0.6, γ 0.1, W_d 4), and our dense
-and delta programs with an fp16 V cache (`attention.v_cache=fp16`), with
+and delta programs with an fp16 V cache (`attention.v_cache=fp16`) and our dense program with fp16 K
+and V caches (`attention.k_cache=fp16`, llama.cpp's default cache type), with
 export.max_context_len=4096, and runs them with the native x86-64
 runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraphs, concatenated and
 tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
@@ -16,8 +17,8 @@ C − decode tokens (context ≈ C). Each cell is the median over the repetition
 --rounds repeats the whole set, programs and llama.cpp in an order rotated each round, so a machine
 whose speed drifts does not favour one program, and the CPU time the hypervisor stole during each
 program's runs is reported. Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
-(against the dense default) and / dense_f16v (same V cache), dense / dense_sdpa, our programs /
-llama.cpp; each is the ratio of the two cells, and with --rounds > 1 also taken within every round
+(against the dense default), / dense_f16v (same V cache) and / dense_f16kv (the smallest dense
+state), dense_f16kv / dense_f16v, dense / dense_sdpa, our programs / llama.cpp; each is the ratio of the two cells, and with --rounds > 1 also taken within every round
 (the two programs minutes apart, not the whole run), whose range the table shows and --json lists
 (`<ratio>_rounds`). With several decode contexts, rows "decode above C0" hold what attention adds
 to a decode step: each program's time per token minus its own at the shortest context C0 (the
@@ -49,6 +50,9 @@ PROGRAMS = {
     "dense_f16v": ["attention.kind=dense", "attention.dense_kernel=deltallm", "attention.v_cache=fp16"],
     "delta_f16v": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1", "attention.w_decode=4",
                    "attention.v_cache=fp16"],
+    # our dense program with fp16 K and V caches (half the state of dense)
+    "dense_f16kv": ["attention.kind=dense", "attention.dense_kernel=deltallm", "attention.v_cache=fp16",
+                    "attention.k_cache=fp16"],
 }
 
 
@@ -93,7 +97,10 @@ def merge(into: dict, samples: dict) -> None:
 
 
 RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f16v", "dense"),
-          "delta_f16v_vs_dense_f16v": ("delta_f16v", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
+          "delta_f16v_vs_dense_f16v": ("delta_f16v", "dense_f16v"),
+          "delta_f16v_vs_dense_f16kv": ("delta_f16v", "dense_f16kv"),
+          "dense_f16kv_vs_dense_f16v": ("dense_f16kv", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
+LLAMA_CPP_VS = ("dense", "delta", "dense_f16v", "delta_f16v", "dense_f16kv")   # our programs / llama.cpp
 
 
 def ratios(row: dict, per_round: list[dict], cell) -> None:
@@ -103,7 +110,7 @@ def ratios(row: dict, per_round: list[dict], cell) -> None:
     noisy cells) is left out; within a round it is None."""
     pairs = dict(RATIOS)
     if "llama.cpp_ms" in row and row["phase"] != "prefill":
-        pairs.update({f"{n}_vs_llamacpp": (n, "llama.cpp") for n in ("dense", "delta", "delta_f16v")})
+        pairs.update({f"{n}_vs_llamacpp": (n, "llama.cpp") for n in LLAMA_CPP_VS})
     for key, (a, b) in pairs.items():
         if f"{a}_ms" in row and f"{b}_ms" in row and row[f"{b}_ms"] > 0:
             row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
@@ -233,7 +240,7 @@ def main() -> int:
     print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps} x rounds {ns.rounds} (medians); "
           "prefill: ms for the prompt; decode: ms per token at the context; a ratio is that of the two medians"
           + (" (its range within single rounds)" if ns.rounds > 1 else "") + "\n")
-    cpp = [n for n in ("dense", "delta", "delta_f16v") if n in names] if "llama.cpp" in names else []
+    cpp = [n for n in LLAMA_CPP_VS if n in names] if "llama.cpp" in names else []
     shown = [k for k, (a, b) in RATIOS.items() if a in names and b in names]
     head = ["phase", "tokens"] + [f"{n} ms" for n in names] + [f"{RATIOS[k][0]}/{RATIOS[k][1]}" for k in shown] + \
         [f"{n}/llama.cpp" for n in cpp]

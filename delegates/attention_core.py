@@ -1,6 +1,6 @@
 """DeltaAttention: the attention core plugged into export/arch when attention.kind=delta;
 ExactAttention: the dense core of attention.kind=dense with attention.dense_kernel=deltallm (the
-same kernel with every key exact, a plain fp32 K cache and an fp32 or fp16 V cache).
+same kernel with every key exact, plain K and V caches, each fp32 or fp16).
 
 Its state lives in non-persistent buffers, which torch.export turns into mutable buffers of the
 program (ExecuTorch's KV cache): the V cache (fp32 or fp16), the compressed ΔK cache (a bitmask and packed fp16
@@ -39,10 +39,11 @@ class DeltaAttention(nn.Module):
 
 
 class ExactAttention(nn.Module):
-    def __init__(self, n_kv_heads: int, head_dim: int, max_context_len: int, v_dtype: torch.dtype = torch.float32):
+    def __init__(self, n_kv_heads: int, head_dim: int, max_context_len: int, v_dtype: torch.dtype = torch.float32,
+                 k_dtype: torch.dtype = torch.float32):
         super().__init__()
         shape = (1, max_context_len, n_kv_heads, head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
+        self.register_buffer("k_cache", torch.zeros(shape, dtype=k_dtype), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape, dtype=v_dtype), persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:

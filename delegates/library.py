@@ -32,7 +32,8 @@ class DenseArgs(ctypes.Structure):
         ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
         ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("v_fp16", ctypes.c_int64),
-        ("start_pos", ctypes.c_int64), ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p)]]
+        ("k_fp16", ctypes.c_int64), ("start_pos", ctypes.c_int64), ("parallel", ctypes.c_void_p),
+        ("pool_ctx", ctypes.c_void_p)]]
 
 
 class Counts(ctypes.Structure):

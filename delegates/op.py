@@ -10,7 +10,8 @@ head's stream), k_hat [1,Hkv,D] f32, k_ckpt [1,C,Hkv,D] f32 (k̂ every DLM_CKPT_
 where a split of the keys starts; C = dlm_ckpt_len(T)). Returns [1,S,H,D].
 
 deltallm::dense_attention is the same kernel with every key exact (no ΔK state): q, k, v as above,
-k_cache [1,T,Hkv,D] f32 and v_cache [1,T,Hkv,D] f32 or float16, updated at [start_pos, start_pos + S).
+k_cache and v_cache [1,T,Hkv,D], each f32 or float16 (stored rounded to nearest even, clamped to
+±65504; an fp16 K cache's keys are stored before the scores), updated at [start_pos, start_pos + S).
 """
 from __future__ import annotations
 
@@ -154,15 +155,16 @@ def _run_dense(q, k, v, k_cache, v_cache, start_pos, out):
     for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
         if tuple(t.shape) != want:
             raise RuntimeError(f"{name}: {t_name} must have shape {list(want)}, got {list(t.shape)}")
-    if k_cache.dtype != torch.float32 or v_cache.dtype not in (torch.float32, torch.float16):
-        raise RuntimeError(f"{name}: k_cache must be float32 and v_cache float32 or float16")
+    for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.dtype not in (torch.float32, torch.float16):
+            raise RuntimeError(f"{name}: {t_name} must be float32 or float16, got {t.dtype}")
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         raise RuntimeError(f"{name}: the caches must be contiguous")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     a = DenseArgs(q=_ptr(q, "q"), k=_ptr(k, "k"), v=_ptr(v, "v"), k_cache=k_cache.data_ptr(),
                   v_cache=v_cache.data_ptr(), out=_ptr(out, "out"), seq_len=q.shape[1], n_heads=q.shape[2],
                   n_kv_heads=hkv, head_dim=D, max_len=k_cache.shape[1], v_fp16=int(v_cache.dtype == torch.float16),
-                  start_pos=int(start_pos), parallel=None, pool_ctx=None)
+                  k_fp16=int(k_cache.dtype == torch.float16), start_pos=int(start_pos), parallel=None, pool_ctx=None)
     err = ctypes.create_string_buffer(256)
     if core().dlm_dense_attention_f32(ctypes.byref(a), err, len(err)) != 0:
         raise RuntimeError(err.value.decode())

@@ -40,6 +40,7 @@ class DenseAttention(nn.Module):
 def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_heads: int,
                         head_dim: int, max_context_len: int, max_seq_len: int) -> nn.Module:
     v_dtype = torch.float16 if cfg.v_cache == CacheDtype.FP16 else torch.float32
+    k_dtype = torch.float16 if cfg.k_cache == CacheDtype.FP16 else torch.float32
     if cfg.kind == AttentionKind.DENSE and cfg.dense_kernel == DenseKernel.CUSTOM_SDPA:
         return DenseAttention(n_kv_heads, head_dim, max_context_len)
     field = "attention.kind" if cfg.kind == AttentionKind.DELTA else "attention.dense_kernel"
@@ -52,7 +53,7 @@ def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_hea
     if head_dim % 8:
         raise ConfigError(field, f"{what} needs head_dim to be a multiple of 8, got {head_dim}")
     if cfg.kind == AttentionKind.DENSE:
-        return ExactAttention(n_kv_heads, head_dim, max_context_len, v_dtype)
+        return ExactAttention(n_kv_heads, head_dim, max_context_len, v_dtype, k_dtype)
     if cfg.kind == AttentionKind.DELTA:
         theta = cfg.theta if cfg.theta_per_layer is None else cfg.theta_per_layer[layer]
         return DeltaAttention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,

@@ -147,6 +147,7 @@ class AttentionConfig:
     w_decode: int = 4
     dense_kernel: DenseKernel = DenseKernel.DELTALLM   # kind=dense: which attention kernel the program calls
     v_cache: CacheDtype = CacheDtype.FP32   # the V cache's element type (fp16 halves its memory)
+    k_cache: CacheDtype = CacheDtype.FP32   # kind=dense: the K cache's element type (fp16 halves it)
     calibration: str = ""        # calibration file: key scales and/or per-layer θ (export.calibration)
 
     def __post_init__(self):
@@ -161,6 +162,11 @@ class AttentionConfig:
                  or self.v_cache == CacheDtype.FP32, "attention.v_cache",
                  "fp16 needs attention.kind=delta or attention.dense_kernel=deltallm "
                  "(custom_sdpa keeps ExecuTorch's fp32 caches)")
+        _require(self.k_cache == CacheDtype.FP32 or (self.kind == AttentionKind.DENSE
+                                                     and self.dense_kernel == DenseKernel.DELTALLM),
+                 "attention.k_cache", "fp16 needs attention.kind=dense with attention.dense_kernel=deltallm "
+                 "(the delta program keeps its keys as the fp16 ΔK cache; custom_sdpa keeps ExecuTorch's "
+                 "fp32 caches)")
 
 
 GROUP_SIZES = (16, 32, 64, 128, 256)

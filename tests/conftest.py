@@ -37,6 +37,13 @@ def tiny_llama_fp32(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_dense_f16kv(tmp_path_factory):
+    """The dense program with fp16 K and V caches (our kernel's exact path)."""
+    out = tmp_path_factory.mktemp("tiny_llama_dense_f16kv")
+    return out, export_with_cli("tiny_llama.yaml", out, "attention.v_cache=fp16", "attention.k_cache=fp16")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_8da8w(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_llama_8da8w")
     return out, export_with_cli("tiny_llama.yaml", out, "quantization.linear=8da8w", "quantization.embedding=int8")

@@ -25,9 +25,10 @@ def variant(request):
     lib.dlm_set_num_threads(1)
 
 
-def run_dense(q, k, v, chunks, max_len, v_dtype=torch.float32):
+def run_dense(q, k, v, chunks, max_len, v_dtype=torch.float32, k_dtype=torch.float32):
     hkv, d = k.shape[1], k.shape[2]
-    k_cache, v_cache = torch.zeros(1, max_len, hkv, d), torch.zeros(1, max_len, hkv, d, dtype=v_dtype)
+    k_cache = torch.zeros(1, max_len, hkv, d, dtype=k_dtype)
+    v_cache = torch.zeros(1, max_len, hkv, d, dtype=v_dtype)
     outs, pos = [], 0
     for n in chunks:
         sl = slice(pos, pos + n)
@@ -66,6 +67,41 @@ def test_fp16_v_cache_rounds_values_as_it_stores_them(variant):
     assert nmse(got, dense_attention(q, k, v)) > 1e-10   # the rounding is visible
 
 
+F16_MAX = 65504.0
+
+
+# wide (prefill) and narrow (decode) tiles, head_dim 64 (the unrolled decode kernel) and others,
+# GQA groups 1..8, and decode past 256 keys (key splits)
+@pytest.mark.parametrize("chunks,heads,kv_heads,d", [
+    ([1], 1, 1, 64), ([70, 18, 1, 1], 6, 2, 64), ([9, 1, 1], 3, 1, 8), ([129, 1, 1], 6, 2, 128),
+    ([65, 3, 1], 8, 1, 72), ([300, 1, 1], 9, 3, 64), ([64, 1, 1], 32, 8, 64)])
+def test_fp16_k_cache_rounds_keys_as_it_stores_them(variant, chunks, heads, kv_heads, d):
+    n = sum(chunks)
+    q, k, v = make_qkv(n, heads, kv_heads, d, seed=n + heads)
+    k = k * 3.0                                            # keys of post-RoPE magnitude: rounding shows
+    got, k_cache, _ = run_dense(q, k, v, chunks, n + 2, k_dtype=torch.float16)
+    assert torch.equal(k_cache[0, :n].view(torch.int16), k.half().view(torch.int16))
+    assert not k_cache[0, n:].view(torch.int16).any()
+    assert nmse(got, dense_attention(q, k.half().float(), v)) <= 1e-10
+    if n > 1:   # (one key's weight is 1 whatever its score)
+        assert nmse(got, dense_attention(q, k, v)) > 1e-10   # the rounding is visible
+
+
+def test_fp16_k_and_v_caches_clamp_like_torch_and_give_one_answer_whatever_the_chunking(variant):
+    """Keys beyond fp16's range are clamped to ±65504 as stored (not inf, whose scores would be NaN),
+    and the scores read every key from the cache, this call's too: one output for any chunking."""
+    q, k, v = make_qkv(40, 4, 2, 64, seed=7)
+    q = q * 1e-4                                           # scores of keys ~1e5 stay finite
+    k[5, 0, :4] = torch.tensor([7e4, -1e5, 65519.0, float("inf")])
+    whole, k_cache, _ = run_dense(q, k, v, [40], 41, torch.float16, torch.float16)
+    split, _, _ = run_dense(q, k, v, [17, 21, 1, 1], 41, torch.float16, torch.float16)
+    want_k = k.clamp(-F16_MAX, F16_MAX).half()
+    assert torch.equal(k_cache[0, :40].view(torch.int16), want_k.view(torch.int16))
+    assert torch.isfinite(whole).all()
+    ref = dense_attention(q, want_k.float(), v.half().float())
+    assert nmse(whole, ref) <= 1e-10 and nmse(split, ref) <= 1e-10
+
+
 def test_matches_executorch_custom_sdpa():
     from export.attention import load_llama_custom_ops
 
@@ -97,7 +133,8 @@ def _bad(**change):
     (dict(q=torch.zeros(1, 4, 4, 32)), "k and v must have the same shape"),
     (dict(q=torch.zeros(1, 4, 4, 12), k=torch.zeros(1, 4, 2, 12), v=torch.zeros(1, 4, 2, 12)), "multiple of 8"),
     (dict(k_cache=torch.zeros(1, 9, 2, 64)), r"k_cache must have shape \[1, 9, 2, 64\]|v_cache must have shape"),
-    (dict(v_cache=torch.zeros(1, 8, 2, 64, dtype=torch.int32)), "v_cache float32 or float16"),
+    (dict(v_cache=torch.zeros(1, 8, 2, 64, dtype=torch.int32)), "v_cache must be float32 or float16, got torch.int32"),
+    (dict(k_cache=torch.zeros(1, 8, 2, 64, dtype=torch.bfloat16)), "k_cache must be float32 or float16, got torch.bf"),
     (dict(q=torch.zeros(1, 4, 4, 64, dtype=torch.float64)), "q must be torch.float32"),
     (dict(start_pos=6), "cache overflow"),
     (dict(q=torch.zeros(1, 4, 3, 64)), "multiple of n_kv_heads"),

@@ -86,6 +86,8 @@ def test_agreement_flags_differences_beyond_one_stderr():
 
 @pytest.mark.parametrize("overrides,label", [
     ([], "dense"),
+    (["attention.v_cache=fp16"], "dense V fp16"),
+    (["attention.k_cache=fp16", "attention.v_cache=fp16"], "dense K fp16 V fp16"),
     (["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1"], "delta θ0.6 γ0.1 Wd4"),
     (["attention.kind=delta", "attention.theta=0.6", "attention.v_cache=fp16"], "delta θ0.6 γ0.1 Wd4 V fp16"),
 ])

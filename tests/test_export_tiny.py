@@ -77,7 +77,7 @@ def test_restart_at_position_zero_gives_same_logits(tiny_llama_fp32):
     assert torch.equal(first, again)
 
 
-def test_dense_kernels_give_the_same_program_output(tmp_path, tiny_llama_fp32):
+def test_dense_kernels_give_the_same_program_output(tmp_path, tiny_llama_fp32, tiny_llama_dense_f16kv):
     """attention.kind=dense runs our kernel's exact path by default; custom_sdpa (stock ExecuTorch)
     is the other choice. Both are exact attention: the same logits up to fp32 summation order."""
     from tests.conftest import export_with_cli
@@ -89,19 +89,22 @@ def test_dense_kernels_give_the_same_program_output(tmp_path, tiny_llama_fp32):
     assert "deltallm.dense_attention.default" not in sdpa["ops"]["portable_kinds"]
     assert sdpa["ops"]["portable_kinds"].get("llama.custom_sdpa.default") == 2
     f16 = export_with_cli("tiny_llama.yaml", tmp_path / "f16", "attention.v_cache=fp16")
-    for other in (sdpa, f16):
+    f16kv_dir, f16kv = tiny_llama_dense_f16kv
+    for other in (sdpa, f16, f16kv):
         assert other["validation"]["passed"]
         assert other["attention_state"]["dense_fp32_kv_bytes"] == m["attention_state"]["bytes"]
     assert sdpa["attention_state"]["ratio_to_dense_fp32_kv"] == 1.0
     assert f16["attention_state"]["ratio_to_dense_fp32_kv"] == 0.75
+    assert f16kv["attention_state"]["ratio_to_dense_fp32_kv"] == 0.5
     toks = torch.arange(3, 40).reshape(1, -1)
     logits = []
-    for d, man in ((out, m), (tmp_path / "sdpa", sdpa), (tmp_path / "f16", f16)):
+    for d, man in ((out, m), (tmp_path / "sdpa", sdpa), (tmp_path / "f16", f16), (f16kv_dir, f16kv)):
         pte = PteModel(d / man["pte"])
         logits.append(torch.cat([pte.forward(toks[:, :30], 0)] + [pte.forward(toks[:, i:i + 1], i) for i in range(30, 37)]))
     scale = logits[0].abs().max().item()
     assert (logits[0] - logits[1]).abs().max().item() <= 1e-5 * scale
     assert 0 < (logits[0] - logits[2]).abs().max().item() <= 1e-2 * scale   # fp16 V: close, not equal
+    assert 0 < (logits[2] - logits[3]).abs().max().item() <= 1e-2 * scale   # and fp16 K on top
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_8da8w", "tiny_llama_8da4w"])

@@ -1,6 +1,6 @@
 """Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
-grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values)
-replayed through `deltallm_runner kernel-check` — NEON on arm64 (under qemu-aarch64-static), AVX2
+grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values) and
+dense cases with fp32 and fp16 K caches (wide and narrow tiles, key splits), replayed through `deltallm_runner kernel-check` — NEON on arm64 (under qemu-aarch64-static), AVX2
 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from delegates.reference import band_width, delta_attention_vectorized, run_calls
+from delegates.reference import band_width, dense_attention, delta_attention_vectorized, run_calls
 from tests.delta_helpers import make_qkv, nmse
 from tests.native_helpers import run_native
 
@@ -26,38 +26,55 @@ COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")
 
 
 def cases():
-    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, v_fp16, reference out, {phase: counts})."""
+    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v_fp16, kind), reference out,
+    {phase: counts}); kind 0 delta, 1 dense, 2 dense with an fp16 K cache (dense counts nothing)."""
     out = []
     for n, d, ratio, theta, gamma in SINGLE:
         hkv = 2 if n < 512 else 3
         q, k, v = make_qkv(n, hkv * ratio, hkv, d, seed=n + d)
         ref, _, counts = delta_attention_vectorized(q, k, v, theta, band_width(n, gamma, W_HUGE, 4))
-        out.append((q, k, v, [n], n + 3, theta, gamma, W_HUGE, 4, 0, ref,
+        out.append((q, k, v, [n], n + 3, theta, gamma, W_HUGE, 4, (0, 0), ref,
                     {"decode" if n == 1 else "prefill": counts}))
     for rows in TILES:
         q, k, v = make_qkv(rows, 1, 1, 64, seed=rows)
         ref, _, counts = delta_attention_vectorized(q, k, v, 0.3, 1)
-        out.append((q, k, v, [rows], rows, 0.3, 0.0, 1, 4, 0, ref, {}))
+        out.append((q, k, v, [rows], rows, 0.3, 0.0, 1, 4, (0, 0), ref, {}))
     for (chunks, w_decode, w_max), v16 in itertools.product(CHUNKED, (0, 1)):   # fp32 and fp16 V caches
         n = sum(chunks)
         q, k, v = make_qkv(n, 6, 2, 64, seed=n)
         ref, st = run_calls(q, k, v.half().float() if v16 else v, chunks, n + 1, 0.6, 0.1, w_max, w_decode)
-        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, v16, ref,
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, w_max, w_decode, (v16, 0), ref,
                     {"prefill": st.prefill, "decode": st.decode}))
     for group, d in itertools.product([1, 3, 4, 5, 8], [8, 72, 136]):   # decode rows x head_dims (qkdot tiles)
         chunks = [41, 1, 1]
         n = sum(chunks)
         q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)
         ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
-        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, 0, ref, {"prefill": st.prefill, "decode": st.decode}))
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, (0, 0), ref,
+                    {"prefill": st.prefill, "decode": st.decode}))
     for kind in FP16_EDGE_KINDS:   # the fp16 V cache's store on edge values, prefill then decode
         chunks = [37, 1, 1]
         n = sum(chunks)
         q, k, _ = make_qkv(n, 6, 2, 64, seed=n + len(kind))
         v = fp16_edge_values(kind, (n, 2, 64), seed=len(kind))
         ref, st = run_calls(q, k, v.clamp(-F16_MAX, F16_MAX).half().float(), chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
-        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, 1, ref, {"prefill": st.prefill, "decode": st.decode}))
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, (1, 0), ref,
+                    {"prefill": st.prefill, "decode": st.decode}))
+    for (chunks, group, d), kind, v16 in itertools.product(DENSE, (1, 2), (0, 1)):
+        n = sum(chunks)
+        q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)
+        k = k * 3.0
+        if kind == 2:
+            k[n // 2, 0, :3] = torch.tensor([7e4, -65519.0, 65520.0])   # clamped to ±65504 as stored
+        q = q * 0.01 if kind == 2 else q
+        kr = k.clamp(-F16_MAX, F16_MAX).half().float() if kind == 2 else k
+        ref = dense_attention(q, kr, v.half().float() if v16 else v)
+        out.append((q, k, v, chunks, n + 1, 0.0, 0.0, 1, 1, (v16, kind), ref, {"dense": None}))
     return out
+
+
+# dense: (chunks, GQA group, head_dim): wide and narrow tiles, the unrolled head_dim 64, key splits
+DENSE = [([70, 1, 1], 3, 64), ([9, 2, 1], 1, 8), ([129, 1], 5, 136), ([300, 1, 1], 4, 64), ([1, 1, 1], 8, 72)]
 
 
 F16_MAX = 65504.0
@@ -87,9 +104,9 @@ def fp16_edge_values(kind: str, shape, seed: int) -> torch.Tensor:
 def write_cases(path: Path, all_cases) -> None:
     with open(path, "wb") as f:
         f.write(b"DLMK" + struct.pack("<i", len(all_cases)))
-        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, v16, _, _ in all_cases:
+        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v16, kind), _, _ in all_cases:
             n, heads, d = q.shape
-            f.write(struct.pack("<9q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks), v16))
+            f.write(struct.pack("<10q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks), v16, kind))
             f.write(struct.pack(f"<{len(chunks)}q", *chunks) + struct.pack("<2f", theta, gamma))
             for t in (q, k, v):
                 f.write(t.float().numpy().astype("<f4").tobytes())
@@ -122,7 +139,11 @@ def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, a
         assert nmse(torch.from_numpy(got.copy()), ref) <= 1e-10, i
         rows = np.frombuffer(data, dtype="<u8", count=10, offset=offset).reshape(2, 5)
         offset += 80
+        if "dense" in counts:
+            assert not rows.any(), i                   # the dense path counts nothing
         for phase, want in counts.items():
+            if phase == "dense":
+                continue
             got_counts = rows[0 if phase == "prefill" else 1][:4].tolist()
             assert got_counts == [getattr(want, k) for k in COUNT_KEYS], (i, phase)
     assert offset == len(data)

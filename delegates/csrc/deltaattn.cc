@@ -23,9 +23,11 @@ struct Kernels {
   dlm::deltaqkdot_ukernel_fn deltaqkdot;             // a narrow tile (decode), along head_dim
   dlm::qk_ukernel_fn qk;                             // exact scores of a kTR-row tile
   dlm::qkdot_ukernel_fn qkdot;                       // exact scores of a narrow tile (decode)
+  dlm::qkdot_f16k_ukernel_fn qkdot_f16k;             // ... from an fp16 K cache (dense)
   dlm::softmax_ukernel_fn softmax;
   dlm::pv_ukernel_fn pv, pv_f16v;   // fp32 / fp16 V
-  dlm::f16cvt_ukernel_fn f16cvt;     // the fp16 V cache's store
+  dlm::f16cvt_ukernel_fn f16cvt;     // the fp16 V (and dense K) caches' store
+  dlm::f32cvt_ukernel_fn f32cvt;     // fp16 keys back to fp32 for the wide tiles (dense, fp16 K)
   const char* arch;
 };
 
@@ -34,18 +36,18 @@ std::atomic<bool> g_force_scalar{false};
 const Kernels& kernels() {
   static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
                               dlm::f32_deltaqkdot_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
-                              dlm::f32_qkdot_ukernel_8x1__scalar,
+                              dlm::f32_qkdot_ukernel_8x1__scalar,   dlm::f32_qkdot_f16k_ukernel_8x1__scalar,
                               dlm::f32_softmax_ukernel_x1__scalar,
                               dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
-                              dlm::f32_f16_vcvt_ukernel_x1__scalar,
+                              dlm::f32_f16_vcvt_ukernel_x1__scalar, dlm::f16_f32_vcvt_ukernel_x1__scalar,
                               "scalar"};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
                             dlm::f32_deltaqkdot_ukernel_8x1__avx2_fma, dlm::f32_qk_ukernel_32x2__avx2_fma,
-                            dlm::f32_qkdot_ukernel_8x1__avx2_fma,
+                            dlm::f32_qkdot_ukernel_8x1__avx2_fma,    dlm::f32_qkdot_f16k_ukernel_8x1__avx2_fma,
                             dlm::f32_softmax_ukernel_x8__avx2_fma,
                             dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
-                            dlm::f32_f16_vcvt_ukernel_x8__avx2,
+                            dlm::f32_f16_vcvt_ukernel_x8__avx2,      dlm::f16_f32_vcvt_ukernel_x8__avx2,
                             "avx2_fma"};
   static const bool has_avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -54,10 +56,10 @@ const Kernels& kernels() {
 #if defined(__aarch64__)
   static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
                             dlm::f32_deltaqkdot_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
-                            dlm::f32_qkdot_ukernel_8x1__neon,
+                            dlm::f32_qkdot_ukernel_8x1__neon,       dlm::f32_qkdot_f16k_ukernel_8x1__neon,
                             dlm::f32_softmax_ukernel_x4__neon,
                             dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
-                            dlm::f32_f16_vcvt_ukernel_x8__neon,
+                            dlm::f32_f16_vcvt_ukernel_x8__neon,     dlm::f16_f32_vcvt_ukernel_x8__neon,
                             "neon"};
   if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
 #endif
@@ -83,6 +85,7 @@ struct TaskCtx {
   int64_t band;       // W
   int64_t splits;     // key splits per tile (> 1: tasks write softmax partials, merged afterwards)
   float* partial;     // splits > 1: per (kv head, tile, split): mx [L], sum [L], acc [L, D]
+  const uint16_t* k16;   // dense with an fp16 K cache: every key from it (key j at row j), else null
 };
 
 constexpr int64_t kKB = 64;   // keys per block
@@ -106,14 +109,34 @@ void exact_run(const TaskCtx& c, const float* qt, const float* qr, int64_t rows,
     c.k->qk(static_cast<size_t>(n), D, qt, key, static_cast<size_t>(k_stride), scores);
 }
 
+// The same from an fp16 K cache (n <= kKB keys): a narrow tile's qkdot converts each key as it
+// loads it; a wide tile's keys are converted into kbuf [n, D] first (1/L of its qk's work).
+void exact_run_f16k(const TaskCtx& c, const float* qt, const float* qr, int64_t rows, const uint16_t* key,
+                    int64_t k_stride, int64_t n, float* scores, float* kbuf) {
+  const size_t D = static_cast<size_t>(c.a->head_dim);
+  if (c.lanes != dlm::kTR) {
+    c.k->qkdot_f16k(static_cast<size_t>(n), D, static_cast<size_t>(rows), static_cast<size_t>(c.lanes), qr, D, key,
+                    static_cast<size_t>(k_stride), scores);
+    return;
+  }
+  for (int64_t t = 0; t < n; t++) c.k->f32cvt(D, key + t * k_stride, kbuf + t * static_cast<int64_t>(D));
+  c.k->qk(static_cast<size_t>(n), D, qt, kbuf, D, scores);
+}
+
 // Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
 // (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
-// run of rows is one qk call.
+// run of rows is one qk call. With an fp16 K cache (c.k16) every key comes from it, this call's
+// already stored: all keys are rounded alike, whatever the chunking.
 // Narrow tiles (decode) use the row-major queries qr of their `rows` rows (qkdot).
 void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr, int64_t rows, int64_t j0,
-                  int64_t j_from, int64_t j_to, float* scores) {
+                  int64_t j_from, int64_t j_to, float* scores, float* kbuf) {
   const dlm_attn_args& a = *c.a;
   const int64_t D = a.head_dim, Hkv = a.n_kv_heads, L = c.lanes, R = a.ring_len;
+  if (c.k16) {
+    exact_run_f16k(c, qt, qr, rows, c.k16 + (j_from * Hkv + g) * D, Hkv * D, j_to - j_from,
+                   scores + (j_from - j0) * L, kbuf);
+    return;
+  }
   for (int64_t j = j_from; j < j_to;) {
     const float* key;
     int64_t run;
@@ -161,7 +184,7 @@ void run_tile(void* vctx, size_t task) {
   // Per-thread scratch, 64-byte aligned so no vector load of a tile row splits a cache line.
   thread_local std::vector<float> scratch;
   const size_t tile_floats = static_cast<size_t>(D * L), blk_floats = static_cast<size_t>(kKB * L);
-  scratch.resize(3 * tile_floats + 3 * blk_floats + 16);
+  scratch.resize(3 * tile_floats + 3 * blk_floats + (c.k16 && wide ? kKB * D : 0) + 16);
   float* base = scratch.data() + ((64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64) / sizeof(float);
   float* const qt = base;
   float* const acc = qt + tile_floats;
@@ -169,6 +192,7 @@ void run_tile(void* vctx, size_t task) {
   float* const s_exact = s_approx + blk_floats;
   float* const p = s_exact + blk_floats;
   float* const qr = p + blk_floats;   // narrow tiles: the rows' queries, row-major
+  float* const kbuf = qr + tile_floats;   // wide tiles over an fp16 K cache: a block's keys in fp32
   // Wide tiles read the transposed queries qt, narrow (decode) tiles the row-major qr only.
   std::fill(wide ? qt : acc, acc + tile_floats, 0.0f);
   int64_t pos[dlm::kTR], n_approx[dlm::kTR];
@@ -240,7 +264,7 @@ void run_tile(void* vctx, size_t task) {
     }
     // Exact q·k for the block's keys from the narrowest band start on.
     const int64_t e0 = std::max<int64_t>(0, std::min<int64_t>(nb, min_approx - j0));
-    if (e0 < nb) exact_scores(c, g, qt, qr, rows, j0, j0 + e0, j0 + nb, s_exact);
+    if (e0 < nb) exact_scores(c, g, qt, qr, rows, j0, j0 + e0, j0 + nb, s_exact, kbuf);
     for (int64_t r = 0; r < L; r++) {
       blk_approx[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, n_approx[r] - j0)));
       blk_valid[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0)));
@@ -359,8 +383,8 @@ void store_values(const dlm_attn_args& a, const Kernels& k) {
 
 // The (kv head, row tile) tasks of one call, then the new raw keys into the ring (after the tiles,
 // which may still read the slots they replace).
-void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band) {
-  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr};
+void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const uint16_t* k16 = nullptr) {
+  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr, k16};
   ctx.rows = a.seq_len * ctx.group;
   ctx.lanes = ctx.rows <= dlm::kTRQuad ? dlm::kTRQuad : ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
   ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
@@ -382,6 +406,7 @@ void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band) {
   if (ctx.splits > 1)
     for (int64_t g = 0; g < a.n_kv_heads; g++)
       for (int64_t t = 0; t < ctx.tiles; t++) merge_splits(ctx, g, t);
+  if (k16) return;   // the fp16 K cache was stored before the tiles
   const int64_t end = a.start_pos + a.seq_len, R = a.ring_len, kv = a.n_kv_heads * a.head_dim;
   for (int64_t t = std::max(a.start_pos, end - R); t < end; t++)
     std::memcpy(a.k_ring + (t % R) * kv, a.k + (t - a.start_pos) * kv, sizeof(float) * kv);
@@ -456,7 +481,7 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   a.q = d->q;
   a.k = d->k;
   a.v = d->v;
-  a.k_ring = d->k_cache;
+  a.k_ring = d->k_fp16 ? nullptr : static_cast<float*>(d->k_cache);
   a.v_cache = d->v_cache;
   a.out = d->out;
   a.seq_len = d->seq_len;
@@ -473,7 +498,16 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   if (const int rc = check_shape_args(a, err, len)) return rc;
   const Kernels& k = kernels();
   store_values(a, k);
-  run_tiles(a, k, a.start_pos + a.seq_len);
+  if (!d->k_fp16) {
+    run_tiles(a, k, a.start_pos + a.seq_len);
+    return DLM_OK;
+  }
+  // fp16 K: this call's keys are stored (rounded like V) before the tiles, which read every key
+  // from the cache.
+  uint16_t* k16 = static_cast<uint16_t*>(d->k_cache);
+  const int64_t kv = a.n_kv_heads * a.head_dim;
+  k.f16cvt(static_cast<size_t>(a.seq_len * kv), a.k, k16 + a.start_pos * kv);
+  run_tiles(a, k, a.start_pos + a.seq_len, k16);
   return DLM_OK;
 }
 

@@ -68,13 +68,15 @@ int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len
 
 // Dense (exact) attention on the same tiles: every key exact, no ΔK state. The program's dense
 // attention core (attention.kind=dense, attention.dense_kernel=deltallm):
-//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache [T, Hkv, D] f32 and v_cache [T, Hkv, D] (f32, or fp16
-//   if v_fp16) updated in place at [start_pos, start_pos + S); out [S, H, D] f32.
+//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache [T, Hkv, D] (f32, or fp16 if k_fp16) and v_cache
+//   [T, Hkv, D] (f32, or fp16 if v_fp16) updated in place at [start_pos, start_pos + S) (fp16: rounded
+//   to nearest even, clamped to ±65504, as stored; an fp16 K cache's keys are stored before the
+//   scores, so this call's keys are rounded too); out [S, H, D] f32.
 typedef struct dlm_dense_args {
   const float* q;
   const float* k;
   const float* v;
-  float* k_cache;
+  void* k_cache;
   void* v_cache;
   float* out;
   int64_t seq_len;
@@ -83,6 +85,7 @@ typedef struct dlm_dense_args {
   int64_t head_dim;
   int64_t max_len;
   int64_t v_fp16;
+  int64_t k_fp16;       // 1: k_cache holds fp16 keys
   int64_t start_pos;
   dlm_parallel_fn parallel;
   void* pool_ctx;

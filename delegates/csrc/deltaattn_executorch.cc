@@ -104,16 +104,16 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   return out;
 }
 
-// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache [1,T,Hkv,D] f32; v_cache [1,T,Hkv,D] f32 or f16.
+// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache and v_cache [1,T,Hkv,D], each f32 or f16.
 Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
   const char* bad = nullptr;
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || k_cache.dim() != 4 || v_cache.dim() != 4)
     bad = "q, k, v, k_cache and v_cache must have rank 4 [1, length, heads, head_dim]";
-  else if (!is_f32(q) || !is_f32(k) || !is_f32(v) || !is_f32(k_cache))
-    bad = "q, k, v and k_cache must be float32";
-  else if (!is_f32(v_cache) && !is_f16(v_cache))
-    bad = "v_cache must be float32 or float16";
+  else if (!is_f32(q) || !is_f32(k) || !is_f32(v))
+    bad = "q, k and v must be float32";
+  else if ((!is_f32(k_cache) && !is_f16(k_cache)) || (!is_f32(v_cache) && !is_f16(v_cache)))
+    bad = "k_cache and v_cache must each be float32 or float16";
   else if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1)
     bad = "batch size must be 1";
   else if (k.size(1) != q.size(1) || v.size(1) != q.size(1))
@@ -133,7 +133,9 @@ Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   a.q = q.const_data_ptr<float>();
   a.k = k.const_data_ptr<float>();
   a.v = v.const_data_ptr<float>();
-  a.k_cache = k_cache.mutable_data_ptr<float>();
+  a.k_fp16 = is_f16(k_cache) ? 1 : 0;
+  a.k_cache = a.k_fp16 ? static_cast<void*>(k_cache.mutable_data_ptr<executorch::aten::Half>())
+                       : static_cast<void*>(k_cache.mutable_data_ptr<float>());
   a.v_fp16 = is_f16(v_cache) ? 1 : 0;
   a.v_cache = a.v_fp16 ? static_cast<void*>(v_cache.mutable_data_ptr<executorch::aten::Half>())
                        : static_cast<void*>(v_cache.mutable_data_ptr<float>());

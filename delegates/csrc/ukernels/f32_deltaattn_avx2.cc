@@ -22,6 +22,12 @@ void f32_f16_vcvt_ukernel_x8__avx2(size_t n, const float* x, uint16_t* y) {
   }
 }
 
+// The fp16 K cache's keys back to fp32 (exact: every fp16 is an fp32), for the wide tiles' qk.
+void f16_f32_vcvt_ukernel_x8__avx2(size_t n, const uint16_t* x, float* y) {
+  for (size_t i = 0; i < n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))));
+}
+
 size_t f32_deltaenc_ukernel__avx2(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                   const deltaenc_params* params) {
   size_t n = 0;
@@ -189,16 +195,23 @@ __attribute__((always_inline)) static inline __m256 row_sums8(const __m256* a) {
 // stride GCC kept R·d/8 chunk pointers on the stack and spilled the chunks). The lambdas are
 // always_inline: GCC kept deltaqkdot's pair() out of line. Both: 26 % fewer instructions per delta
 // key, 10 % per dense key (callgrind, `bench/decode_ukernels.cc`, SmolLM2's shape).
-template <int R, int kD>
-void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, const float* k, size_t k_stride,
+// A key's 8 elements from an fp32 or an fp16 (F16C) K cache.
+__attribute__((always_inline)) static inline __m256 load_k8(const float* k) { return _mm256_loadu_ps(k); }
+__attribute__((always_inline)) static inline __m256 load_k8(const uint16_t* k) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
+}
+
+template <int R, int kD, typename KT>
+void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
            float* scores) {
   const size_t d = kD > 0 ? kD : d_, qs = kD > 0 ? kD : q_stride;
+  constexpr size_t kLine = 64 / sizeof(KT);   // key elements per cache line
   const auto dot = [&](size_t t, __m256* a) __attribute__((always_inline)) {
-    const float* kt = k + t * k_stride;
+    const KT* kt = k + t * k_stride;
     if (t + 4 < n)
-      for (size_t c = 0; c < d; c += 16) _mm_prefetch(reinterpret_cast<const char*>(kt + 4 * k_stride + c), _MM_HINT_T0);
+      for (size_t c = 0; c < d; c += kLine) _mm_prefetch(reinterpret_cast<const char*>(kt + 4 * k_stride + c), _MM_HINT_T0);
     for (size_t c = 0; c < d; c += 8) {
-      const __m256 kv = _mm256_loadu_ps(kt + c);
+      const __m256 kv = load_k8(kt + c);
       for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * qs + c), kv, a[r]);
     }
   };
@@ -344,8 +357,9 @@ void deltaqkdot(size_t n_keys, size_t d_, size_t lanes, const float* q, size_t q
 
 }  // namespace
 
-void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
-                                     const float* k, size_t k_stride, float* scores) {
+template <typename KT>
+static void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride, const KT* k,
+                       size_t k_stride, float* scores) {
   static_assert(kTRNarrow == 8 && kTRQuad == 4, "one ymm register holds a key's 8 lanes of scores, or two keys' 4");
   with_rows<8>(rows, [&](auto r) {
     constexpr int R = decltype(r)::value;
@@ -354,6 +368,16 @@ void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, size_t lan
     else
       qkdot<R, 0>(n, d, lanes, q, q_stride, k, k_stride, scores);
   });
+}
+
+void f32_qkdot_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
+                                     const float* k, size_t k_stride, float* scores) {
+  qkdot_rows(n, d, rows, lanes, q, q_stride, k, k_stride, scores);
+}
+
+void f32_qkdot_f16k_ukernel_8x1__avx2_fma(size_t n, size_t d, size_t rows, size_t lanes, const float* q,
+                                          size_t q_stride, const uint16_t* k, size_t k_stride, float* scores) {
+  qkdot_rows(n, d, rows, lanes, q, q_stride, k, k_stride, scores);
 }
 
 void f32_deltaqkdot_ukernel_8x1__avx2_fma(size_t n_keys, size_t d, size_t rows, size_t lanes, const float* q,

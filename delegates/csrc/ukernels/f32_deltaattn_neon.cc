@@ -20,6 +20,15 @@ void f32_f16_vcvt_ukernel_x8__neon(size_t n, const float* x, uint16_t* y) {
   }
 }
 
+// The fp16 K cache's keys back to fp32 (exact), for the wide tiles' qk.
+void f16_f32_vcvt_ukernel_x8__neon(size_t n, const uint16_t* x, float* y) {
+  for (size_t i = 0; i < n; i += 8) {
+    const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+    vst1q_f32(y + i, vcvt_f32_f16(vget_low_f16(h)));
+    vst1q_f32(y + i + 4, vcvt_high_f32_f16(h));
+  }
+}
+
 size_t f32_deltaenc_ukernel__neon(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                   const deltaenc_params* params) {
   size_t n = 0;
@@ -126,15 +135,19 @@ namespace {
 
 // R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
 // across-vector add per row.
-template <int R>
-void qkdot(size_t n, size_t d, size_t lanes, const float* q, size_t q_stride, const float* k, size_t k_stride,
+// A key's 4 elements from an fp32 or an fp16 (FCVTL) K cache.
+inline float32x4_t load_k4(const float* k) { return vld1q_f32(k); }
+inline float32x4_t load_k4(const uint16_t* k) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(k))); }
+
+template <int R, typename KT>
+void qkdot(size_t n, size_t d, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
            float* scores) {
   for (size_t t = 0; t < n; t++) {
-    const float* kt = k + t * k_stride;
+    const KT* kt = k + t * k_stride;
     float32x4_t a[R];
     for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
     for (size_t c = 0; c < d; c += 4) {
-      const float32x4_t kv = vld1q_f32(kt + c);
+      const float32x4_t kv = load_k4(kt + c);
       for (int r = 0; r < R; r++) a[r] = vfmaq_f32(a[r], vld1q_f32(q + r * q_stride + c), kv);
     }
     float* s = scores + t * lanes;
@@ -207,6 +220,11 @@ void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, size
 void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
                                  const float* k, size_t k_stride, float* scores) {
   static_assert(kTRNarrow == 8 && kTRQuad == 4, "a key has at most 8 lanes of scores");
+  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, lanes, q, q_stride, k, k_stride, scores); });
+}
+
+void f32_qkdot_f16k_ukernel_8x1__neon(size_t n, size_t d, size_t rows, size_t lanes, const float* q,
+                                      size_t q_stride, const uint16_t* k, size_t k_stride, float* scores) {
   with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, lanes, q, q_stride, k, k_stride, scores); });
 }
 

@@ -11,6 +11,10 @@ void f32_f16_vcvt_ukernel_x1__scalar(size_t n, const float* x, uint16_t* y) {
   for (size_t i = 0; i < n; i++) y[i] = f32_to_f16(std::min(std::max(x[i], -kF16Max), kF16Max));   // NaN passes
 }
 
+void f16_f32_vcvt_ukernel_x1__scalar(size_t n, const uint16_t* x, float* y) {
+  for (size_t i = 0; i < n; i++) y[i] = f16_to_f32(x[i]);
+}
+
 size_t f32_deltaenc_ukernel__scalar(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                     const deltaenc_params* params) {
   size_t n = 0;
@@ -94,17 +98,35 @@ void f32_qk_ukernel_64x1__scalar(size_t n, size_t d, const float* qt, const floa
   qk<kTR>(n, d, qt, k, k_stride, scores);
 }
 
-void f32_qkdot_ukernel_8x1__scalar(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
-                                   const float* k, size_t k_stride, float* scores) {
+namespace {
+
+inline float load_k(float x) { return x; }
+inline float load_k(uint16_t x) { return f16_to_f32(x); }
+
+template <typename KT>
+void qkdot(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride, const KT* k,
+           size_t k_stride, float* scores) {
   for (size_t t = 0; t < n; t++) {
-    const float* kt = k + t * k_stride;
+    const KT* kt = k + t * k_stride;
     for (size_t r = 0; r < lanes; r++) {
       float s = 0.0f;
       if (r < rows)
-        for (size_t c = 0; c < d; c++) s += q[r * q_stride + c] * kt[c];
+        for (size_t c = 0; c < d; c++) s += q[r * q_stride + c] * load_k(kt[c]);
       scores[t * lanes + r] = s;
     }
   }
+}
+
+}  // namespace
+
+void f32_qkdot_ukernel_8x1__scalar(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
+                                   const float* k, size_t k_stride, float* scores) {
+  qkdot(n, d, rows, lanes, q, q_stride, k, k_stride, scores);
+}
+
+void f32_qkdot_f16k_ukernel_8x1__scalar(size_t n, size_t d, size_t rows, size_t lanes, const float* q,
+                                        size_t q_stride, const uint16_t* k, size_t k_stride, float* scores) {
+  qkdot(n, d, rows, lanes, q, q_stride, k, k_stride, scores);
 }
 
 void f32_softmax_ukernel_x1__scalar(size_t rows, size_t n, const float* s_approx, const float* s_exact,

@@ -73,6 +73,9 @@ typedef void (*qk_ukernel_fn)(size_t n, size_t d, const float* qt, const float* 
 // d a multiple of 8.
 typedef void (*qkdot_ukernel_fn)(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
                                  const float* k, size_t k_stride, float* scores);
+// The same over an fp16 K cache (a dense program's attention.k_cache=fp16), each key converted as loaded.
+typedef void (*qkdot_f16k_ukernel_fn)(size_t n, size_t d, size_t rows, size_t lanes, const float* q,
+                                      size_t q_stride, const uint16_t* k, size_t k_stride, float* scores);
 // One block of n keys of the online softmax, for the L rows of a tile (L = kTRQuad or a multiple
 // of 8; the AVX2 kernel takes two keys per vector when L = 4). Row r's
 // score of key t is s_approx[t*L + r] if t < n_approx[r], else s_exact[t*L + r]; keys t >= n_valid[r]
@@ -96,6 +99,8 @@ typedef void (*pv_ukernel_fn)(size_t n, size_t d, size_t m, const float* p, size
 // even), bit-identical across the variants; NaN stays NaN (its payload may differ: F16C and NEON
 // keep its top bits, the scalar variant writes the quiet NaN). n a multiple of 8 (rows of head_dim).
 typedef void (*f16cvt_ukernel_fn)(size_t n, const float* x, uint16_t* y);
+// fp16 → fp32 (exact): y[i] = x[i]. n a multiple of 8. The wide tiles' keys from an fp16 K cache.
+typedef void (*f32cvt_ukernel_fn)(size_t n, const uint16_t* x, float* y);
 
 #define DLM_DECLARE_UKERNELS(arch, qk_tile, softmax_tile, pv_tile)                                              \
   void f32_deltaqk_ukernel_64x1__##arch(size_t, size_t, const float*, const uint8_t*, size_t, const uint16_t*,    \
@@ -105,6 +110,8 @@ typedef void (*f16cvt_ukernel_fn)(size_t n, const float* x, uint16_t* y);
   void f32_qk_ukernel_##qk_tile##__##arch(size_t, size_t, const float*, const float*, size_t, float*);            \
   void f32_qkdot_ukernel_8x1__##arch(size_t, size_t, size_t, size_t, const float*, size_t, const float*, size_t,   \
                                      float*);                                                                    \
+  void f32_qkdot_f16k_ukernel_8x1__##arch(size_t, size_t, size_t, size_t, const float*, size_t, const uint16_t*,  \
+                                          size_t, float*);                                                       \
   void f32_softmax_ukernel_##softmax_tile##__##arch(size_t, size_t, const float*, const float*, const int32_t*,   \
                                                     const int32_t*, float*, float*, float*, float*,              \
                                                     const softmax_params*);                                      \
@@ -116,15 +123,18 @@ typedef void (*f16cvt_ukernel_fn)(size_t n, const float* x, uint16_t* y);
 DLM_DECLARE_UKERNELS(scalar, 64x1, x1, 8xd)
 size_t f32_deltaenc_ukernel__scalar(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 void f32_f16_vcvt_ukernel_x1__scalar(size_t, const float*, uint16_t*);
+void f16_f32_vcvt_ukernel_x1__scalar(size_t, const uint16_t*, float*);
 #if defined(__x86_64__)
 DLM_DECLARE_UKERNELS(avx2_fma, 32x2, x8, 8x8)
 size_t f32_deltaenc_ukernel__avx2(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 void f32_f16_vcvt_ukernel_x8__avx2(size_t, const float*, uint16_t*);
+void f16_f32_vcvt_ukernel_x8__avx2(size_t, const uint16_t*, float*);
 #endif
 #if defined(__aarch64__)
 DLM_DECLARE_UKERNELS(neon, 16x2, x4, 8x8)
 size_t f32_deltaenc_ukernel__neon(size_t, const float*, float*, uint8_t*, uint16_t*, const deltaenc_params*);
 void f32_f16_vcvt_ukernel_x8__neon(size_t, const float*, uint16_t*);
+void f16_f32_vcvt_ukernel_x8__neon(size_t, const uint16_t*, float*);
 #endif
 #undef DLM_DECLARE_UKERNELS
 

@@ -30,8 +30,10 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
   *arch = dlm_kernel_arch();
   std::ofstream out(out_path + ".tmp", std::ios::binary);
   for (int32_t c = 0; c < count; c++) {
-    int64_t h[9];   // n, H, Hkv, D, T, w_max, w_decode, chunks, v_fp16
-    if (!read(f, h, 9) || h[7] < 1 || h[7] > 4096) return Status::BadInput(cases_path + ": truncated case header");
+    // n, H, Hkv, D, T, w_max, w_decode, chunks, v_fp16, kind (0 delta, 1 dense, 2 dense with an fp16 K cache)
+    int64_t h[10];
+    if (!read(f, h, 10) || h[7] < 1 || h[7] > 4096 || h[9] < 0 || h[9] > 2)
+      return Status::BadInput(cases_path + ": truncated case header");
     const int64_t n = h[0], H = h[1], Hkv = h[2], D = h[3], T = h[4];
     std::vector<int64_t> chunks(static_cast<size_t>(h[7]));
     float tg[2];
@@ -43,13 +45,36 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     for (int64_t len : chunks) longest = std::max(longest, len);
     const int64_t R = dlm_ring_len(longest, tg[1], h[5], h[6]);   // as an export sizes it
     std::vector<float> kr(R * Hkv * D), ks(Hkv * D), vc(T * Hkv * D), kh(Hkv * D), kc(dlm_ckpt_len(T) * Hkv * D);
-    std::vector<uint16_t> vh(T * Hkv * D);
+    std::vector<uint16_t> vh(T * Hkv * D), kh16(T * Hkv * D);
+    std::vector<float> kc32(T * Hkv * D);
     std::vector<uint8_t> dm(T * Hkv * D / 8);
     std::vector<uint16_t> dv(T * Hkv * D);
     std::vector<int32_t> dn(T * Hkv);
     dlm_stats_reset();
     int64_t pos = 0;
     for (int64_t len : chunks) {
+      if (h[9] > 0) {   // dense: the same tiles with every key exact, K and V caches of T rows
+        dlm_dense_args a{};
+        a.q = q.data() + pos * H * D;
+        a.k = k.data() + pos * Hkv * D;
+        a.v = v.data() + pos * Hkv * D;
+        a.k_fp16 = h[9] == 2 ? 1 : 0;
+        a.k_cache = a.k_fp16 ? static_cast<void*>(kh16.data()) : static_cast<void*>(kc32.data());
+        a.v_fp16 = h[8] ? 1 : 0;
+        a.v_cache = h[8] ? static_cast<void*>(vh.data()) : static_cast<void*>(vc.data());
+        a.out = o.data() + pos * H * D;
+        a.seq_len = len;
+        a.n_heads = H;
+        a.n_kv_heads = Hkv;
+        a.head_dim = D;
+        a.max_len = T;
+        a.start_pos = pos;
+        char err[256] = {0};
+        if (dlm_dense_attention_f32(&a, err, sizeof err) != DLM_OK)
+          return Status::BadInput("case " + std::to_string(c) + ": " + err);
+        pos += len;
+        continue;
+      }
       dlm_attn_args a{};
       a.q = q.data() + pos * H * D;
       a.k = k.data() + pos * Hkv * D;
