@@ -16,7 +16,9 @@ of ExecuTorch's `llama::update_cache` + `llama::custom_sdpa` and our own kernel'
 `attention.kind=dense` program's kernel: the same flash-style tiles, every key exact), and the
 table says which. The delta kernel runs with an fp32 and an fp16 V
 cache (attention.v_cache), and the dense op with an fp16 V cache is timed too, so the fp16-V delta
-run also has a same-V-cache ratio. The floor is the delta kernel with θ = FLOOR_THETA: no ΔK
+run also has a same-V-cache ratio; decode rows also time the dense op with fp16 K and V caches
+(attention.k_cache=fp16: half the bytes of dense K+V, less than delta's), the fp16-V delta's ratio
+to it in the last column. The floor is the delta kernel with θ = FLOOR_THETA: no ΔK
 non-zero after the sink, so only the exact band, the softmax and P·V are left — the ratio no θ
 can go below (at that θ's S_c, the band's limit). θ is searched so the kernel's own S_c lands on each
 target. Synthetic keys drift like real post-RoPE keys; captured ones are SmolLM2-135M's own (one
@@ -277,6 +279,7 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers, tmp):
         dense = {"custom_sdpa": timed_layers(sdpa_layers), "deltallm_exact": native("dense")}
         best = min(dense, key=dense.get)
         dense16 = native("dense", torch.float16)
+        dense16kv = native("dense_f16k", torch.float16)
         floor_s_c = s_c_of(FLOOR_THETA)["decode"]["total"]["s_c"]
         t_floor = native("delta", theta=FLOOR_THETA, s_c=floor_s_c)
         for target, theta in thetas.items():
@@ -289,7 +292,8 @@ def decode_rows(name, h, hkv, d, ctx, ns, make, n_layers, tmp):
                        custom_sdpa_ms=dense["custom_sdpa"] * 1e3, delta_ms=t_delta * 1e3,
                        ratio=t_delta / dense[best], delta_f16v_ms=t16 * 1e3, ratio_f16v=t16 / dense[best],
                        dense_f16v_ms=dense16 * 1e3, ratio_f16v_same_v=t16 / dense16, floor_s_c=floor_s_c,
-                       floor_ms=t_floor * 1e3, floor_ratio=t_floor / dense[best])
+                       floor_ms=t_floor * 1e3, floor_ratio=t_floor / dense[best], dense_f16kv_ms=dense16kv * 1e3,
+                       ratio_f16v_vs_f16kv=t16 / dense16kv)
         set_threads(1)
 
 
@@ -328,8 +332,8 @@ def main() -> int:
     if not ns.json:
         print("| shape | keys | phase | n | threads | layers | S_m | S_c | dense ms (best) | custom_sdpa ms | delta ms "
               "| delta/dense | delta fp16-V ms | fp16-V/dense | dense fp16-V ms | fp16-V/dense fp16-V "
-              "| floor S_c | floor ms | floor/dense |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "| floor S_c | floor ms | floor/dense | dense fp16-KV ms | fp16-V/dense fp16-KV |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in ns.shapes:
         h, hkv, d = SHAPES[name]
         modes = [1 if m == "warm" else LAYERS[name] for m in ns.decode_mode]
@@ -349,7 +353,8 @@ def main() -> int:
                           f"{r['dense_ms']:.2f} ({r['dense_impl']}) | {r['custom_sdpa_ms']:.2f} | {r['delta_ms']:.2f} | "
                           f"{r['ratio']:.2f} | {r['delta_f16v_ms']:.2f} | {r['ratio_f16v']:.2f} | {r['dense_f16v_ms']:.2f} | "
                           f"{r['ratio_f16v_same_v']:.2f} | {r['floor_s_c']:.1%} | {r['floor_ms']:.2f} | "
-                          f"{r['floor_ratio']:.2f} |", flush=True)
+                          f"{r['floor_ratio']:.2f} | " + (f"{r['dense_f16kv_ms']:.2f} | {r['ratio_f16v_vs_f16kv']:.2f} |"
+                                                          if "dense_f16kv_ms" in r else " | |"), flush=True)
     if ns.json:
         print(json.dumps(rows, indent=1))
     return 0

@@ -4,7 +4,8 @@
 //
 //   decode_step KIND V_FP16 CTX HEADS KV_HEADS HEAD_DIM LAYERS THREADS REPS THETA GAMMA QKV [OUT]
 //
-// KIND: dense (dlm_dense_attention_f32) or delta (dlm_delta_attention_f32, w_max 2^20, W_d 4).
+// KIND: dense (dlm_dense_attention_f32), dense_f16k (the same with an fp16 K cache) or delta
+// (dlm_delta_attention_f32, w_max 2^20, W_d 4).
 // QKV: raw float32 q [CTX, HEADS, D], then k and v [CTX, KV_HEADS, D]. Each of LAYERS states gets a
 // prefill of the first CTX − 1 tokens, then one step at position CTX − 1 is timed per layer, the
 // layers in turn (LAYERS > 1: the states come from memory, as in a model; 1: cache-resident).
@@ -25,7 +26,7 @@ namespace {
 
 struct Layer {
   std::vector<float> k_ring, k_sink, k_hat, k_hat0, k_ckpt, v32;
-  std::vector<uint16_t> v16, dk_val;
+  std::vector<uint16_t> v16, dk_val, k16;
   std::vector<uint8_t> dk_mask;
   std::vector<int32_t> dk_end;
 };
@@ -48,8 +49,10 @@ int main(int argc, char** argv) {
   if (argc != 13 && argc != 14)
     die("usage: decode_step KIND V_FP16 CTX HEADS KV_HEADS HEAD_DIM LAYERS THREADS REPS THETA GAMMA QKV [OUT]");
   const std::string kind = argv[1];
-  if (kind != "dense" && kind != "delta") die("KIND must be dense or delta, got '" + kind + "'");
+  if (kind != "dense" && kind != "dense_f16k" && kind != "delta")
+    die("KIND must be dense, dense_f16k or delta, got '" + kind + "'");
   const bool delta = kind == "delta";
+  const int64_t k16 = kind == "dense_f16k";
   const int64_t v16 = std::string(argv[2]) == "1";
   const int64_t T = positive(argv[3], "CTX"), H = positive(argv[4], "HEADS"), Hkv = positive(argv[5], "KV_HEADS");
   const int64_t D = positive(argv[6], "HEAD_DIM"), L = positive(argv[7], "LAYERS");
@@ -84,14 +87,15 @@ int main(int argc, char** argv) {
                       start, theta, gamma, kWMax, kWDecode, layer, nullptr, nullptr};
       rc = dlm_delta_attention_f32(&a, err, sizeof err);
     } else {
-      dlm_dense_args a{qs, ks, vs, s.k_ring.data(), vc, out.data(), n, H, Hkv, D, T, v16, 0, start, nullptr, nullptr};
+      void* kc = k16 ? static_cast<void*>(s.k16.data()) : static_cast<void*>(s.k_ring.data());
+      dlm_dense_args a{qs, ks, vs, kc, vc, out.data(), n, H, Hkv, D, T, v16, k16, start, nullptr, nullptr};
       rc = dlm_dense_attention_f32(&a, err, sizeof err);
     }
     if (rc != DLM_OK) die(err);
   };
   for (int64_t i = 0; i < L; i++) {
     Layer& s = layers[static_cast<size_t>(i)];
-    s.k_ring.resize(static_cast<size_t>(R * Hkv * D));
+    (k16 ? s.k16.resize(static_cast<size_t>(R * Hkv * D)) : s.k_ring.resize(static_cast<size_t>(R * Hkv * D)));
     (v16 ? s.v16.resize(static_cast<size_t>(T * Hkv * D)) : s.v32.resize(static_cast<size_t>(T * Hkv * D)));
     if (delta) {
       s.k_sink.resize(static_cast<size_t>(Hkv * D));

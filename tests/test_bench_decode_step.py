@@ -30,7 +30,7 @@ def run_native(kind, v_fp16, theta, path, out):
 
 
 @pytest.mark.parametrize("v_fp16", [False, True])
-@pytest.mark.parametrize("kind,theta", [("dense", 0.0), ("delta", 0.3)])
+@pytest.mark.parametrize("kind,theta", [("dense", 0.0), ("dense_f16k", 0.0), ("delta", 0.3)])
 def test_native_step_is_the_ops_step(qkv, tmp_path, kind, theta, v_fp16):
     from delegates import op, stats  # noqa: F401
 
@@ -39,8 +39,9 @@ def test_native_step_is_the_ops_step(qkv, tmp_path, kind, theta, v_fp16):
     assert res["kind"] == kind and res["v_fp16"] == int(v_fp16) and res["ms"] > 0 and res["sweeps"] == 1
     vt = torch.float16 if v_fp16 else torch.float32
     last = CTX - 1
-    if kind == "dense":
-        kc, vc = torch.zeros(1, CTX, HKV, D), torch.zeros(1, CTX, HKV, D, dtype=vt)
+    if kind.startswith("dense"):
+        kt = torch.float16 if kind == "dense_f16k" else torch.float32
+        kc, vc = torch.zeros(1, CTX, HKV, D, dtype=kt), torch.zeros(1, CTX, HKV, D, dtype=vt)
         torch.ops.deltallm.dense_attention(q[:, :-1], k[:, :-1], v[:, :-1], kc, vc, 0)
         want = torch.ops.deltallm.dense_attention(q[:, -1:], k[:, -1:], v[:, -1:], kc, vc, last)
         assert res["decode_s_c"] == 0.0
@@ -57,7 +58,7 @@ def test_native_step_is_the_ops_step(qkv, tmp_path, kind, theta, v_fp16):
 def test_bad_input_is_one_clear_error(qkv, tmp_path):
     with pytest.raises(SystemExit, match="QKV must hold"):
         decode_step("delta", True, CTX + 1, H, HKV, D, 1, 1, 1, 0.3, GAMMA, qkv[3])
-    with pytest.raises(SystemExit, match="KIND must be dense or delta"):
+    with pytest.raises(SystemExit, match="KIND must be dense, dense_f16k or delta"):
         decode_step("sparse", True, CTX, H, HKV, D, 1, 1, 1, 0.3, GAMMA, qkv[3])
     with pytest.raises(SystemExit, match="THREADS out of range"):
         decode_step("dense", True, CTX, H, HKV, D, 1, 1000, 1, 0.0, GAMMA, qkv[3])
