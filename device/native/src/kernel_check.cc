@@ -51,59 +51,51 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     std::vector<uint16_t> dv(T * Hkv * D);
     std::vector<int32_t> dn(T * Hkv);
     dlm_stats_reset();
-    int64_t pos = 0;
-    for (int64_t len : chunks) {
-      if (h[9] > 0) {   // dense: the same tiles with every key exact, K and V caches of T rows
-        dlm_dense_args a{};
-        a.q = q.data() + pos * H * D;
-        a.k = k.data() + pos * Hkv * D;
-        a.v = v.data() + pos * Hkv * D;
-        a.k_fp16 = h[9] == 2 ? 1 : 0;
-        a.k_cache = a.k_fp16 ? static_cast<void*>(kh16.data()) : static_cast<void*>(kc32.data());
-        a.v_fp16 = h[8] ? 1 : 0;
-        a.v_cache = h[8] ? static_cast<void*>(vh.data()) : static_cast<void*>(vc.data());
-        a.out = o.data() + pos * H * D;
-        a.seq_len = len;
-        a.n_heads = H;
-        a.n_kv_heads = Hkv;
-        a.head_dim = D;
-        a.max_len = T;
-        a.start_pos = pos;
-        char err[256] = {0};
-        if (dlm_dense_attention_f32(&a, err, sizeof err) != DLM_OK)
-          return Status::BadInput("case " + std::to_string(c) + ": " + err);
-        pos += len;
-        continue;
-      }
-      dlm_attn_args a{};
+    // The fields both entry points' arguments share (the dense one: every key exact, K and V caches
+    // of T rows, no ΔK state).
+    const auto shared_fields = [&](auto& a, int64_t pos, int64_t len) {
       a.q = q.data() + pos * H * D;
       a.k = k.data() + pos * Hkv * D;
       a.v = v.data() + pos * Hkv * D;
-      a.k_ring = kr.data();
-      a.k_sink = ks.data();
       a.v_fp16 = h[8] ? 1 : 0;
       a.v_cache = h[8] ? static_cast<void*>(vh.data()) : static_cast<void*>(vc.data());
-      a.dk_mask = dm.data();
-      a.dk_val = dv.data();
-      a.dk_end = dn.data();
-      a.k_hat = kh.data();
-      a.k_ckpt = kc.data();
       a.out = o.data() + pos * H * D;
       a.seq_len = len;
       a.n_heads = H;
       a.n_kv_heads = Hkv;
       a.head_dim = D;
       a.max_len = T;
-      a.ring_len = R;
       a.start_pos = pos;
-      a.theta = tg[0];
-      a.gamma = tg[1];
-      a.w_max = h[5];
-      a.w_decode = h[6];
-      a.layer = 0;
+    };
+    int64_t pos = 0;
+    for (int64_t len : chunks) {
       char err[256] = {0};
-      if (dlm_delta_attention_f32(&a, err, sizeof err) != DLM_OK)
-        return Status::BadInput("case " + std::to_string(c) + ": " + err);
+      int rc;
+      if (h[9] > 0) {
+        dlm_dense_args a{};
+        shared_fields(a, pos, len);
+        a.k_fp16 = h[9] == 2 ? 1 : 0;
+        a.k_cache = a.k_fp16 ? static_cast<void*>(kh16.data()) : static_cast<void*>(kc32.data());
+        rc = dlm_dense_attention_f32(&a, err, sizeof err);
+      } else {
+        dlm_attn_args a{};
+        shared_fields(a, pos, len);
+        a.k_ring = kr.data();
+        a.k_sink = ks.data();
+        a.dk_mask = dm.data();
+        a.dk_val = dv.data();
+        a.dk_end = dn.data();
+        a.k_hat = kh.data();
+        a.k_ckpt = kc.data();
+        a.ring_len = R;
+        a.theta = tg[0];
+        a.gamma = tg[1];
+        a.w_max = h[5];
+        a.w_decode = h[6];
+        a.layer = 0;
+        rc = dlm_delta_attention_f32(&a, err, sizeof err);
+      }
+      if (rc != DLM_OK) return Status::BadInput("case " + std::to_string(c) + ": " + err);
       pos += len;
     }
     out.write(reinterpret_cast<const char*>(o.data()), static_cast<std::streamsize>(o.size() * sizeof(float)));
