@@ -8,8 +8,11 @@ The decode micro-kernel (`f32_deltaqkdot_ukernel_8x1`) decompresses every 8-elem
 zero (mask byte 0) could be skipped. This measures that rate on SmolLM2-135M's own post-RoPE keys
 (fp32 eager prefill of SQuAD v1.1 dev text, encoded by our kernel at each θ), in the stored
 element order and with head_dim permuted per kv head so the sparsest elements share chunks (the
-best a fixed permutation of q and k could do; chosen on the same keys, so optimistic). Progress on
-stderr; a markdown table (or, with --json, a JSON list of rows) on stdout.
+best a fixed permutation of q and k could do; chosen on the same keys, so optimistic). It also
+gives the spread of the non-zeros per key (the 99th percentile and the largest density of a key
+row) and, for a ΔK value stream sized at ⌊ρ·D⌋ values per key instead of the worst case D (the
+state today reserves D), the share of non-zeros such a cap would have to defer to later keys, at
+ρ = 0.6, 0.7, 0.8. Progress on stderr; a markdown table (or, with --json, a JSON list of rows) on stdout.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from attention import Delta, capture_smollm2  # noqa: E402
 
 GAMMA = 0.05
+CAPS = (0.6, 0.7, 0.8)   # a per-key cap on the ΔK values stored, as a fraction of head_dim
 
 
 def chunk_rows(k: torch.Tensor, theta: float) -> dict:
@@ -44,9 +48,13 @@ def chunk_rows(k: torch.Tensor, theta: float) -> dict:
     def zero_chunk_rate(b):
         return (b.reshape(n - 1, hkv, d // 8, 8).sum(-1) == 0).float().mean().item()
 
+    nnz = bits.sum(-1).flatten()                                          # per key row (token, kv head)
+    over = {f"over_cap_{round(rho * 100)}": ((nnz - int(rho * d)).clamp(min=0).sum() / nnz.sum().clamp(min=1)).item()
+            for rho in CAPS}
     return dict(s_m=1 - bits.mean().item(), zero_chunks=zero_chunk_rate(bits),
                 zero_chunks_sorted=zero_chunk_rate(sorted_bits), dim_s_min=per_dim.min().item(),
-                dim_s_median=per_dim.median().item(), dim_s_max=per_dim.max().item())
+                dim_s_median=per_dim.median().item(), dim_s_max=per_dim.max().item(),
+                key_density_p99=(nnz / d).quantile(0.99).item(), key_density_max=(nnz / d).max().item(), **over)
 
 
 def main() -> int:
@@ -76,16 +84,21 @@ def main() -> int:
             mean = {key: sum(r[key] for r in per) / len(per) for key in per[0] if key not in ("layer", "theta")}
             mean["dim_s_min"] = min(r["dim_s_min"] for r in per)
             mean["dim_s_max"] = max(r["dim_s_max"] for r in per)
+            mean["key_density_p99"] = max(r["key_density_p99"] for r in per)
+            mean["key_density_max"] = max(r["key_density_max"] for r in per)
             rows.append(dict(layer="+".join(str(r["layer"]) for r in per), theta=theta, **mean))
     if ns.json:
         print(json.dumps(rows, indent=1))
         return 0
+    caps = " | ".join(f"deferred at cap {rho:g}·D" for rho in CAPS)
     print("| layers | θ | S_m | all-zero 8-element chunks | same, head_dim sorted by sparsity | "
-          "per-element S_m min / median / max |")
-    print("|---|---:|---:|---:|---:|---|")
+          f"per-element S_m min / median / max | key density p99 / max | {caps} |")
+    print("|---|---:|---:|---:|---:|---|---|" + "---:|" * len(CAPS))
     for r in rows:
+        over = " | ".join(f"{r[f'over_cap_{round(rho * 100)}']:.1%}" for rho in CAPS)
         print(f"| {r['layer']} | {r['theta']:g} | {r['s_m']:.1%} | {r['zero_chunks']:.1%} | "
-              f"{r['zero_chunks_sorted']:.1%} | {r['dim_s_min']:.0%} / {r['dim_s_median']:.0%} / {r['dim_s_max']:.0%} |")
+              f"{r['zero_chunks_sorted']:.1%} | {r['dim_s_min']:.0%} / {r['dim_s_median']:.0%} / {r['dim_s_max']:.0%} | "
+              f"{r['key_density_p99']:.0%} / {r['key_density_max']:.0%} | {over} |")
     return 0
 
 

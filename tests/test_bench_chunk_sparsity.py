@@ -34,3 +34,19 @@ def test_sorting_head_dim_gathers_scattered_sparse_elements():
     assert r["zero_chunks"] == 0.0
     assert r["zero_chunks_sorted"] == pytest.approx(1 / 2)   # sorted: the 8 still elements fill one chunk
     assert chunk_rows(k, 0.0)["s_m"] == pytest.approx(1 / 2)  # θ 0: the still elements stay zero deltas
+
+
+def test_key_density_and_what_a_per_key_cap_would_defer():
+    n, hkv, d = 65, 2, 16
+    k = torch.zeros(1, n, hkv, d)
+    # kv head 0: 14 of 16 elements move at every token (density 0.875), head 1: 4 (0.25)
+    steps = torch.arange(n, dtype=torch.float32).view(n, 1) * 5
+    k[0, :, 0, 0:14] = steps
+    k[0, :, 1, 0:4] = steps
+    r = chunk_rows(k, 1.0)
+    assert r["key_density_max"] == pytest.approx(14 / 16) and r["key_density_p99"] == pytest.approx(14 / 16)
+    total = 14 + 4                                         # non-zeros per token, both heads
+    # caps ⌊ρ·16⌋ = 9, 11, 12 values per key: only head 0's rows exceed them
+    assert r["over_cap_60"] == pytest.approx((14 - 9) / total)
+    assert r["over_cap_70"] == pytest.approx((14 - 11) / total)
+    assert r["over_cap_80"] == pytest.approx((14 - 12) / total)
