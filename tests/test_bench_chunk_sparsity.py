@@ -9,16 +9,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from delta_chunk_sparsity import chunk_rows  # noqa: E402
 
 
-def test_chunk_rates_on_keys_with_known_sparsity():
-    n, hkv, d = 257, 2, 32
+def jumping_keys(n: int, hkv: int, d: int, moving: dict, step: float = 5.0) -> torch.Tensor:
+    """Keys [1, n, hkv, d] whose elements moving[head] jump by `step` at every token, the rest still."""
     k = torch.zeros(1, n, hkv, d)
+    for head, elements in moving.items():
+        k[0, :, head, elements] = torch.arange(n, dtype=torch.float32).view(n, 1) * step
+    return k
+
+
+def test_chunk_rates_on_keys_with_known_sparsity():
     # Elements 0..7 of kv head 0 and 12..19 of kv head 1 jump by 5 at every token, the rest never
     # move: with θ 1, head 0's rows have one non-zero chunk of 4 and head 1's two (8..15, 16..23),
     # one once its elements are sorted by sparsity.
-    steps = torch.arange(n, dtype=torch.float32).view(n, 1) * 5
-    k[0, :, 0, 0:8] = steps
-    k[0, :, 1, 12:20] = steps
-    r = chunk_rows(k, 1.0)
+    r = chunk_rows(jumping_keys(257, 2, 32, {0: slice(0, 8), 1: slice(12, 20)}), 1.0)
     assert r["s_m"] == pytest.approx(24 / 32)
     assert r["zero_chunks"] == pytest.approx((3 / 4 + 2 / 4) / 2)
     assert r["zero_chunks_sorted"] == pytest.approx(3 / 4)
@@ -26,10 +29,8 @@ def test_chunk_rates_on_keys_with_known_sparsity():
 
 
 def test_sorting_head_dim_gathers_scattered_sparse_elements():
-    n, hkv, d = 129, 1, 16
-    k = torch.zeros(1, n, hkv, d)
     moving = [0, 2, 4, 6, 9, 11, 13, 15]   # one moving element in every pair: no chunk is all zero as stored
-    k[0, :, 0, moving] = torch.arange(n, dtype=torch.float32).view(n, 1) * 3
+    k = jumping_keys(129, 1, 16, {0: moving}, step=3.0)
     r = chunk_rows(k, 1.0)
     assert r["zero_chunks"] == 0.0
     assert r["zero_chunks_sorted"] == pytest.approx(1 / 2)   # sorted: the 8 still elements fill one chunk
@@ -37,13 +38,8 @@ def test_sorting_head_dim_gathers_scattered_sparse_elements():
 
 
 def test_key_density_and_what_a_per_key_cap_would_defer():
-    n, hkv, d = 65, 2, 16
-    k = torch.zeros(1, n, hkv, d)
     # kv head 0: 14 of 16 elements move at every token (density 0.875), head 1: 4 (0.25)
-    steps = torch.arange(n, dtype=torch.float32).view(n, 1) * 5
-    k[0, :, 0, 0:14] = steps
-    k[0, :, 1, 0:4] = steps
-    r = chunk_rows(k, 1.0)
+    r = chunk_rows(jumping_keys(65, 2, 16, {0: slice(0, 14), 1: slice(0, 4)}), 1.0)
     assert r["key_density_max"] == pytest.approx(14 / 16) and r["key_density_p99"] == pytest.approx(14 / 16)
     total = 14 + 4                                         # non-zeros per token, both heads
     # caps ⌊ρ·16⌋ = 9, 11, 12 values per key: only head 0's rows exceed them
