@@ -155,7 +155,6 @@ def _run_dense(q, k, v, k_cache, v_cache, start_pos, out):
     for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
         if tuple(t.shape) != want:
             raise RuntimeError(f"{name}: {t_name} must have shape {list(want)}, got {list(t.shape)}")
-    for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
         if t.dtype not in (torch.float32, torch.float16):
             raise RuntimeError(f"{name}: {t_name} must be float32 or float16, got {t.dtype}")
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):

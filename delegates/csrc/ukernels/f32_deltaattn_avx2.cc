@@ -187,6 +187,12 @@ __attribute__((always_inline)) static inline __m256 row_sums8(const __m256* a) {
   return _mm256_add_ps(_mm256_permute2f128_ps(lo, hi, 0x20), _mm256_permute2f128_ps(lo, hi, 0x31));
 }
 
+// A key's 8 elements from an fp32 or an fp16 (F16C) K cache.
+__attribute__((always_inline)) static inline __m256 load_k8(const float* k) { return _mm256_loadu_ps(k); }
+__attribute__((always_inline)) static inline __m256 load_k8(const uint16_t* k) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
+}
+
 // R rows: one accumulator per row along head_dim, one K load shared by the rows, then the
 // horizontal-add tree. With 4 lanes (R <= 4) two keys share a tree and one store (key t's rows in
 // lanes 0..3, key t+1's in 4..7: their places in the scores). kD > 0: head_dim known at compile
@@ -195,12 +201,6 @@ __attribute__((always_inline)) static inline __m256 row_sums8(const __m256* a) {
 // stride GCC kept R·d/8 chunk pointers on the stack and spilled the chunks). The lambdas are
 // always_inline: GCC kept deltaqkdot's pair() out of line. Both: 26 % fewer instructions per delta
 // key, 10 % per dense key (callgrind, `bench/decode_ukernels.cc`, SmolLM2's shape).
-// A key's 8 elements from an fp32 or an fp16 (F16C) K cache.
-__attribute__((always_inline)) static inline __m256 load_k8(const float* k) { return _mm256_loadu_ps(k); }
-__attribute__((always_inline)) static inline __m256 load_k8(const uint16_t* k) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k)));
-}
-
 template <int R, int kD, typename KT>
 void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
            float* scores) {

@@ -133,11 +133,12 @@ void f32_qk_ukernel_16x2__neon(size_t n, size_t d, const float* qt, const float*
 
 namespace {
 
-// R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
-// across-vector add per row.
 // A key's 4 elements from an fp32 or an fp16 (FCVTL) K cache.
 inline float32x4_t load_k4(const float* k) { return vld1q_f32(k); }
 inline float32x4_t load_k4(const uint16_t* k) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(k))); }
+
+// R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
+// across-vector add per row. Keys fp32 or fp16 (KT).
 
 template <int R, typename KT>
 void qkdot(size_t n, size_t d, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
