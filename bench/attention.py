@@ -110,11 +110,11 @@ class Delta:
     """One layer's delta state and the op. The ring is the program's: the widest band of a call
     of at most n tokens (bench/decode_step.cc sizes it the same way)."""
 
-    def __init__(self, n, hkv, d, gamma, v_dtype=torch.float32, w_decode=4):
+    def __init__(self, n, hkv, d, gamma, v_dtype=torch.float32, w_decode=4, stream_rows=0):
         from delegates.attention_core import ring_len
         from delegates.op import STATE, empty_state
 
-        state = empty_state(n, ring_len(n, gamma, 1 << 20, w_decode), hkv, d, v_dtype)
+        state = empty_state(n, ring_len(n, gamma, 1 << 20, w_decode), hkv, d, v_dtype, stream_rows)
         self.bufs = [state[name] for name in STATE]
 
     def __call__(self, q, k, v, start, theta, gamma, w_decode=4):

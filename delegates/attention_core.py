@@ -4,7 +4,7 @@ same kernel with every key exact, plain K and V caches, each fp32 or fp16).
 
 Its state lives in non-persistent buffers, which torch.export turns into mutable buffers of the
 program (ExecuTorch's KV cache): the V cache (fp32 or fp16), the compressed ΔK cache (a bitmask and packed fp16
-non-zeros per token and kv head), a ring of raw keys just long enough for the exact band of the
+non-zeros per token and kv head, in a stream sized for dk_budget·head_dim values per key), a ring of raw keys just long enough for the exact band of the
 longest chunk (⌊γ·max_seq_len⌋ bounded by w_max, at least w_decode), the sink key and the
 reference key. See delegates/csrc/deltaattn.h."""
 from __future__ import annotations
@@ -25,11 +25,12 @@ def ring_len(max_seq_len: int, gamma: float, w_max: int, w_decode: int) -> int:
 class DeltaAttention(nn.Module):
     def __init__(self, n_heads: int, n_kv_heads: int, head_dim: int, max_context_len: int, max_seq_len: int,
                  theta: float, gamma: float, w_max: int, w_decode: int, layer: int,
-                 v_dtype: torch.dtype = torch.float32):
+                 v_dtype: torch.dtype = torch.float32, dk_budget: float = 1.0):
         super().__init__()
         self.theta, self.gamma, self.w_max, self.w_decode, self.layer = theta, gamma, w_max, w_decode, layer
         ring = ring_len(max_seq_len, gamma, w_max, w_decode)
-        for name, t in op.empty_state(max_context_len, ring, n_kv_heads, head_dim, v_dtype).items():
+        rows = op.dk_rows(max_context_len, head_dim, dk_budget)
+        for name, t in op.empty_state(max_context_len, ring, n_kv_heads, head_dim, v_dtype, rows).items():
             self.register_buffer(name, t, persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start) -> torch.Tensor:

@@ -60,7 +60,8 @@ def build(force: bool = False, debug: bool = False) -> None:
     LIB_DIR.mkdir(exist_ok=True)
     opt = ["-O0", "-g"] if debug else ["-O3", "-DNDEBUG"]
     base = [cxx, "-std=c++17", "-fPIC", *opt, "-Wall", "-Wno-unused-function", f"-I{CSRC}"]
-    core_srcs = [CSRC / "deltaattn.cc", CSRC / "task_pool.cc", CSRC / "ukernels" / "f32_deltaattn_scalar.cc",
+    core_srcs = [CSRC / "deltaattn.cc", CSRC / "deltaenc_budget.cc", CSRC / "task_pool.cc",
+                 CSRC / "ukernels" / "f32_deltaattn_scalar.cc",
                  CSRC / "ukernels" / "f32_deltaattn_neon.cc"]     # compiles to nothing off AArch64
     x86 = platform.machine() in ("x86_64", "AMD64")
     deps = _sources([CSRC, CSRC / "ukernels"])

@@ -23,7 +23,7 @@ class AttnArgs(ctypes.Structure):
         ("v_fp16", ctypes.c_int64), ("start_pos", ctypes.c_int64),
         ("theta", ctypes.c_float), ("gamma", ctypes.c_float), ("w_max", ctypes.c_int64),
         ("w_decode", ctypes.c_int64), ("layer", ctypes.c_int64),
-        ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p)]]
+        ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p), ("dk_rows", ctypes.c_int64)]]
 
 
 class DenseArgs(ctypes.Structure):
@@ -69,6 +69,9 @@ def core() -> ctypes.CDLL:
             lib.dlm_band_width.restype = ctypes.c_int64
             lib.dlm_ring_len.argtypes = [ctypes.c_int64, ctypes.c_float, ctypes.c_int64, ctypes.c_int64]
             lib.dlm_ring_len.restype = ctypes.c_int64
+            for f in (lib.dlm_dk_rows, lib.dlm_dk_per_key):
+                f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+                f.restype = ctypes.c_int64
             lib.dlm_ckpt_len.argtypes = [ctypes.c_int64]
             lib.dlm_ckpt_len.restype = ctypes.c_int64
             _core = lib

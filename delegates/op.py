@@ -4,8 +4,9 @@ a CPU kernel that calls the same C core as the ExecuTorch runtime (through ctype
 Tensors (batch 1, T = max context, R = ring length, see delegates/csrc/deltaattn.h):
 q [1,S,H,D]; k, v [1,S,Hkv,D]; the state: k_ring [1,R,Hkv,D] f32 (raw keys of the last R positions,
 for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,D] f32 or float16, dk_mask [1,T,Hkv,D/8]
-uint8 (ΔK non-zero bitmask), dk_val [1,Hkv,T,D] float16 (per kv head one stream: the ΔK non-zeros
-packed key after key, read sequentially), dk_end [1,T,Hkv] int32 (where key t's non-zeros end in its
+uint8 (ΔK non-zero bitmask), dk_val [1,Hkv,P,D] float16 (per kv head one stream: the ΔK non-zeros
+packed key after key, read sequentially; P = T rows hold every non-zero, fewer set a budget of
+values per key, see dk_rows), dk_end [1,T,Hkv] int32 (where key t's non-zeros end in its
 head's stream), k_hat [1,Hkv,D] f32, k_ckpt [1,C,Hkv,D] f32 (k̂ every DLM_CKPT_STRIDE positions,
 where a split of the keys starts; C = dlm_ckpt_len(T)). Returns [1,S,H,D].
 
@@ -37,21 +38,29 @@ DTYPES = {"k_ring": torch.float32, "k_sink": torch.float32, "v_cache": torch.flo
           "dk_val": torch.float16, "dk_end": torch.int32, "k_hat": torch.float32, "k_ckpt": torch.float32}
 
 
-def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int) -> dict:
-    """The state tensors' shapes (batch 1), by name."""
+def dk_rows(max_len: int, head_dim: int, budget: float = 1.0) -> int:
+    """Rows of head_dim values per kv head the ΔK value stream needs when a key stores budget·head_dim
+    values on average (at least 1; budget 1: every non-zero, max_len rows). The C core's dlm_dk_rows:
+    a key may store more than that average while earlier keys left some unused (deltaattn.h)."""
+    per_key = max(1, min(head_dim, int(budget * head_dim)))
+    return int(core().dlm_dk_rows(max_len, head_dim, per_key))
+
+
+def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int, stream_rows: int = 0) -> dict:
+    """The state tensors' shapes (batch 1), by name; stream_rows: dk_val's rows (0: max_len)."""
     t = (1, max_len, n_kv_heads)
     return {"k_ring": (1, ring_len, n_kv_heads, head_dim), "k_sink": (1, n_kv_heads, head_dim),
             "v_cache": t + (head_dim,), "dk_mask": t + (head_dim // 8,),
-            "dk_val": (1, n_kv_heads, max_len, head_dim), "dk_end": t,
+            "dk_val": (1, n_kv_heads, stream_rows or max_len, head_dim), "dk_end": t,
             "k_hat": (1, n_kv_heads, head_dim),
             "k_ckpt": (1, int(core().dlm_ckpt_len(max_len)), n_kv_heads, head_dim)}
 
 
 def empty_state(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int,
-                v_dtype: torch.dtype = torch.float32) -> dict:
+                v_dtype: torch.dtype = torch.float32, stream_rows: int = 0) -> dict:
     dtypes = {**DTYPES, "v_cache": v_dtype}
-    return {n: torch.zeros(shape, dtype=dtypes[n]) for n, shape in state_shapes(max_len, ring_len, n_kv_heads,
-                                                                                head_dim).items()}
+    shapes = state_shapes(max_len, ring_len, n_kv_heads, head_dim, stream_rows)
+    return {n: torch.zeros(shape, dtype=dtypes[n]) for n, shape in shapes.items()}
 
 
 def _ptr(t: torch.Tensor, name: str) -> int:
@@ -79,10 +88,12 @@ def _check_shapes(q, k, v, state: dict):
         raise RuntimeError("deltallm::delta_attention: head_dim or kv head mismatch between q, k and v")
     if state["v_cache"].dim() != 4 or state["k_ring"].dim() != 4:
         raise RuntimeError("deltallm::delta_attention: v_cache and k_ring must have rank 4")
-    want = state_shapes(state["v_cache"].shape[1], state["k_ring"].shape[1], hkv, D)
+    rows = state["dk_val"].shape[2] if state["dk_val"].dim() == 4 else 0   # the core checks the rows
+    want = state_shapes(state["v_cache"].shape[1], state["k_ring"].shape[1], hkv, D, rows)
     for name, shape in want.items():
         if tuple(state[name].shape) != shape:
-            raise RuntimeError(f"deltallm::delta_attention: {name} must have shape {list(shape)} for these q/k/v "
+            shown = str(list(shape)) if name != "dk_val" else f"[1, {hkv}, P, {D}] (P rows: dk_rows)"
+            raise RuntimeError(f"deltallm::delta_attention: {name} must have shape {shown} for these q/k/v "
                                f"and caches, got {list(state[name].shape)}")
 
 
@@ -96,7 +107,7 @@ def _run(q, k, v, state: dict, start_pos, theta, gamma, w_max, w_decode, layer, 
         max_len=state["v_cache"].shape[1], ring_len=state["k_ring"].shape[1],
         v_fp16=int(state["v_cache"].dtype == torch.float16), start_pos=int(start_pos),
         theta=float(theta), gamma=float(gamma), w_max=int(w_max), w_decode=int(w_decode), layer=int(layer),
-        parallel=None, pool_ctx=None)
+        parallel=None, pool_ctx=None, dk_rows=state["dk_val"].shape[2])
     err = ctypes.create_string_buffer(256)
     if core().dlm_delta_attention_f32(ctypes.byref(a), err, len(err)) != 0:
         raise RuntimeError(err.value.decode())

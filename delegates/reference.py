@@ -7,6 +7,10 @@ Definitions (per layer, per KV head; post-RoPE keys):
   reference key advances by exactly the stored value (error feedback: no drift).
 - Approximate score q_i·k̂_j = Σ_{τ≤j} q_i·Δk_τ (sparse products + prefix sum over keys), except
   key 0 (the attention sink), whose score is always the exact q_i·k_0.
+- Budget (optional, per_key values per key on average, dk_rows in the kernel's state): key t ≥ 1 may
+  store at most b_t = min(D, D + t·per_key − s_t) non-zeros, s_t = the non-zeros keys 0..t−1 stored
+  in its kv head (key 0 stores D). A key with more stores the b_t largest |δ| (ties: the lower
+  element); the others are not stored and k̂ does not advance there (deferred to later keys).
 - Exact band: a forward call with S new tokens uses band width W = w_decode if S == 1, else
   max(1, min(⌊γ·S⌋, w_max)). Query at absolute position i uses the exact key k_j when
   i − j < W (so its own key always), the approximation otherwise. A chunked prefill
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -59,19 +63,32 @@ class SparsityCounts:
 F16_MAX = 65504.0
 
 
-def delta_encode(k: torch.Tensor, k_hat: torch.Tensor, start: int, theta: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def delta_encode(k: torch.Tensor, k_hat: torch.Tensor, start: int, theta: float, per_key: Optional[int] = None,
+                 stored: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Token by token, in fp32 (as the kernel). k: [S, Hkv, D] at positions start..start+S-1; k_hat:
-    [Hkv, D] (k̂_{start-1}). Returns (Δk [S, Hkv, D] fp32: the stored, fp16-rounded deltas; k̂ after
-    the last token, fp32)."""
+    [Hkv, D] (k̂_{start-1}); per_key: the budget (None: none); stored: [Hkv] non-zeros stored before
+    `start` (needed with a budget). Returns (Δk [S, Hkv, D] fp32: the stored, fp16-rounded deltas; k̂
+    after the last token, fp32)."""
     k = k.float()
     k_hat = k_hat.float().clone()
     dk = torch.zeros_like(k)
+    D = k.shape[-1]
+    stored = torch.zeros(k.shape[1], dtype=torch.long) if stored is None else stored.clone()
     for s in range(k.shape[0]):
+        t = start + s
         d = k[s] - k_hat
-        keep = torch.ones_like(d, dtype=torch.bool) if start + s == 0 else d.abs() > theta
-        d = torch.where(keep, d.clamp(-F16_MAX, F16_MAX).half().float(), torch.zeros_like(d))
-        dk[s] = d
-        k_hat = k_hat + d
+        keep = torch.ones_like(d, dtype=torch.bool) if t == 0 else d.abs() > theta
+        r = torch.where(keep, d.clamp(-F16_MAX, F16_MAX).half().float(), torch.zeros_like(d))
+        if per_key is not None and t > 0:
+            budget = (D + t * per_key - stored).clamp(max=D)                       # [Hkv]
+            mag = torch.where(r != 0, d.abs(), torch.full_like(d, -1.0))          # candidates: stored non-zeros
+            rank = torch.empty_like(mag, dtype=torch.long)
+            order = torch.sort(mag, dim=-1, descending=True, stable=True).indices   # ties: the lower element
+            rank.scatter_(-1, order, torch.arange(D).expand_as(order).contiguous())
+            r = torch.where(rank < budget[:, None], r, torch.zeros_like(r))
+        dk[s] = r
+        k_hat = k_hat + r
+        stored += D if t == 0 else (r != 0).sum(-1)
     return dk, k_hat
 
 
@@ -95,13 +112,14 @@ class DeltaState:
 
 
 def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int,
-                         theta: float, gamma: float, w_max: int, w_decode: int) -> torch.Tensor:
+                         theta: float, gamma: float, w_max: int, w_decode: int,
+                         per_key: Optional[int] = None) -> torch.Tensor:
     """Slow oracle for one forward call. q: [S, H, D]; k, v: [S, Hkv, D]. Returns [S, H, D]."""
     S, H, D = q.shape
     hkv = k.shape[1]
     if start == 0:
         state.k_hat.zero_()
-    dk, state.k_hat = delta_encode(k, state.k_hat, start, theta)
+    dk, state.k_hat = delta_encode(k, state.k_hat, start, theta, per_key, state.nnz[:start].sum(0))
     end = start + S
     state.k_cache[start:end] = k
     state.v_cache[start:end] = v
@@ -136,13 +154,13 @@ def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v:
 
 
 def delta_attention_vectorized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, W: int,
-                               ) -> Tuple[torch.Tensor, torch.Tensor, SparsityCounts]:
+                               per_key: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, SparsityCounts]:
     """One call from position 0 over the whole sequence, vectorised over heads and queries.
     The delta encoding runs in fp32 with fp16 rounding (as the kernel, bit for bit), the rest in fp64.
     q: [n, H, D]; k, v: [n, Hkv, D]. Returns (out [n, H, D] fp64, Δk [n, Hkv, D], counts)."""
     n, H, D = q.shape
     hkv = k.shape[1]
-    dk, _ = delta_encode(k, torch.zeros_like(k[0]), 0, theta)
+    dk, _ = delta_encode(k, torch.zeros_like(k[0]), 0, theta, per_key)
     nnz = (dk != 0).sum(-1)
     nnz[0] = D
     q, k, v, dk = q.double(), k.double(), v.double(), dk.double()
@@ -183,12 +201,13 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.
 
 
 def run_calls(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunks: List[int], max_len: int, theta: float,
-              gamma: float, w_max: int, w_decode: int, dtype=torch.float64) -> Tuple[torch.Tensor, DeltaState]:
+              gamma: float, w_max: int, w_decode: int, dtype=torch.float64,
+              per_key: Optional[int] = None) -> Tuple[torch.Tensor, DeltaState]:
     """Run the oracle over consecutive calls of the given sizes (prefill chunks, then 1s for decode)."""
     state = DeltaState.empty(max_len, k.shape[1], k.shape[2], dtype)
     outs, pos = [], 0
     for n in chunks:
         outs.append(delta_attention_step(state, q[pos:pos + n], k[pos:pos + n], v[pos:pos + n], pos,
-                                         theta, gamma, w_max, w_decode))
+                                         theta, gamma, w_max, w_decode, per_key))
         pos += n
     return torch.cat(outs), state

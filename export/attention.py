@@ -58,7 +58,8 @@ def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_hea
         theta = cfg.theta if cfg.theta_per_layer is None else cfg.theta_per_layer[layer]
         return DeltaAttention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
                               max_context_len=max_context_len, max_seq_len=max_seq_len, theta=theta, gamma=cfg.gamma,
-                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer, v_dtype=v_dtype)
+                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer, v_dtype=v_dtype,
+                              dk_budget=cfg.dk_budget)
     raise ConfigError("attention.kind", f"unsupported {cfg.kind!r}")  # pragma: no cover
 
 

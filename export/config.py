@@ -148,6 +148,7 @@ class AttentionConfig:
     dense_kernel: DenseKernel = DenseKernel.DELTALLM   # kind=dense: which attention kernel the program calls
     v_cache: CacheDtype = CacheDtype.FP32   # the V cache's element type (fp16 halves its memory)
     k_cache: CacheDtype = CacheDtype.FP32   # kind=dense: the K cache's element type (fp16 halves it)
+    dk_budget: float = 1.0       # kind=delta: ΔK values stored per key on average / head_dim (1: all)
     calibration: str = ""        # calibration file: key scales and/or per-layer θ (export.calibration)
 
     def __post_init__(self):
@@ -162,6 +163,9 @@ class AttentionConfig:
                  or self.v_cache == CacheDtype.FP32, "attention.v_cache",
                  "fp16 needs attention.kind=delta or attention.dense_kernel=deltallm "
                  "(custom_sdpa keeps ExecuTorch's fp32 caches)")
+        _require(0.0 < self.dk_budget <= 1.0, "attention.dk_budget", f"must be in (0, 1], got {self.dk_budget}")
+        _require(self.dk_budget == 1.0 or self.kind == AttentionKind.DELTA, "attention.dk_budget",
+                 "< 1 needs attention.kind=delta (it sizes the ΔK value stream)")
         _require(self.k_cache == CacheDtype.FP32 or (self.kind == AttentionKind.DENSE
                                                      and self.dense_kernel == DenseKernel.DELTALLM),
                  "attention.k_cache", "fp16 needs attention.kind=dense with attention.dense_kernel=deltallm "

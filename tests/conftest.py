@@ -74,6 +74,18 @@ def smollm2_8da8w(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_delta_budget(tmp_path_factory):
+    """The delta program with an fp16 V cache and a ΔK stream budgeted at a quarter of head_dim per key
+    (θ 0.1: it binds on the random model's keys, which store 67 % of their elements without it)."""
+    out = tmp_path_factory.mktemp("tiny_llama_delta_budget")
+    return out, export_with_cli("tiny_llama.yaml", out, *DELTA_BUDGET)
+
+
+DELTA_BUDGET = ("attention.kind=delta", "attention.theta=0.1", "attention.gamma=0.1", "attention.w_decode=4",
+                "attention.v_cache=fp16", "attention.dk_budget=0.25")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_delta(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_llama_delta")
     return out, export_with_cli("tiny_llama.yaml", out, "attention.kind=delta", "attention.theta=0.3",

@@ -19,12 +19,12 @@ class KernelState:
     max_seq_len tokens (default: max_len), as an export sizes it."""
 
     def __init__(self, max_len: int, n_kv_heads: int, head_dim: int, max_seq_len: int = 0, gamma: float = 0.1,
-                 w_max: int = 1 << 20, w_decode: int = 4, v_dtype=torch.float32):
+                 w_max: int = 1 << 20, w_decode: int = 4, v_dtype=torch.float32, stream_rows: int = 0):
         from delegates.attention_core import ring_len
         from delegates.op import empty_state
 
         self.ring = ring_len(max_seq_len or max_len, gamma, w_max, w_decode)
-        self.state = empty_state(max_len, self.ring, n_kv_heads, head_dim, v_dtype)
+        self.state = empty_state(max_len, self.ring, n_kv_heads, head_dim, v_dtype, stream_rows)
         for name, t in self.state.items():
             setattr(self, name, t)
 
@@ -38,10 +38,11 @@ class KernelState:
                                                   w_max, w_decode, layer)[0]
 
 
-def run_kernel(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, layer=0, v_dtype=torch.float32):
+def run_kernel(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, layer=0, v_dtype=torch.float32,
+               stream_rows=0):
     from delegates import op  # noqa: F401
 
-    st = KernelState(max_len, k.shape[1], k.shape[2], max(chunks), gamma, w_max, w_decode, v_dtype)
+    st = KernelState(max_len, k.shape[1], k.shape[2], max(chunks), gamma, w_max, w_decode, v_dtype, stream_rows)
     outs, pos = [], 0
     for n in chunks:
         outs.append(st.call(q[pos:pos + n], k[pos:pos + n], v[pos:pos + n], pos, theta, gamma, w_max, w_decode,

@@ -37,12 +37,18 @@ def test_sorting_head_dim_gathers_scattered_sparse_elements():
     assert chunk_rows(k, 0.0)["s_m"] == pytest.approx(1 / 2)  # θ 0: the still elements stay zero deltas
 
 
-def test_key_density_and_what_a_per_key_cap_would_defer():
+def test_key_density_and_what_a_budgeted_stream_defers():
     # kv head 0: 14 of 16 elements move at every token (density 0.875), head 1: 4 (0.25)
     r = chunk_rows(jumping_keys(65, 2, 16, {0: slice(0, 14), 1: slice(0, 4)}), 1.0)
     assert r["key_density_max"] == pytest.approx(14 / 16) and r["key_density_p99"] == pytest.approx(14 / 16)
     total = 14 + 4                                         # non-zeros per token, both heads
-    # caps ⌊ρ·16⌋ = 9, 11, 12 values per key: only head 0's rows exceed them
-    assert r["over_cap_60"] == pytest.approx((14 - 9) / total)
-    assert r["over_cap_70"] == pytest.approx((14 - 11) / total)
-    assert r["over_cap_80"] == pytest.approx((14 - 12) / total)
+    # budgets ρ·16 → 8, 9, 11 values per key (whole rows of the 65-key stream give no more): from key 1
+    # on head 0 stores exactly its budget, head 1 all of its 4
+    assert r["deferred_50"] == pytest.approx((14 - 8) / total)
+    assert r["deferred_60"] == pytest.approx((14 - 9) / total)
+    assert r["deferred_70"] == pytest.approx((14 - 11) / total)
+    for rho in (50, 60, 70):                               # head 0's deferred elements lag k by more than θ
+        assert 0 < r[f"over_theta_{rho}"] <= 14 / 32
+    # below every budget: nothing deferred, k̂ within θ everywhere
+    r = chunk_rows(jumping_keys(65, 1, 16, {0: slice(0, 6)}), 1.0)
+    assert all(r[f"{key}_{rho}"] == 0 for key in ("deferred", "over_theta") for rho in (50, 60, 70))

@@ -141,6 +141,80 @@ def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks, grou
     assert nmse(got, run_calls(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4)[0]) > 1e-10   # rounding is visible
 
 
+# ----------------------------------------------------------------------------- ΔK budget (dk_rows)
+
+def _stream_rows(max_len: int, d: int, per_key: int) -> int:
+    return int(core().dlm_dk_rows(max_len, d, per_key))
+
+
+@pytest.mark.parametrize("chunks", [[70], [37, 1, 1, 20], [1] * 12, [300, 1, 1], [64, 64, 1]])
+@pytest.mark.parametrize("per_key,theta", [(1, 0.3), (4, 0.3), (8, 0.0), (40, 0.0), (56, 0.0)])
+def test_budgeted_stream_matches_oracle(variant, chunks, per_key, theta):
+    """A stream of fewer rows than the max context: each key stores at most its budget (what it and the
+    keys before it earned, per_key each, and did not use), the largest |Δ| first; outputs, counters,
+    masks and the packed values as the oracle's, whatever the chunking."""
+    n, hkv, d = sum(chunks), 2, 64
+    q, k, v = make_qkv(n, 3 * hkv, hkv, d, seed=n + per_key)
+    rows = _stream_rows(n + 2, d, per_key)
+    assert rows < n + 2
+    per_key = int(core().dlm_dk_per_key(n + 2, d, rows))   # whole rows: at least what was asked for
+    ref, st_ref = run_calls(q, k, v, chunks, n + 2, theta, 0.1, 1 << 20, 4, per_key=per_key)
+    full, _ = run_calls(q, k, v, chunks, n + 2, theta, 0.1, 1 << 20, 4)
+    assert nmse(ref, full) > 0            # the budget binds: some non-zeros were deferred
+    stats.reset()
+    got, st = run_kernel(q, k, v, chunks, n + 2, theta, 0.1, 1 << 20, 4, layer=4, stream_rows=rows)
+    assert nmse(got, ref) <= 1e-10
+    for phase, counts in (("prefill", st_ref.prefill), ("decode", st_ref.decode)):
+        c = stats.read(phase)[4]
+        assert (c.dk_zeros, c.dk_elements, c.macs_performed, c.macs_dense) == \
+            (counts.dk_zeros, counts.dk_elements, counts.macs_performed, counts.macs_dense)
+    dk = st_ref.dk_cache[:n].float()
+    mask = ((st.dk_mask[0, :n, :, :, None] >> torch.arange(8, dtype=torch.uint8)) & 1).reshape(n, hkv, d).bool()
+    want_mask = dk != 0
+    want_mask[0] = True
+    assert torch.equal(mask, want_mask)
+    t = torch.arange(n)
+    for g in range(hkv):
+        end = st.dk_end[0, :n, g].long()
+        assert end.tolist() == torch.cumsum(mask[:, g].sum(-1), 0).tolist()
+        assert (end <= d + t * per_key).all()                           # never past what the keys earned
+        want = torch.cat([dk[j, g][mask[j, g]] for j in range(n)]).half()
+        assert torch.equal(st.dk_val[0, g].reshape(-1)[:len(want)], want)
+
+
+def test_budget_defers_the_smallest_and_catches_up(variant):
+    """Known answer: still keys, then every element of kv head 0 jumps by 1 at token 5 and stays. With 8
+    values per key, key 5 has 64 + 5·8 − 64 = 40 to spend: elements 0..39 (equal |Δ|: the lower ones);
+    keys 6, 7 and 8 store 8 each (40..47, 48..55, 56..63), after which k̂ = k; kv head 1 never moves."""
+    n, d = 10, 64    # 3 rows: 2·64 + 8·8 values, exactly 8 per key
+    assert core().dlm_dk_per_key(n, d, _stream_rows(n, d, 8)) == 8
+    k = torch.zeros(n, 2, d)
+    k[5:, 0] = 1.0
+    q = torch.randn(n, 2, d, generator=torch.Generator().manual_seed(0))
+    _, st = run_kernel(q, k, torch.randn(n, 2, d), [n], n, 0.5, 0.0, 1, 1, stream_rows=_stream_rows(n, d, 8))
+    nnz = lambda j: int(sum(bin(b).count("1") for b in st.dk_mask[0, j, 0].tolist()))  # noqa: E731
+    assert [nnz(j) for j in range(n)] == [64, 0, 0, 0, 0, 40, 8, 8, 8, 0]
+    assert st.dk_mask[0, 5, 0].tolist() == [255] * 5 + [0] * 3
+    assert st.dk_mask[0, 6, 0].tolist() == [0] * 5 + [255, 0, 0]
+    assert st.dk_mask[0, 8, 0].tolist() == [0] * 7 + [255]
+    assert torch.equal(st.k_hat[0, 0], torch.ones(d))
+    assert st.dk_end[0, :, 1].tolist() == [64] * n
+
+
+@pytest.mark.parametrize("max_len", [1, 2, 3, 100, 4096])
+@pytest.mark.parametrize("d", [8, 64, 136])
+def test_stream_rows_and_budget_agree(max_len, d):
+    lib = core()
+    assert lib.dlm_dk_rows(max_len, d, d) == max_len                  # a full budget: one row per key
+    for per_key in range(1, d + 1):
+        rows = lib.dlm_dk_rows(max_len, d, per_key)
+        assert 1 <= rows <= max_len
+        assert lib.dlm_dk_per_key(max_len, d, rows) >= per_key
+        if max_len > 2:   # the stored values plus the d a kernel may read from the last key's start
+            assert rows * d >= 2 * d + (max_len - 2) * per_key
+            assert lib.dlm_dk_per_key(max_len, d, rows - 1) < per_key
+
+
 def test_restart_at_zero_resets_reference_key():
     q, k, v = make_qkv(16, 2, 2, 64)
     st = KernelState(32, 2, 64)
@@ -169,7 +243,11 @@ def _bad(**change):
     (dict(dk_val=torch.zeros(1, 2, 8, 64)), "dk_val must be torch.float16"),
     (dict(dk_mask=torch.zeros(1, 8, 2, 64, dtype=torch.uint8)), r"dk_mask must have shape \[1, 8, 2, 8\]"),
     # the value streams are per kv head: the old [1, T, Hkv, D] layout is refused by name
-    (dict(dk_val=torch.zeros(1, 8, 2, 64, dtype=torch.float16)), r"dk_val must have shape \[1, 2, 8, 64\]"),
+    (dict(dk_val=torch.zeros(1, 8, 2, 64, dtype=torch.float16)), r"dk_val must have shape \[1, 2, P, 64\]"),
+    # a budgeted stream: too few rows for one value per key, or more rows than the max context
+    (dict(dk_val=torch.zeros(1, 2, 2, 64, dtype=torch.float16)), "dk_val holds 2 rows per kv head; for max "
+     r"context 8 it needs 3 to 8 \(dlm_dk_rows\)"),
+    (dict(dk_val=torch.zeros(1, 2, 9, 64, dtype=torch.float16)), "dk_val holds 9 rows"),
     (dict(k_ring=torch.zeros(1, 1, 2, 64), start_pos=3, gamma=1.0), "key ring holds 1 keys"),
     (dict(theta=-0.5), "theta must be finite and >= 0"),
     (dict(start_pos=6), "cache overflow"),

@@ -146,11 +146,12 @@ def test_runtime_kernel_rejects_mismatched_shapes(error_runs, case, message):
     assert message in log
 
 
-def _state_bytes(T, R, hkv, D, v_bytes):
+def _state_bytes(T, R, hkv, D, v_bytes, stream_rows=None):
     """One layer's delta state, counted from the layout in delegates/csrc/deltaattn.h."""
-    per_token = hkv * (D * v_bytes + D // 8 + 2 * D + 4)   # V, ΔK bitmask, fp16 ΔK values, nnz
+    per_token = hkv * (D * v_bytes + D // 8 + 4)            # V, ΔK bitmask, nnz
+    values = hkv * (stream_rows or T) * D * 2               # the fp16 ΔK value streams
     ckpt = T // 256 + 1                                     # k̂ checkpoints every DLM_CKPT_STRIDE positions
-    return T * per_token + R * hkv * D * 4 + (2 + ckpt) * hkv * D * 4  # + key ring, sink, k̂, checkpoints
+    return T * per_token + values + R * hkv * D * 4 + (2 + ckpt) * hkv * D * 4  # + key ring, sink, k̂, checkpoints
 
 
 def test_fp16_v_cache_program_runs_and_the_manifest_counts_its_state(tmp_path, tiny_llama_delta):
@@ -172,3 +173,31 @@ def test_fp16_v_cache_program_runs_and_the_manifest_counts_its_state(tmp_path, t
     a = _sequence(PteModel(out / m32["pte"]).forward)
     b = _sequence(PteModel(tmp_path / m16["pte"]).forward)
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+def test_budgeted_delta_program_matches_eager_and_its_state_shrinks(tiny_llama_delta_budget):
+    """attention.dk_budget=0.25 (θ 0.1): a ΔK stream of 2 + ⌈126·4/16⌉ = 34 rows per kv head instead of 128
+    (4 values per key on average, head_dim 16); the runtime gives eager's output and counts, and the
+    budget binds (the output differs from the unbudgeted program's)."""
+    from tests.conftest import DELTA_BUDGET
+
+    out, m = tiny_llama_delta_budget
+    assert m["attention"]["dk_budget"] == 0.25
+    assert m["attention_state"]["bytes"] == 2 * _state_bytes(128, 4, 2, 16, 2, stream_rows=34)
+    cfg = load_config("tiny_llama.yaml", list(DELTA_BUDGET))
+    built = build_model(cfg, load_source(cfg))
+    stats.reset()
+    with torch.no_grad():
+        eager = _sequence(lambda t, s: built.model(t, torch.tensor([s])))
+    eager_counts = stats.summary()
+    stats.reset()
+    got = _sequence(PteModel(out / m["pte"]).forward)
+    assert (eager - got).abs().max().item() <= 1e-5 * eager.abs().max().item()
+    assert stats.summary()["prefill"]["layers"] == eager_counts["prefill"]["layers"]
+    unbudgeted = load_config("tiny_llama.yaml", [o for o in DELTA_BUDGET if "dk_budget" not in o])
+    built = build_model(unbudgeted, load_source(unbudgeted))
+    stats.reset()
+    with torch.no_grad():
+        full = _sequence(lambda t, s: built.model(t, torch.tensor([s])))
+    assert (full - eager).abs().max().item() > 1e-5 * full.abs().max().item()   # beyond the parity tolerance
+    assert stats.summary()["prefill"]["total"]["s_m"] < eager_counts["prefill"]["total"]["s_m"]

@@ -1,6 +1,7 @@
 """Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
 grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values) and
-dense cases with fp32 and fp16 K caches (wide and narrow tiles, key splits), replayed through `deltallm_runner kernel-check` — NEON on arm64 (under qemu-aarch64-static), AVX2
+budgeted ΔK streams (keys over budget), dense cases with fp32 and fp16 K caches (wide and narrow tiles,
+key splits), replayed through `deltallm_runner kernel-check` — NEON on arm64 (under qemu-aarch64-static), AVX2
 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from delegates.library import core
 from delegates.reference import band_width, dense_attention, delta_attention_vectorized, run_calls
 from tests.delta_helpers import make_qkv, nmse
 from tests.native_helpers import run_native
@@ -26,8 +28,9 @@ COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")
 
 
 def cases():
-    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v_fp16, kind), reference out,
-    {phase: counts}); kind 0 delta, 1 dense, 2 dense with an fp16 K cache (dense counts nothing)."""
+    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v_fp16, kind[, stream rows]), reference
+    out, {phase: counts}); kind 0 delta, 1 dense, 2 dense with an fp16 K cache (dense counts nothing);
+    stream rows: a budgeted ΔK value stream (dlm_dk_rows; none: every non-zero)."""
     out = []
     for n, d, ratio, theta, gamma in SINGLE:
         hkv = 2 if n < 512 else 3
@@ -60,6 +63,14 @@ def cases():
         ref, st = run_calls(q, k, v.clamp(-F16_MAX, F16_MAX).half().float(), chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
         out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, (1, 0), ref,
                     {"prefill": st.prefill, "decode": st.decode}))
+    for chunks, group, d, per_key, theta in BUDGETED:   # keys over budget: the largest |Δ| kept, the rest deferred
+        n = sum(chunks)
+        q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + per_key)
+        rows = int(core().dlm_dk_rows(n + 1, d, per_key))
+        per_key = int(core().dlm_dk_per_key(n + 1, d, rows))
+        ref, st = run_calls(q, k, v, chunks, n + 1, theta, 0.1, W_HUGE, 4, per_key=per_key)
+        out.append((q, k, v, chunks, n + 1, theta, 0.1, W_HUGE, 4, (0, 0, rows), ref,
+                    {"prefill": st.prefill, "decode": st.decode}))
     for (chunks, group, d), kind, v16 in itertools.product(DENSE, (1, 2), (0, 1)):
         n = sum(chunks)
         q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group)
@@ -73,6 +84,9 @@ def cases():
     return out
 
 
+# a budgeted ΔK stream: (chunks, GQA group, head_dim, values per key, θ); θ 0 makes every key want all D
+BUDGETED = [([70], 3, 64, 8, 0.0), ([37, 1, 1, 20], 3, 64, 4, 0.3), ([300, 1, 1], 3, 64, 40, 0.0),
+            ([1] * 12, 1, 64, 1, 0.3), ([41, 1, 1], 5, 136, 30, 0.0)]
 # dense: (chunks, GQA group, head_dim): wide and narrow tiles, the unrolled head_dim 64, key splits
 DENSE = [([70, 1, 1], 3, 64), ([9, 2, 1], 1, 8), ([129, 1], 5, 136), ([300, 1, 1], 4, 64), ([1, 1, 1], 8, 72)]
 
@@ -104,9 +118,10 @@ def fp16_edge_values(kind: str, shape, seed: int) -> torch.Tensor:
 def write_cases(path: Path, all_cases) -> None:
     with open(path, "wb") as f:
         f.write(b"DLMK" + struct.pack("<i", len(all_cases)))
-        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v16, kind), _, _ in all_cases:
+        for q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v16, kind, *rows), _, _ in all_cases:
             n, heads, d = q.shape
-            f.write(struct.pack("<10q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks), v16, kind))
+            f.write(struct.pack("<11q", n, heads, k.shape[1], d, max_len, w_max, w_decode, len(chunks), v16, kind,
+                                rows[0] if rows else 0))
             f.write(struct.pack(f"<{len(chunks)}q", *chunks) + struct.pack("<2f", theta, gamma))
             for t in (q, k, v):
                 f.write(t.float().numpy().astype("<f4").tobytes())

@@ -34,13 +34,14 @@ def _parity(runners, abi, program, tmp_path, n=70):
 
 
 @pytest.mark.parametrize("abi", ABIS)
-@pytest.mark.parametrize("name", ["tiny_llama_fp32", "tiny_llama_delta", "tiny_llama_dense_f16kv"])
+@pytest.mark.parametrize("name", ["tiny_llama_fp32", "tiny_llama_delta", "tiny_llama_dense_f16kv",
+                                  "tiny_llama_delta_budget"])
 def test_fp32_parity_and_identical_counters(runners, abi, name, request, tmp_path):
     result, nat, py, counters = _parity(runners, abi, request.getfixturevalue(name), tmp_path)
     assert nat.shape == (3 + STEPS, 512)
     assert float(np.abs(nat - py).max()) <= 1e-4
     assert result["abi"] == abi and len(result["tokens"]) == STEPS + 1
-    if name != "tiny_llama_delta":
+    if "delta" not in name:
         assert result["sparsity"] is None and counters is None
         return
     for phase in ("prefill", "decode"):

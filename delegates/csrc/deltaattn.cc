@@ -90,8 +90,12 @@ struct TaskCtx {
 
 constexpr int64_t kKB = 64;   // keys per block
 
-// Kv head g's stream of packed ΔK non-zeros (T·D values: at most D per key).
-inline uint16_t* value_stream(const dlm_attn_args& a, int64_t g) { return a.dk_val + g * a.max_len * a.head_dim; }
+// Rows of D values in each kv head's stream of packed ΔK non-zeros (dlm_dk_rows).
+inline int64_t stream_rows(const dlm_attn_args& a) { return a.dk_rows ? a.dk_rows : a.max_len; }
+// Kv head g's stream.
+inline uint16_t* value_stream(const dlm_attn_args& a, int64_t g) {
+  return a.dk_val + g * stream_rows(a) * a.head_dim;
+}
 // Where key t's non-zeros start in kv head g's stream.
 inline int64_t value_start(const dlm_attn_args& a, int64_t t, int64_t g) {
   return t > 0 ? a.dk_end[(t - 1) * a.n_kv_heads + g] : 0;
@@ -446,10 +450,18 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
                   static_cast<long long>(a->ring_len), static_cast<long long>(std::min(band - 1, a->start_pos)));
     return fail(err, len, msg);
   }
-  if (a->max_len > INT32_MAX / a->head_dim)   // dk_end holds offsets into a stream of T·D values
+  if (a->max_len > INT32_MAX / a->head_dim)   // dk_end holds offsets into a stream of at most T·D values
     return fail(err, len, "max context x head_dim must be < 2^31 (the ΔK value stream's offsets are int32)");
+  const int64_t D = a->head_dim, Hkv = a->n_kv_heads, rows = stream_rows(*a);
+  const int64_t per_key = rows <= a->max_len ? dlm_dk_per_key(a->max_len, D, rows) : 0;
+  if (per_key < 1) {
+    char msg[200];
+    std::snprintf(msg, sizeof msg, "dk_val holds %lld rows per kv head; for max context %lld it needs %lld to %lld "
+                  "(dlm_dk_rows)", static_cast<long long>(rows), static_cast<long long>(a->max_len),
+                  static_cast<long long>(dlm_dk_rows(a->max_len, D, 1)), static_cast<long long>(a->max_len));
+    return fail(err, len, msg);
+  }
   const Kernels& k = kernels();
-  const int64_t D = a->head_dim, Hkv = a->n_kv_heads;
   if (a->start_pos == 0) {
     std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
@@ -460,8 +472,14 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
     const dlm::deltaenc_params p{a->theta, t == 0};
     for (int64_t g = 0; g < Hkv; g++) {   // key t's non-zeros go on after key t − 1's in the head's stream
       const int64_t row = t * Hkv + g, start = value_start(*a, t, g);
-      const size_t n = k.deltaenc(static_cast<size_t>(D), a->k + (s * Hkv + g) * D, a->k_hat + g * D,
-                                  a->dk_mask + row * (D / 8), value_stream(*a, g) + start, &p);
+      const int64_t budget = t == 0 ? D : std::min(D, D + t * per_key - start);   // see dlm_dk_rows
+      const float* key = a->k + (s * Hkv + g) * D;
+      uint8_t* mask = a->dk_mask + row * (D / 8);
+      uint16_t* val = value_stream(*a, g) + start;
+      const size_t n = budget >= D ? k.deltaenc(static_cast<size_t>(D), key, a->k_hat + g * D, mask, val, &p)
+                                   : dlm::deltaenc_within_budget(k.deltaenc, static_cast<size_t>(D), key,
+                                                                 a->k_hat + g * D, mask, val, &p,
+                                                                 static_cast<size_t>(budget));
       a->dk_end[row] = static_cast<int32_t>(start + static_cast<int64_t>(n));
     }
     if ((t + 1) % DLM_CKPT_STRIDE == 0)

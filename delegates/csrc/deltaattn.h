@@ -24,8 +24,9 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //   k_sink [Hkv, D] f32         key 0 (the attention sink: its score is always exact)
 //   v_cache [T, Hkv, D] f32, or fp16 if v_fp16 (values rounded to nearest even as they are stored)
 //   dk_mask [T, Hkv, D/8] u8    bit c%8 of byte c/8: element c of Δk is non-zero
-//   dk_val [Hkv, T, D] fp16     per kv head one stream of packed non-zeros: key t's non-zeros, in
-//                               element order, follow key t−1's (at most D per key, so T·D is enough)
+//   dk_val [Hkv, P, D] fp16     per kv head one stream of packed non-zeros: key t's non-zeros, in
+//                               element order, follow key t−1's. P = dk_rows rows of D values: T
+//                               (every non-zero stored) or fewer, which sets a budget (dlm_dk_rows)
 //   dk_end [T, Hkv] i32         end of key t's non-zeros in its head's stream (start: dk_end[t−1], 0
 //                               for t = 0; its count is the difference)
 //   k_hat [Hkv, D] f32          reference key; advances by exactly the stored (fp16) deltas
@@ -61,7 +62,19 @@ typedef struct dlm_attn_args {
   int64_t layer;        // counter slot; < 0: do not count
   dlm_parallel_fn parallel;
   void* pool_ctx;
+  int64_t dk_rows;      // P, rows of dk_val per kv head (1..T); 0: T
 } dlm_attn_args;
+
+// The ΔK value stream's budget. Key 0 stores its D values; every later key earns per_key values
+// (1..D) and stores at most min(D, what it and the keys before it earned and did not use): key t's
+// budget is min(D, D + t·per_key − dk_end[t−1]). A key with more non-zeros than its budget stores
+// the largest |Δ| up to it (ties: the lower element) and defers the others: k̂ does not advance there, so they stay
+// in the next keys' Δ (error feedback: nothing is lost, but |k − k̂| may exceed θ until they are
+// stored). per_key = D stores every non-zero. Rows of D values a stream with that budget needs for
+// max context T (the values, plus the D a kernel may read from the last key's start; T if per_key = D):
+int64_t dlm_dk_rows(int64_t max_len, int64_t head_dim, int64_t per_key);
+// The budget (values per key) a stream of `rows` rows gives: D if rows >= T, 0 if too short for 1.
+int64_t dlm_dk_per_key(int64_t max_len, int64_t head_dim, int64_t rows);
 
 // Returns DLM_OK, or DLM_ERR_INVALID with a message in err (if err != NULL).
 int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len);

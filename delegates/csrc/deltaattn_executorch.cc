@@ -29,7 +29,8 @@ bool is_f16(const Tensor& t) { return t.scalar_type() == ScalarType::Half; }
 
 // Returns an error message or nullptr. Shapes (batch 1): q [1,S,H,D]; k, v [1,S,Hkv,D];
 // k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,D] f32 or f16; dk_mask [1,T,Hkv,D/8] u8;
-// dk_val [1,Hkv,T,D] f16 (a stream per kv head); dk_end [1,T,Hkv] i32; k_hat [1,Hkv,D] f32; k_ckpt [1,dlm_ckpt_len(T),Hkv,D] f32.
+// dk_val [1,Hkv,P,D] f16 (a stream per kv head, P <= T rows: dlm_dk_rows); dk_end [1,T,Hkv] i32;
+// k_hat [1,Hkv,D] f32; k_ckpt [1,dlm_ckpt_len(T),Hkv,D] f32.
 const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kr, const Tensor& ks,
                          const Tensor& vc, const Tensor& dm, const Tensor& dv, const Tensor& dn, const Tensor& kh,
                          const Tensor& kc) {
@@ -53,8 +54,8 @@ const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, cons
       dv.size(1) != Hkv || dn.size(2) != Hkv || kh.size(1) != Hkv)
     return "kv head count mismatch between k, v and the state";
   if (q.size(2) % Hkv != 0) return "query heads must be a multiple of kv heads";
-  if (dm.size(1) != T || dv.size(2) != T || dn.size(1) != T)
-    return "v_cache, dk_mask, dk_val and dk_end must have the same max context length";
+  if (dm.size(1) != T || dn.size(1) != T) return "v_cache, dk_mask and dk_end must have the same max context length";
+  if (dv.size(2) < 1 || dv.size(2) > T) return "dk_val must have 1 to max context rows per kv head (dlm_dk_rows)";
   if (kc.dim() != 4 || !is_f32(kc) || kc.size(0) != 1 || kc.size(1) != dlm_ckpt_len(T) || kc.size(2) != Hkv ||
       kc.size(3) != D)
     return "k_ckpt must be float32 [1, dlm_ckpt_len(max context), kv_heads, head_dim]";
@@ -81,6 +82,7 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
                        : static_cast<void*>(v_cache.mutable_data_ptr<float>());
   a.dk_mask = dk_mask.mutable_data_ptr<uint8_t>();
   a.dk_val = reinterpret_cast<uint16_t*>(dk_val.mutable_data_ptr<executorch::aten::Half>());
+  a.dk_rows = dk_val.size(2);   // the core checks it against the max context
   a.dk_end = dk_end.mutable_data_ptr<int32_t>();
   a.k_hat = k_hat.mutable_data_ptr<float>();
   a.k_ckpt = k_ckpt.mutable_data_ptr<float>();

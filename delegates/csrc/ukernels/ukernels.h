@@ -46,11 +46,18 @@ struct deltaenc_params {
 typedef size_t (*deltaenc_ukernel_fn)(size_t d, const float* k, float* k_hat, uint8_t* mask, uint16_t* val,
                                       const deltaenc_params* params);
 
+// The same under a budget (deltaenc_budget.cc): enc as above; if it stored more than `budget` values,
+// the row is encoded again from the k̂ it started from with only the `budget` largest |Δ| (ties: the
+// lower element), in element order; the rest stay in k − k̂ (deferred to later keys). Returns the
+// count stored. Scalar: it runs only for keys over budget. budget >= 1.
+size_t deltaenc_within_budget(deltaenc_ukernel_fn enc, size_t d, const float* k, float* k_hat, uint8_t* mask,
+                              uint16_t* val, const deltaenc_params* params, size_t budget);
+
 // Sparse Q·ΔKᵀ with prefix sum over keys, for a kTR-row tile: for τ in [0, n_keys):
 // acc[r] += Σ_nz qt[c*kTR + r] * Δk_τ[c]; scores[τ*kTR + r] = acc[r].
 // Key τ's mask row at mask + τ*mask_stride (d/8 bytes); the keys' fp16 non-zeros packed back to back
 // from val (key τ's follow key τ−1's), so the values are read as one sequential stream. A kernel may
-// read up to d values from a key's start (the stream holds d per key).
+// read up to d values from a key's start (the stream holds them: dlm_dk_rows).
 typedef void (*deltaqk_ukernel_fn)(size_t n_keys, size_t d, const float* qt, const uint8_t* mask,
                                    size_t mask_stride, const uint16_t* val, float* acc, float* scores);
 

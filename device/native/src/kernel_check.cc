@@ -30,9 +30,10 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
   *arch = dlm_kernel_arch();
   std::ofstream out(out_path + ".tmp", std::ios::binary);
   for (int32_t c = 0; c < count; c++) {
-    // n, H, Hkv, D, T, w_max, w_decode, chunks, v_fp16, kind (0 delta, 1 dense, 2 dense with an fp16 K cache)
-    int64_t h[10];
-    if (!read(f, h, 10) || h[7] < 1 || h[7] > 4096 || h[9] < 0 || h[9] > 2)
+    // n, H, Hkv, D, T, w_max, w_decode, chunks, v_fp16, kind (0 delta, 1 dense, 2 dense with an fp16 K
+    // cache), rows of each kv head's ΔK value stream (0: T, every non-zero; fewer: a budget, dlm_dk_rows)
+    int64_t h[11];
+    if (!read(f, h, 11) || h[7] < 1 || h[7] > 4096 || h[9] < 0 || h[9] > 2 || h[10] < 0 || h[10] > h[4])
       return Status::BadInput(cases_path + ": truncated case header");
     const int64_t n = h[0], H = h[1], Hkv = h[2], D = h[3], T = h[4];
     std::vector<int64_t> chunks(static_cast<size_t>(h[7]));
@@ -48,7 +49,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     std::vector<uint16_t> vh(T * Hkv * D), kh16(T * Hkv * D);
     std::vector<float> kc32(T * Hkv * D);
     std::vector<uint8_t> dm(T * Hkv * D / 8);
-    std::vector<uint16_t> dv(T * Hkv * D);
+    std::vector<uint16_t> dv((h[10] ? h[10] : T) * Hkv * D);
     std::vector<int32_t> dn(T * Hkv);
     dlm_stats_reset();
     // The fields both entry points' arguments share (the dense one: every key exact, K and V caches
@@ -85,6 +86,7 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
         a.dk_mask = dm.data();
         a.dk_val = dv.data();
         a.dk_end = dn.data();
+        a.dk_rows = h[10];
         a.k_hat = kh.data();
         a.k_ckpt = kc.data();
         a.ring_len = R;
