@@ -90,6 +90,8 @@ def test_agreement_flags_differences_beyond_one_stderr():
     (["attention.k_cache=fp16", "attention.v_cache=fp16"], "dense K fp16 V fp16"),
     (["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1"], "delta θ0.6 γ0.1 Wd4"),
     (["attention.kind=delta", "attention.theta=0.6", "attention.v_cache=fp16"], "delta θ0.6 γ0.1 Wd4 V fp16"),
+    (["attention.kind=delta", "attention.theta=0.6", "attention.v_cache=fp16", "attention.dk_budget=0.75"],
+     "delta θ0.6 γ0.1 Wd4 V fp16 ΔK budget 0.75"),
 ])
 def test_setting_label_names_what_changes_accuracy(overrides, label):
     from export.config import load_config

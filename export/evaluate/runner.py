@@ -17,7 +17,7 @@ SQUAD_MAX_NEW_TOKENS = 32
 
 def setting_label(cfg, thetas: Optional[List[float]] = None, key_alpha: Optional[float] = None) -> str:
     """e.g. "dense", "dense K fp16 V fp16", "delta θ0.6 γ0.1 Wd4", "delta θ per-layer (mean 1.23)
-    γ0.1 Wd4 keys α0.5", "delta θ0.6 γ0.1 Wd4 V fp16": every setting that moves the outputs."""
+    γ0.1 Wd4 keys α0.5", "delta θ0.6 γ0.1 Wd4 V fp16 ΔK budget 0.75": every setting that moves the outputs."""
     a = cfg.attention
     v = f" V {a.v_cache.value}" if a.v_cache.value != "fp32" else ""
     if a.kind.value != "delta":
@@ -25,7 +25,8 @@ def setting_label(cfg, thetas: Optional[List[float]] = None, key_alpha: Optional
     thetas = thetas or a.theta_per_layer
     theta = f"θ per-layer (mean {sum(thetas) / len(thetas):.2f})" if thetas else f"θ{a.theta:g}"
     keys = f" keys α{key_alpha:g}" if key_alpha is not None else ""
-    return f"delta {theta} γ{a.gamma:g} Wd{a.w_decode}{keys}{v}"
+    budget = f" ΔK budget {a.dk_budget:g}" if a.dk_budget < 1 else ""
+    return f"delta {theta} γ{a.gamma:g} Wd{a.w_decode}{keys}{v}{budget}"
 
 
 def encode_pair(lm: LanguageModel, context: str, continuation: str) -> Tuple[List[int], List[int]]:
