@@ -7,7 +7,8 @@ Exports (once, cached under out/bench_e2e_<program>) the dense program we ship (
 our kernel's exact path), the dense program on ExecuTorch's `llama::custom_sdpa`
 (`attention.dense_kernel=custom_sdpa`) and the delta program (θ 0.6, γ 0.1, W_d 4), and our dense
 and delta programs with an fp16 V cache (`attention.v_cache=fp16`) and our dense program with fp16 K
-and V caches (`attention.k_cache=fp16`, llama.cpp's default cache type), with
+and V caches (`attention.k_cache=fp16`, llama.cpp's default cache type), and delta_f16v with its ΔK
+value stream budgeted at 0.75·head_dim values per key (`attention.dk_budget=0.75`), with
 export.max_context_len=4096, and runs them with the native x86-64
 runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraphs, concatenated and
 tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
@@ -18,7 +19,7 @@ C − decode tokens (context ≈ C). Each cell is the median over the repetition
 whose speed drifts does not favour one program, and the CPU time the hypervisor stole during each
 program's runs is reported. Ratios: delta / dense (< 1: delta is faster), delta_f16v / dense
 (against the dense default), / dense_f16v (same V cache) and / dense_f16kv (the smallest dense
-state), dense_f16kv / dense_f16v, dense / dense_sdpa, our programs / llama.cpp; each is the ratio of the two cells, and with --rounds > 1 also taken within every round
+state), delta_f16v_b75 / dense_f16kv and / delta_f16v, dense_f16kv / dense_f16v, dense / dense_sdpa, our programs / llama.cpp; each is the ratio of the two cells, and with --rounds > 1 also taken within every round
 (the two programs minutes apart, not the whole run), whose range the table shows and --json lists
 (`<ratio>_rounds`). With several decode contexts, rows "decode above C0" hold what attention adds
 to a decode step: each program's time per token minus its own at the shortest context C0 (the
@@ -53,6 +54,9 @@ PROGRAMS = {
     # our dense program with fp16 K and V caches (half the state of dense)
     "dense_f16kv": ["attention.kind=dense", "attention.dense_kernel=deltallm", "attention.v_cache=fp16",
                     "attention.k_cache=fp16"],
+    # delta_f16v with the ΔK value stream budgeted at 0.75·head_dim values per key (attention.dk_budget)
+    "delta_f16v_b75": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1",
+                       "attention.w_decode=4", "attention.v_cache=fp16", "attention.dk_budget=0.75"],
 }
 
 
@@ -99,8 +103,10 @@ def merge(into: dict, samples: dict) -> None:
 RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f16v", "dense"),
           "delta_f16v_vs_dense_f16v": ("delta_f16v", "dense_f16v"),
           "delta_f16v_vs_dense_f16kv": ("delta_f16v", "dense_f16kv"),
+          "delta_f16v_b75_vs_dense_f16kv": ("delta_f16v_b75", "dense_f16kv"),
+          "delta_f16v_b75_vs_delta_f16v": ("delta_f16v_b75", "delta_f16v"),
           "dense_f16kv_vs_dense_f16v": ("dense_f16kv", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
-LLAMA_CPP_VS = ("dense", "delta", "dense_f16v", "delta_f16v", "dense_f16kv")   # our programs / llama.cpp
+LLAMA_CPP_VS = ("dense", "delta", "dense_f16v", "delta_f16v", "dense_f16kv", "delta_f16v_b75")   # ours / llama.cpp
 
 
 def ratios(row: dict, per_round: list[dict], cell) -> None:

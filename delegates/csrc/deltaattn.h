@@ -68,10 +68,11 @@ typedef struct dlm_attn_args {
 // The ΔK value stream's budget. Key 0 stores its D values; every later key earns per_key values
 // (1..D) and stores at most min(D, what it and the keys before it earned and did not use): key t's
 // budget is min(D, D + t·per_key − dk_end[t−1]). A key with more non-zeros than its budget stores
-// the largest |Δ| up to it (ties: the lower element) and defers the others: k̂ does not advance there, so they stay
-// in the next keys' Δ (error feedback: nothing is lost, but |k − k̂| may exceed θ until they are
-// stored). per_key = D stores every non-zero. Rows of D values a stream with that budget needs for
-// max context T (the values, plus the D a kernel may read from the last key's start; T if per_key = D):
+// the largest |Δ| up to it (ties: the lower element) and defers the others: k̂ does not advance
+// there, so they stay in the next keys' Δ (error feedback: nothing is lost, but |k − k̂| may exceed
+// θ until they are stored). per_key = D stores every non-zero. Rows of D values a stream with that
+// budget needs for max context T (the values, plus the D the encoder may write and a kernel may read
+// from the last key's start; T if per_key = D):
 int64_t dlm_dk_rows(int64_t max_len, int64_t head_dim, int64_t per_key);
 // The budget (values per key) a stream of `rows` rows gives: D if rows >= T, 0 if too short for 1.
 int64_t dlm_dk_per_key(int64_t max_len, int64_t head_dim, int64_t rows);
