@@ -3,10 +3,11 @@ ExactAttention: the dense core of attention.kind=dense with attention.dense_kern
 same kernel with every key exact, plain K and V caches, each fp32 or fp16).
 
 Its state lives in non-persistent buffers, which torch.export turns into mutable buffers of the
-program (ExecuTorch's KV cache): the V cache (fp32 or fp16), the compressed ΔK cache (a bitmask and packed fp16
-non-zeros per token and kv head, in a stream sized for dk_budget·head_dim values per key), a ring of raw keys just long enough for the exact band of the
-longest chunk (⌊γ·max_seq_len⌋ bounded by w_max, at least w_decode), the sink key and the
-reference key. See delegates/csrc/deltaattn.h."""
+program (ExecuTorch's KV cache): the V cache (fp32 or fp16), the compressed ΔK cache (a bitmask per
+token and kv head, and per kv head a stream of packed fp16 non-zeros sized for dk_budget·head_dim
+values per key), a ring of raw keys just long enough for the exact band of the longest chunk
+(⌊γ·max_seq_len⌋ bounded by w_max, at least w_decode), the sink key and the reference key. See
+delegates/csrc/deltaattn.h."""
 from __future__ import annotations
 
 import torch

@@ -154,13 +154,13 @@ def delta_attention_step(state: DeltaState, q: torch.Tensor, k: torch.Tensor, v:
 
 
 def delta_attention_vectorized(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, theta: float, W: int,
-                               per_key: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, SparsityCounts]:
+                               ) -> Tuple[torch.Tensor, torch.Tensor, SparsityCounts]:
     """One call from position 0 over the whole sequence, vectorised over heads and queries.
     The delta encoding runs in fp32 with fp16 rounding (as the kernel, bit for bit), the rest in fp64.
     q: [n, H, D]; k, v: [n, Hkv, D]. Returns (out [n, H, D] fp64, Δk [n, Hkv, D], counts)."""
     n, H, D = q.shape
     hkv = k.shape[1]
-    dk, _ = delta_encode(k, torch.zeros_like(k[0]), 0, theta, per_key)
+    dk, _ = delta_encode(k, torch.zeros_like(k[0]), 0, theta)
     nnz = (dk != 0).sum(-1)
     nnz[0] = D
     q, k, v, dk = q.double(), k.double(), v.double(), dk.double()
