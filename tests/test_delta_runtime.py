@@ -23,16 +23,21 @@ def _sequence(step):
     return torch.stack(run_sequence(step, IDS, 6, 32, forced=[7, 8, 9, 10, 11, 12]))
 
 
+def _eager(overrides):
+    """The eager tiny model of these overrides over the sequence, and the kernel's counts."""
+    cfg = load_config("tiny_llama.yaml", list(overrides))
+    built = build_model(cfg, load_source(cfg))
+    stats.reset()
+    with torch.no_grad():
+        out = _sequence(lambda t, s: built.model(t, torch.tensor([s])))
+    return out, stats.summary()
+
+
 def test_delta_program_matches_eager_and_counts_in_runtime(tiny_llama_delta):
     out, m = tiny_llama_delta
     assert m["attention"]["kind"] == "delta" and m["attention"]["theta"] == 0.3
     assert "deltallm.delta_attention.default" in m["ops"]["portable_kinds"]
-    cfg = load_config("tiny_llama.yaml", ["attention.kind=delta", "attention.theta=0.3"])
-    built = build_model(cfg, load_source(cfg))
-    stats.reset()
-    with torch.no_grad():
-        eager = _sequence(lambda t, s: built.model(t, torch.tensor([s])))
-    eager_counts = stats.summary()
+    eager, eager_counts = _eager(["attention.kind=delta", "attention.theta=0.3"])
     pte = PteModel(out / m["pte"])
     stats.reset()
     got = _sequence(pte.forward)
@@ -184,20 +189,11 @@ def test_budgeted_delta_program_matches_eager_and_its_state_shrinks(tiny_llama_d
     out, m = tiny_llama_delta_budget
     assert m["attention"]["dk_budget"] == 0.25
     assert m["attention_state"]["bytes"] == 2 * _state_bytes(128, 4, 2, 16, 2, stream_rows=34)
-    cfg = load_config("tiny_llama.yaml", list(DELTA_BUDGET))
-    built = build_model(cfg, load_source(cfg))
-    stats.reset()
-    with torch.no_grad():
-        eager = _sequence(lambda t, s: built.model(t, torch.tensor([s])))
-    eager_counts = stats.summary()
+    eager, eager_counts = _eager(DELTA_BUDGET)
     stats.reset()
     got = _sequence(PteModel(out / m["pte"]).forward)
     assert (eager - got).abs().max().item() <= 1e-5 * eager.abs().max().item()
     assert stats.summary()["prefill"]["layers"] == eager_counts["prefill"]["layers"]
-    unbudgeted = load_config("tiny_llama.yaml", [o for o in DELTA_BUDGET if "dk_budget" not in o])
-    built = build_model(unbudgeted, load_source(unbudgeted))
-    stats.reset()
-    with torch.no_grad():
-        full = _sequence(lambda t, s: built.model(t, torch.tensor([s])))
+    full, full_counts = _eager([o for o in DELTA_BUDGET if "dk_budget" not in o])
     assert (full - eager).abs().max().item() > 1e-5 * full.abs().max().item()   # beyond the parity tolerance
-    assert stats.summary()["prefill"]["total"]["s_m"] < eager_counts["prefill"]["total"]["s_m"]
+    assert full_counts["prefill"]["total"]["s_m"] < eager_counts["prefill"]["total"]["s_m"]
