@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -83,6 +82,7 @@ def main() -> int:
         raise SystemExit("error: --limit and --std-paragraphs must be >= 1, --alpha and --theta-k > 0")
     from delegates import attention_core
     from export.config import load_config
+    from export.evaluate.compare import paired_change
     from export.evaluate.lm import EagerLM
     from export.evaluate.runner import evaluate
     from export.sources import load_source
@@ -124,8 +124,8 @@ def main() -> int:
         r["change"] = r["value"] - ref["value"]
         if r["metric"] == "perplexity":
             r["change"] = 100.0 * r["change"] / ref["value"]
-        diffs = [a - b for a, b in zip(r["samples"], ref["samples"])]
-        r["paired_se"] = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+        se = paired_change(ref["samples"], r["samples"])[1]
+        r["paired_se"] = se if se == se else 0.0   # NaN for one document
     if ns.json:
         print(json.dumps([{k: v for k, v in r.items() if k != "samples"} for r in rows], indent=1))
         return 0

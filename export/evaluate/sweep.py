@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .metrics import mean_stderr
 from .results import EvalResult
 from .tasks import MC_TASKS
 
@@ -48,7 +47,8 @@ def _paired_se(base: EvalResult, r: EvalResult) -> Optional[float]:
     of the same documents: much tighter than the two runs' own standard errors."""
     if not base.samples or len(base.samples) != len(r.samples):
         return None
-    return mean_stderr([(a - b) * 100.0 for a, b in zip(base.samples, r.samples)])[1]
+    from .compare import paired_change
+    return paired_change([x * 100.0 for x in base.samples], [x * 100.0 for x in r.samples])[1]
 
 
 def summarize(results: List[EvalResult]) -> List[SettingSummary]:
