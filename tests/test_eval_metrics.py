@@ -163,3 +163,15 @@ def test_compare_refuses_what_it_cannot_pair(tmp_path, capsys, base_rows, other_
     assert message in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "missing"), str(tmp_path / "o.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_compare_edge_cases_one_document_and_a_uniform_move():
+    from export.evaluate.compare import compare_one
+
+    one = compare_one(_with_samples("a", "piqa", [1.0]), _with_samples("b", "piqa", [0.0]))
+    assert (one.verdict, one.z, one.paired_se, one.change) == ("too few documents", None, None, -100.0)
+    uniform = compare_one(_with_samples("a", "piqa", [0.0, 0.0, 0.0]), _with_samples("b", "piqa", [1.0, 1.0, 1.0]))
+    assert (uniform.verdict, uniform.z, uniform.paired_se, uniform.up) == ("better", None, 0.0, 3)
+    ppl = compare_one(_with_samples("a", "perplexity", [10.0, 20.0, 30.0], "perplexity"),
+                      _with_samples("b", "perplexity", [11.0, 22.0, 33.0], "perplexity"))
+    assert ppl.metric == "nll/doc" and ppl.change == pytest.approx(2.0) and ppl.verdict == "worse"   # more NLL

@@ -9,9 +9,8 @@ of our accuracy targets: |change| <= the base run's standard error.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import records
 from ..errors import ConfigError
@@ -43,8 +42,8 @@ class Comparison:
     base: float             # points (accuracy, F1) or mean NLL per document
     value: float
     change: float
-    paired_se: float
-    z: float                # change / paired_se (0 when nothing changed)
+    paired_se: Optional[float]   # None for one document
+    z: Optional[float]      # change / paired_se (None when that is 0 or undefined)
     up: int
     down: int
     base_stderr: float      # the base run's own standard error, same units
@@ -66,12 +65,16 @@ def compare_one(base: EvalResult, other: EvalResult) -> Comparison:
     scale = _scale(base.metric)
     a, b = [x * scale for x in base.samples[:n]], [x * scale for x in other.samples[:n]]
     change, se, up, down = paired_change(a, b)
-    se = 0.0 if se != se else se
-    z = change / se if se > 0 else (0.0 if change == 0 else math.copysign(math.inf, change))
     higher_is_better = base.metric != "perplexity"
-    verdict = "no difference"
-    if abs(z) >= SIGNIFICANT_Z:
+    z: Optional[float] = None
+    if n < 2:
+        se, verdict = None, "too few documents"
+    elif se == 0 and change == 0 or se > 0 and abs(change / se) < SIGNIFICANT_Z:
+        verdict = "no difference"
+    else:   # |z| >= 2, or every document moved by the same amount (se 0)
         verdict = "better" if (change > 0) == higher_is_better else "worse"
+    if se:
+        z = change / se
     base_se = mean_stderr(a)[1]
     base_se = 0.0 if base_se != base_se else base_se
     return Comparison(setting=other.setting, base_setting=base.setting, backend=other.backend,
@@ -96,8 +99,8 @@ def compare(base_rows: List[EvalResult], other_rows: List[EvalResult]) -> List[C
     return out
 
 
-def _f(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:+.2f}"
+def _f(x: Optional[float]) -> str:
+    return "-" if x is None or x != x else f"{x:+.2f}"
 
 
 def to_markdown(rows: List[Comparison]) -> str:
@@ -107,7 +110,7 @@ def to_markdown(rows: List[Comparison]) -> str:
     for c in rows:
         lines.append("| " + " | ".join([
             c.setting, c.base_setting, c.backend, c.quantization, c.task, c.metric, str(c.n), f"{c.base:.2f}",
-            f"{c.value:.2f}", f"{c.change:+.2f}", f"{c.paired_se:.2f}", _f(c.z), f"{c.up} / {c.down}",
+            f"{c.value:.2f}", f"{c.change:+.2f}", _f(c.paired_se).lstrip("+"), _f(c.z), f"{c.up} / {c.down}",
             "yes" if c.within_1se else "no", c.verdict]) + " |")
     return "\n".join(lines) + "\n"
 
