@@ -5,6 +5,7 @@ import gzip
 import json
 
 import pytest
+import torchao  # noqa: F401  (importing it logs torch pytree warnings: keep them out of the stderr the tests read)
 
 from export.evaluate.cli import main
 from export.evaluate.data import DataError, fetch_all, read_records
@@ -101,9 +102,34 @@ def test_cli_bad_data_file_exits_2_naming_it(tmp_path, capsys):
     (["run", "--backend", "pte", "--config", "tiny_llama.yaml"], "--pte"),
     (["run", "--pte", "/nonexistent/model.pte"], "--pte"),
     (["run", "--config", "tiny_llama.yaml", "attention.theta=-1"], "attention.theta"),
+    (["run", "--config", "tiny_llama.yaml", "--skip", "-1"], "--skip"),
+    (["run", "--config", "tiny_llama.yaml", "--limit", "0"], "--limit"),
 ])
 def test_cli_bad_input_exits_2(argv, field, tmp_path, capsys):
     code = main(argv + ["-q", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {field}")
     assert not (tmp_path / "out").exists()
+
+
+def test_skip_scores_the_later_documents_and_compare_pairs_only_the_same(tmp_path, capsys):
+    """Three paragraphs for perplexity (per-document NLL samples): --skip 1 --limit 2 scores paragraphs
+    1 and 2 exactly as the unskipped run does, records where it started, and compare refuses to pair it
+    with a run from paragraph 0; skipping every paragraph is one error naming --skip."""
+    texts = ["The cat sat on the mat.", "She opened the door slowly and looked outside.", "He drank a cup of tea."]
+    data = tmp_path / "squad.json"
+    data.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [
+        {"context": t, "qas": [{"id": str(i), "question": "q?", "answers": [{"text": "x"}]}]}
+        for i, t in enumerate(texts)]}]}))
+    common = ["run", "--config", "tiny_llama.yaml", "--tasks", "perplexity", "--data", f"perplexity={data}", "-q"]
+    assert main(common + ["--limit", "3", "--out", str(tmp_path / "all")]) == 0
+    assert main(common + ["--skip", "1", "--limit", "2", "--out", str(tmp_path / "late")]) == 0
+    capsys.readouterr()
+    whole, = json.loads((tmp_path / "all" / "results.json").read_text())
+    late, = json.loads((tmp_path / "late" / "results.json").read_text())
+    assert (whole["first"], late["first"], late["n"]) == (0, 1, 2)
+    assert len(set(whole["samples"])) == 3 and late["samples"] == whole["samples"][1:]
+    assert main(["compare", str(tmp_path / "all"), str(tmp_path / "late")]) == 2
+    assert "start at different documents" in capsys.readouterr().err
+    assert main(common + ["--skip", "3"]) == 2
+    assert capsys.readouterr().err.startswith("error: --skip: perplexity has 3 documents; skipping 3 leaves none")

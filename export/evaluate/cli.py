@@ -26,6 +26,8 @@ from ..errors import ConfigError, ExportError
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default="all", help="comma-separated task names or 'all' (default)")
     p.add_argument("--limit", type=int, default=None, help="at most N documents per task (quick runs)")
+    p.add_argument("--skip", type=int, default=0,
+                   help="skip each task's first N documents (a fresh sample after an earlier run; default 0)")
     p.add_argument("--full", action="store_true",
                    help="the results-table sizes (full WinoGrande/PIQA/ARC-Easy, 1000 HellaSwag/BoolQ/LAMBADA, "
                         "500 SQuAD questions, 100 perplexity paragraphs)")
@@ -88,6 +90,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def _limits(ns) -> Dict[str, Optional[int]]:
     from .tasks import FULL_LIMITS, TASKS
+
+    if ns.skip < 0:
+        raise ConfigError("--skip", f"must be >= 0, got {ns.skip}")
+    if ns.limit is not None and ns.limit < 1:
+        raise ConfigError("--limit", f"must be >= 1, got {ns.limit}")
 
     if ns.full:
         base = dict(FULL_LIMITS)

@@ -61,10 +61,10 @@ def cmd_run(ns) -> int:
     pte_lm = PteLM(ns.pte) if ns.pte else None
     if backend in ("eager", "both"):
         cfg = load_config(ns.config, ns.overrides) if ns.config else pte_lm.cfg
-        eager = evaluate(EagerLM(cfg), names, limits, paths, quiet=ns.quiet)
+        eager = evaluate(EagerLM(cfg), names, limits, paths, quiet=ns.quiet, skip=ns.skip)
         results += eager
     if pte_lm is not None and backend in ("pte", "both"):
-        pte = evaluate(pte_lm, names, limits, paths, quiet=ns.quiet)
+        pte = evaluate(pte_lm, names, limits, paths, quiet=ns.quiet, skip=ns.skip)
         results += pte
     if backend == "both":
         extra["agreement.md"] = agreement(eager, pte)

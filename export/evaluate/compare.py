@@ -4,8 +4,8 @@ Two runs of the same task score the same documents, so the change of a metric ha
 error from the per-document differences (the paired standard error), far tighter than either
 run's own. A quantized program flips greedy tokens and near-tied choices under any numeric
 change, so a change is read against that: `z` is the change over its paired standard error,
-`changed` counts the documents whose score moved (up / down). `within 1 SE` is the looser test
-of our accuracy targets: |change| <= the base run's standard error.
+`up` / `down` count the documents whose score moved. `within 1 SE` is the looser test of our
+accuracy targets: |change| <= the base run's standard error.
 """
 from __future__ import annotations
 
@@ -61,6 +61,10 @@ def compare_one(base: EvalResult, other: EvalResult) -> Comparison:
         missing = base if not base.samples else other
         raise ConfigError("results", f"the {missing.task} row of setting {missing.setting!r} kept no per-document "
                                      "samples (results written before samples were recorded); re-run it")
+    if base.first != other.first:
+        raise ConfigError("results", f"the {base.task} rows start at different documents ({base.setting!r} at "
+                                     f"{base.first}, {other.setting!r} at {other.first}, --skip); pair runs of the "
+                                     "same documents")
     n = min(len(base.samples), len(other.samples))
     scale = _scale(base.metric)
     a, b = [x * scale for x in base.samples[:n]], [x * scale for x in other.samples[:n]]
@@ -137,4 +141,3 @@ def cmd_compare(ns) -> int:
     rows = compare(base, [r for path in ns.results for r in load(path)])
     print(FORMATS[ns.format](rows), end="")
     return 0
-

@@ -28,6 +28,7 @@ class EvalResult:
     all_s_c: Optional[float]
     tokens: int
     seconds: float
+    first: int = 0               # index of the first document scored (--skip): runs pair only from the same one
     metrics: Dict[str, List[float]] = field(default_factory=dict)    # name -> [value, stderr]
     prefill_s_c_layers: List[float] = field(default_factory=list)
     prefill_s_m_layers: List[float] = field(default_factory=list)

@@ -133,8 +133,9 @@ def evaluate_task(lm: LanguageModel, name: str, docs: Sequence[object], quiet: b
         samples=[round(x, 6) for x in samples])
 
 
-def prepare_docs(lm: LanguageModel, name: str, limit: Optional[int], path=None) -> List[object]:
-    """The task's documents (first `limit`); perplexity keeps paragraphs of <= 384 tokens."""
+def prepare_docs(lm: LanguageModel, name: str, limit: Optional[int], path=None, skip: int = 0) -> List[object]:
+    """The task's documents after the first `skip` (at most `limit`); perplexity keeps paragraphs of
+    <= 384 tokens (`skip` and `limit` count kept paragraphs)."""
     docs = TASKS[name].docs(path)
     if TASKS[name].kind == "perplexity":
         kept = []
@@ -143,16 +144,23 @@ def prepare_docs(lm: LanguageModel, name: str, limit: Optional[int], path=None) 
             if len(ids) <= min(PERPLEXITY_MAX_TOKENS, lm.max_context_len):
                 d.ids = ids
                 kept.append(d)
-            if limit is not None and len(kept) >= limit:
+            if limit is not None and len(kept) >= skip + limit:
                 break
-        return kept
+        docs = kept
+    if skip and skip >= len(docs):
+        from ..errors import ConfigError
+        raise ConfigError("--skip", f"{name} has {len(docs)} documents; skipping {skip} leaves none")
+    docs = docs[skip:]
     return docs if limit is None else docs[:limit]
 
 
 def evaluate(lm: LanguageModel, names: Sequence[str], limits: Dict[str, Optional[int]],
-             paths: Optional[Dict[str, str]] = None, quiet: bool = False) -> List[EvalResult]:
+             paths: Optional[Dict[str, str]] = None, quiet: bool = False, skip: int = 0) -> List[EvalResult]:
+    """Each task on its documents after the first `skip` (at most limits[task])."""
     out = []
     for name in names:
-        docs = prepare_docs(lm, name, limits.get(name), (paths or {}).get(name))
-        out.append(evaluate_task(lm, name, docs, quiet=quiet))
+        docs = prepare_docs(lm, name, limits.get(name), (paths or {}).get(name), skip)
+        r = evaluate_task(lm, name, docs, quiet=quiet)
+        r.first = skip
+        out.append(r)
     return out

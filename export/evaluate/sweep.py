@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .compare import paired_change
 from .results import EvalResult
 from .tasks import MC_TASKS
 
@@ -47,7 +48,6 @@ def _paired_se(base: EvalResult, r: EvalResult) -> Optional[float]:
     of the same documents: much tighter than the two runs' own standard errors."""
     if not base.samples or len(base.samples) != len(r.samples):
         return None
-    from .compare import paired_change
     return paired_change([x * 100.0 for x in base.samples], [x * 100.0 for x in r.samples])[1]
 
 
@@ -160,7 +160,7 @@ def cmd_sweep(ns) -> int:
         cfg = load_config(ns.config, overrides)
         print(f"[{i}/{len(settings)}] {cfg.attention.kind.value} θ={cfg.attention.calibration or cfg.attention.theta} "
               f"γ={cfg.attention.gamma} W_d={cfg.attention.w_decode}", file=sys.stderr)
-        results += evaluate(EagerLM(cfg, source), names, limits, paths, quiet=ns.quiet)
+        results += evaluate(EagerLM(cfg, source), names, limits, paths, quiet=ns.quiet, skip=ns.skip)
     summaries = summarize(results)
     best = pick_best(summaries, ns.budget, ns.ppl_budget)
     table = sweep_table(summaries, names)
