@@ -45,8 +45,9 @@ def _change(task: str, base: EvalResult, r: EvalResult) -> float:
 
 def _paired_se(base: EvalResult, r: EvalResult) -> Optional[float]:
     """Standard error (points) of the mean per-document difference, when both runs kept samples
-    of the same documents: much tighter than the two runs' own standard errors."""
-    if not base.samples or len(base.samples) != len(r.samples):
+    of the same documents (same count, same first document): much tighter than the two runs' own
+    standard errors."""
+    if not base.samples or len(base.samples) != len(r.samples) or base.first != r.first:
         return None
     return paired_change([x * 100.0 for x in base.samples], [x * 100.0 for x in r.samples])[1]
 
