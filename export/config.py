@@ -392,8 +392,7 @@ def config_from_dict(data: dict, overrides: Optional[List[str]] = None) -> Expor
     return _build(ExportConfig, data)
 
 
-def load_config(spec: str, overrides: Optional[List[str]] = None) -> ExportConfig:
-    path = resolve_config_path(spec)
+def _read_mapping(path: Path) -> dict:
     try:
         text = path.read_text()
     except OSError as e:
@@ -409,8 +408,7 @@ def load_config(spec: str, overrides: Optional[List[str]] = None) -> ExportConfi
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("--config", f"{path} must hold a mapping at the top level")
-    data.setdefault("name", path.stem)
-    # Relative model paths are relative to the config file's folder.
+    # Relative model and calibration paths are relative to the folder of the file that names them.
     model = data.get("model")
     if isinstance(model, dict) and model.get("kind") in ("local", "gguf") and isinstance(model.get("path"), str):
         mp = Path(os.path.expanduser(model["path"]))
@@ -421,4 +419,47 @@ def load_config(spec: str, overrides: Optional[List[str]] = None) -> ExportConfi
         cp = Path(os.path.expanduser(attention["calibration"]))
         if not cp.is_absolute() and not cp.exists() and (path.parent / cp).exists():
             attention["calibration"] = str((path.parent / cp).resolve())
+    return data
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`: sections merge key by key, anything else is replaced; an empty
+    section (`attention:` with nothing under it) changes nothing."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(out.get(key), dict) and (isinstance(value, dict) or value is None):
+            out[key] = _merge(out[key], value or {})
+        else:
+            out[key] = value
+    return out
+
+
+def _load_layers(path: Path, chain: List[Path]) -> dict:
+    """A config file with its `base:` files under it (a preset names the config it changes)."""
+    data = _read_mapping(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError("base", f"in {path}: must name a config file (a path or a shipped config), got {base!r}")
+    local = path.parent / os.path.expanduser(base)
+    try:
+        base_path = local if local.is_file() else resolve_config_path(base)
+    except ConfigError as e:
+        raise ConfigError("base", f"in {path}: {e.message}") from None
+    seen = [c.resolve() for c in chain + [path]]
+    if base_path.resolve() in seen:
+        loop = " -> ".join(str(c) for c in chain + [path, base_path])
+        raise ConfigError("base", f"configs name each other in a loop: {loop}")
+    under = _load_layers(base_path, chain + [path])
+    under.pop("name", None)   # a preset is named after its own file unless it says otherwise
+    return _merge(under, data)
+
+
+def load_config(spec: str, overrides: Optional[List[str]] = None) -> ExportConfig:
+    """Read a config (a path or a shipped name), with the files it names as `base:` under it, then the
+    dotted overrides."""
+    path = resolve_config_path(spec)
+    data = _load_layers(path, [])
+    data.setdefault("name", path.stem)
     return config_from_dict(data, overrides)

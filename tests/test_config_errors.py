@@ -93,6 +93,12 @@ CASES = [
     ("package_not_installed", TINY, ["model.kind=package", "model.path=no_such_pkg_xyz/m.gguf"], "model.path"),
     ("random_without_architecture", TINY, ["model.architecture=auto"], "model.architecture"),
     ("override_without_equals", TINY, ["quantization.linear"], "quantization.linear"),
+    ("base_not_found", lambda t: write_yaml(t, "base: no_such_base.yaml\n"), [], "base"),
+    ("base_not_a_name", lambda t: write_yaml(t, "base: [tiny_llama.yaml]\n"), [], "base"),
+    ("base_loop", lambda t: write_yaml(t, "base: other.yaml\n") if (t / "other.yaml").write_text("base: cfg.yaml\n")
+     else None, [], "base"),
+    ("base_bad_value_named_by_the_preset", lambda t: write_yaml(t, "base: tiny_llama.yaml\nattention: {dk_budget: 0.5}\n"),
+     [], "attention.dk_budget"),
     ("config_not_found", "no_such_config.yaml", [], "--config"),
     ("config_not_yaml", lambda t: write_yaml(t, "model: [unclosed\n"), [], "--config"),
     ("theta_per_layer_length", TINY, ["attention.theta_per_layer=[0.5]"], "attention.theta_per_layer"),
