@@ -141,6 +141,30 @@ def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks, grou
     assert nmse(got, run_calls(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4)[0]) > 1e-10   # rounding is visible
 
 
+@pytest.mark.parametrize("stream_rows_per_key", [0, 8])
+def test_prefill_encodes_heads_in_parallel_exactly_as_one_thread(variant, stream_rows_per_key):
+    """A call of >= 64 keys encodes its kv heads as parallel tasks: at 2 threads the output and every
+    state buffer (masks, packed values, ends, k̂, its checkpoints past 256 and 512 keys) are bit-identical
+    to one thread's, with a full stream and a budgeted one, across chunked calls."""
+    lib = core()
+    chunks, hkv, d = [300, 64, 63, 200, 1], 3, 64
+    n = sum(chunks)
+    q, k, v = make_qkv(n, 3 * hkv, hkv, d, seed=7)
+    rows = _stream_rows(n + 1, d, stream_rows_per_key) if stream_rows_per_key else 0
+    runs = []
+    for threads in (1, 2):
+        lib.dlm_set_num_threads(threads)
+        try:
+            runs.append(run_kernel(q, k, v, chunks, n + 1, 0.5, 0.1, 1 << 20, 4, stream_rows=rows))
+        finally:
+            lib.dlm_set_num_threads(1)
+    (out1, st1), (out2, st2) = runs
+    assert torch.equal(out1, out2)
+    for name, t in st1.state.items():
+        assert torch.equal(t, st2.state[name]), f"state buffer {name} differs between 1 and 2 threads"
+    assert st1.k_ckpt[0, 2].abs().sum() > 0   # the checkpoint at 512 keys was written
+
+
 # ----------------------------------------------------------------------------- ΔK budget (dk_rows)
 
 def _stream_rows(max_len: int, d: int, per_key: int) -> int:

@@ -416,6 +416,38 @@ void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const uin
     std::memcpy(a.k_ring + (t % R) * kv, a.k + (t - a.start_pos) * kv, sizeof(float) * kv);
 }
 
+// Kv head g's new keys into its ΔK stream: key t's non-zeros go on after key t − 1's, k̂ advances by
+// what was stored, and k̂ is checkpointed every DLM_CKPT_STRIDE keys. Heads share nothing, so a
+// long call encodes them as parallel tasks (a prefill's encoding was serial: 4 % of a 512-token call
+// at one thread, twice that share at two).
+struct EncCtx {
+  const dlm_attn_args* a;
+  const Kernels* k;
+  int64_t per_key;
+};
+constexpr int64_t kParallelEncodeMin = 64;   // new keys per call below which one thread encodes all heads
+
+void encode_head(void* vctx, size_t gi) {
+  const EncCtx& c = *static_cast<const EncCtx*>(vctx);
+  const dlm_attn_args& a = *c.a;
+  const int64_t g = static_cast<int64_t>(gi), D = a.head_dim, Hkv = a.n_kv_heads;
+  float* k_hat = a.k_hat + g * D;
+  uint16_t* stream = value_stream(a, g);
+  for (int64_t s = 0; s < a.seq_len; s++) {
+    const int64_t t = a.start_pos + s, row = t * Hkv + g, start = value_start(a, t, g);
+    const dlm::deltaenc_params p{a.theta, t == 0};
+    const int64_t budget = t == 0 ? D : std::min(D, D + t * c.per_key - start);   // see dlm_dk_rows
+    const float* key = a.k + (s * Hkv + g) * D;
+    uint8_t* mask = a.dk_mask + row * (D / 8);
+    const size_t n = budget >= D ? c.k->deltaenc(static_cast<size_t>(D), key, k_hat, mask, stream + start, &p)
+                                 : dlm::deltaenc_within_budget(c.k->deltaenc, static_cast<size_t>(D), key, k_hat,
+                                                               mask, stream + start, &p, static_cast<size_t>(budget));
+    a.dk_end[row] = static_cast<int32_t>(start + static_cast<int64_t>(n));
+    if ((t + 1) % DLM_CKPT_STRIDE == 0)
+      std::memcpy(a.k_ckpt + ((t + 1) / DLM_CKPT_STRIDE * Hkv + g) * D, k_hat, sizeof(float) * D);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -467,23 +499,15 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
   }
   store_values(*a, k);
-  for (int64_t s = 0; s < a->seq_len; s++) {
-    const int64_t t = a->start_pos + s;
-    const dlm::deltaenc_params p{a->theta, t == 0};
-    for (int64_t g = 0; g < Hkv; g++) {   // key t's non-zeros go on after key t − 1's in the head's stream
-      const int64_t row = t * Hkv + g, start = value_start(*a, t, g);
-      const int64_t budget = t == 0 ? D : std::min(D, D + t * per_key - start);   // see dlm_dk_rows
-      const float* key = a->k + (s * Hkv + g) * D;
-      uint8_t* mask = a->dk_mask + row * (D / 8);
-      uint16_t* val = value_stream(*a, g) + start;
-      const size_t n = budget >= D ? k.deltaenc(static_cast<size_t>(D), key, a->k_hat + g * D, mask, val, &p)
-                                   : dlm::deltaenc_within_budget(k.deltaenc, static_cast<size_t>(D), key,
-                                                                 a->k_hat + g * D, mask, val, &p,
-                                                                 static_cast<size_t>(budget));
-      a->dk_end[row] = static_cast<int32_t>(start + static_cast<int64_t>(n));
+  EncCtx enc{a, &k, per_key};
+  if (a->seq_len >= kParallelEncodeMin && Hkv > 1) {   // each kv head's chain over the keys is its own
+    if (a->parallel) {
+      a->parallel(a->pool_ctx, static_cast<size_t>(Hkv), encode_head, &enc);
+    } else {
+      dlm::run_on_task_pool(static_cast<size_t>(Hkv), encode_head, &enc);
     }
-    if ((t + 1) % DLM_CKPT_STRIDE == 0)
-      std::memcpy(a->k_ckpt + ((t + 1) / DLM_CKPT_STRIDE) * Hkv * D, a->k_hat, sizeof(float) * Hkv * D);
+  } else {
+    for (int64_t g = 0; g < Hkv; g++) encode_head(&enc, static_cast<size_t>(g));
   }
   run_tiles(*a, k, band);
   count(*a, band);
