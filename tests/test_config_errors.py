@@ -47,6 +47,12 @@ def write_yaml(tmp_path: Path, text: str) -> str:
 TINY = "tiny_llama.yaml"
 
 
+def write_loop(tmp_path: Path) -> str:
+    """cfg.yaml and other.yaml, each naming the other as its base."""
+    (tmp_path / "other.yaml").write_text("base: cfg.yaml\n")
+    return write_yaml(tmp_path, "base: other.yaml\n")
+
+
 def then_tiny(_side_effect) -> str:
     return TINY
 
@@ -95,8 +101,7 @@ CASES = [
     ("override_without_equals", TINY, ["quantization.linear"], "quantization.linear"),
     ("base_not_found", lambda t: write_yaml(t, "base: no_such_base.yaml\n"), [], "base"),
     ("base_not_a_name", lambda t: write_yaml(t, "base: [tiny_llama.yaml]\n"), [], "base"),
-    ("base_loop", lambda t: write_yaml(t, "base: other.yaml\n") if (t / "other.yaml").write_text("base: cfg.yaml\n")
-     else None, [], "base"),
+    ("base_loop", lambda t: write_loop(t), [], "base"),
     ("base_bad_value_named_by_the_preset", lambda t: write_yaml(t, "base: tiny_llama.yaml\nattention: {dk_budget: 0.5}\n"),
      [], "attention.dk_budget"),
     ("config_not_found", "no_such_config.yaml", [], "--config"),
