@@ -101,7 +101,7 @@ CASES = [
     ("override_without_equals", TINY, ["quantization.linear"], "quantization.linear"),
     ("base_not_found", lambda t: write_yaml(t, "base: no_such_base.yaml\n"), [], "base"),
     ("base_not_a_name", lambda t: write_yaml(t, "base: [tiny_llama.yaml]\n"), [], "base"),
-    ("base_loop", lambda t: write_loop(t), [], "base"),
+    ("base_loop", write_loop, [], "base"),
     ("base_bad_value_named_by_the_preset", lambda t: write_yaml(t, "base: tiny_llama.yaml\nattention: {dk_budget: 0.5}\n"),
      [], "attention.dk_budget"),
     ("config_not_found", "no_such_config.yaml", [], "--config"),

@@ -67,3 +67,18 @@ def test_a_preset_may_name_a_shipped_config_from_anywhere(tmp_path):
     (tmp_path / "mine.yaml").write_text("base: tiny_llama\nname: mine_tiny\nattention: {kind: delta, theta: 0.2}\n")
     cfg = load_config(str(tmp_path / "mine.yaml"))
     assert (cfg.name, cfg.arch.dim, cfg.attention.theta) == ("mine_tiny", load_config("tiny_llama").arch.dim, 0.2)
+
+
+@pytest.mark.parametrize("preset,tiny", [("llama3_2_1b_delta", "tiny_llama.yaml"), ("bitnet_delta", "tiny_bitnet.yaml")])
+def test_hub_presets_export_on_the_tiny_model_of_their_architecture(tmp_path, preset, tiny):
+    """The hub presets need the network: their attention and quantization settings are exported on the tiny
+    random model of the same architecture instead, validated in the ExecuTorch runtime (exit 0)."""
+    from tests.conftest import export_with_cli
+
+    want = load_config(preset).to_dict()
+    manifest = export_with_cli(tiny, tmp_path, *_dotted({"attention": want["attention"],
+                                                          "quantization": want["quantization"]}))
+    assert manifest["config"]["attention"] == want["attention"]
+    assert manifest["config"]["quantization"] == want["quantization"]
+    assert manifest["config"]["model"]["architecture"] == want["model"]["architecture"]
+    assert manifest["attention_state"]["ratio_to_dense_fp32_kv"] < 0.7   # fp16 V (0.57 here; fp32 V ~0.82)
