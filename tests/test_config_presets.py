@@ -39,7 +39,7 @@ def test_a_preset_is_its_base_with_its_own_keys_as_overrides(name):
 
 def test_smollm2_delta_preset_is_the_measured_compressed_state():
     a = load_config("smollm2_135m_delta").attention
-    assert (a.kind.value, a.theta, a.gamma, a.w_decode, a.v_cache.value, a.dk_budget) == ("delta", 0.6, 0.1, 4, "fp16", 0.75)
+    assert (a.kind.value, a.theta, a.gamma, a.w_decode, a.v_cache.value, a.dk_budget) == ("delta", 0.6, 0.1, 32, "fp16", 0.75)
 
 
 def test_base_chain_merges_sections_resolves_paths_per_file_and_names_by_the_top_file(tmp_path, capsys):
