@@ -5,6 +5,7 @@ import math
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..errors import ConfigError
 from ..progress import ProgressBar
 from .lm import LanguageModel
 from .metrics import mean_stderr, perplexity_stderr, squad_exact, squad_f1
@@ -148,7 +149,6 @@ def prepare_docs(lm: LanguageModel, name: str, limit: Optional[int], path=None, 
                 break
         docs = kept
     if skip and skip >= len(docs):
-        from ..errors import ConfigError
         raise ConfigError("--skip", f"{name} has {len(docs)} documents; skipping {skip} leaves none")
     docs = docs[skip:]
     return docs if limit is None else docs[:limit]
