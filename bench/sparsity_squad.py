@@ -26,11 +26,11 @@ def main() -> int:
 
     from delegates import stats
     from export.config import load_config
-    from export.datasets import squad_paragraphs, squad_v11_dev_path
+    from export.datasets import squad_paragraphs, squad_dev_path
     from export.pipeline import build_model, encode_prompt
     from export.sources import load_source
 
-    texts = squad_paragraphs(squad_v11_dev_path())
+    texts = squad_paragraphs(squad_dev_path())
     print(f"loading SmolLM2 ...", file=sys.stderr)
     base = load_config("smollm2_135m.yaml", ["quantization.linear=fp32", f"export.max_seq_len={ns.max_tokens}",
                                              f"export.max_context_len={ns.max_tokens}"])

@@ -26,7 +26,7 @@ def capture(paragraphs: int, max_tokens: int):
     """[paragraph][layer] -> (q [n,H,D], k [n,Hkv,D], v [n,Hkv,D]) from the dense eager model."""
     from delegates import attention_core
     from export.config import load_config
-    from export.datasets import squad_paragraphs, squad_v11_dev_path
+    from export.datasets import squad_paragraphs, squad_dev_path
     from export.pipeline import build_model, encode_prompt
     from export.sources import load_source
 
@@ -36,7 +36,7 @@ def capture(paragraphs: int, max_tokens: int):
     source = load_source(cfg)
     model = build_model(cfg, source).model
     ids = []
-    for text in squad_paragraphs(squad_v11_dev_path()):
+    for text in squad_paragraphs(squad_dev_path()):
         x = encode_prompt(source.tokenizer, text, source.args.bos_id)
         if 128 <= len(x) <= max_tokens:
             ids.append(x)

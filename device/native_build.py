@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from export.external import EXECUTORCH_SRC, sha256_file
+
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "device" / "native"
 CSRC = ROOT / "delegates" / "csrc"
@@ -33,7 +35,7 @@ ET_SUBMODULES = ["backends/xnnpack/third-party/XNNPACK", "backends/xnnpack/third
                  "backends/xnnpack/third-party/FP16", "third-party/flatbuffers", "third-party/flatcc",
                  "third-party/gflags", "third-party/json", "third-party/pocketfft", "third-party/ao",
                  "kernels/optimized/third-party/eigen"]
-SHARED_ARCHIVE = ROOT.parent / "shared" / "third_party" / "executorch-v1.4.1-cpu-src.tar.xz"
+SHARED_ARCHIVE = EXECUTORCH_SRC.path      # pinned (path and sha256) with every external source
 RUNNER = "deltallm_runner"
 JNI_LIB = "libdeltallm_jni.so"       # the Android app's native library (host JVM tests on x86-64)
 
@@ -91,14 +93,6 @@ def abi_of_binary(path: Path) -> Optional[str]:
     return next((abi for abi, (_, em, _) in ABIS.items() if em == m), None)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------ source
 def resolve_source(et_src: Optional[str]) -> Path:
     """The ExecuTorch source as given (folder or archive), the shared archive, or None (clone)."""
@@ -115,6 +109,10 @@ def resolve_source(et_src: Optional[str]) -> Path:
             raise BuildError(f"--et-src {given}: expected a folder or a .tar.xz archive")
         return p
     if SHARED_ARCHIVE.is_file():
+        got = sha256_file(SHARED_ARCHIVE)
+        if got != EXECUTORCH_SRC.sha256:
+            raise BuildError(f"{SHARED_ARCHIVE}: sha256 {got}, pinned {EXECUTORCH_SRC.sha256} (export/external.py); "
+                             f"{EXECUTORCH_SRC.instead}")
         return SHARED_ARCHIVE
     return Path("git+" + ET_REPO + "@" + ET_TAG)
 

