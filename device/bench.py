@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from .errors import DeviceError
 from .info import cpufreq, device_abi, device_info, free_bytes, max_temperature_c
@@ -51,6 +51,7 @@ class BenchPlan:
     cpus: Optional[str] = None               # CPU list for the runner's affinity, e.g. "4-7" (big cores)
     prompt_file: Optional[Path] = None       # text to tokenise (default: the shipped English passage)
     random_prompt: bool = False              # random ids instead of text (sparsity is then not realistic)
+    prompt_ids: Optional[List[int]] = None   # made by the caller (the CLI checks them before connecting)
 
 
 class ProgressBar:
@@ -188,7 +189,10 @@ def check_storage(t: Transport, plan: BenchPlan, files: List[Path]) -> None:
                                              f"{need / 1e6:.1f} MB, the device has {free / 1e6:.1f} MB free")
 
 
-def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.stderr)) -> List[BenchResult]:
+def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.stderr),
+              on_result: Callable[[BenchResult], None] = lambda r: None) -> List[BenchResult]:
+    """Every (prompt, decode) cell of the plan; `on_result` sees each row as its cell finishes, so
+    a caller can keep the finished cells of a run that fails later."""
     from .prompts import PromptError, bench_prompt_ids, write_ids
 
     pte = Path(plan.pte)
@@ -201,7 +205,8 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
     log(f"device ABI {abi}; runner {runner}" + (f" ({binary})" if binary else ""))
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            ids = bench_prompt_ids(pte, manifest, max(plan.prompt_lengths), plan.prompt_file, plan.random_prompt)
+            ids = plan.prompt_ids or bench_prompt_ids(pte, manifest, max(plan.prompt_lengths), plan.prompt_file,
+                                                      plan.random_prompt)
         except PromptError as e:
             raise DeviceError(t.name, "prompt", str(e)) from e
         ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
@@ -239,7 +244,7 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
                 device=str(info.get("model") or t.name), model=manifest.get("name", pte.stem),
                 quantization=(manifest.get("quantization") or {}).get("linear", "?"),
                 attention=attention.get("kind", "?") + (f"(θ={attention.get('theta')})" if attention.get("kind") == "delta" else ""),
-                threads=plan.threads, prompt_tokens=p, decode_tokens=d, repetitions=plan.reps,
+                threads=int(data.get("threads") or plan.threads), prompt_tokens=p, decode_tokens=d, repetitions=plan.reps,
                 load_ms=data["load_ms"],
                 ttft_ms_avg=mean_std(s["ttft_ms"])[0], ttft_ms_std=mean_std(s["ttft_ms"])[1],
                 prefill_tps_avg=mean_std(s["prefill_tps"])[0], prefill_tps_std=mean_std(s["prefill_tps"])[1],
@@ -256,4 +261,5 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
                 device_info=info, manifest={k: manifest.get(k) for k in ("name", "quantization", "attention",
                                                                           "architecture", "pte_bytes")},
                 cpufreq_before=before, cpufreq_after=after))
+            on_result(results[-1])
     return results

@@ -38,39 +38,61 @@ def _transport(ns):
                            auth_timeout_s=ns.auth_timeout_s)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    import os
+def _write_results(d: Path, rows) -> None:
+    """Every format of `rows` into `d`, each file replaced atomically (called as each cell finishes)."""
+    from export.atomic import write_atomic
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from .results import FORMATS
+
+    for fmt, fn in FORMATS.items():
+        text = fn(rows)
+        write_atomic(d / f"results.{fmt}", lambda p, t=text: p.write_text(t))
 
 
 def cmd_bench(ns) -> int:
+    from . import preflight
     from .bench import BenchPlan, run_bench
     from .results import FORMATS
 
-    t = _transport(ns)
-    plan = BenchPlan(pte=Path(ns.pte), workdir=ns.workdir, prompt_lengths=ns.prompt_lengths,
+    preflight.device_address(ns.device)
+    prog = preflight.program(ns.pte, need_tokenizer=not ns.random_prompt or ns.runner == "android")
+    preflight.bench_options(ns, prog)
+    if ns.runner_binary:
+        preflight.local_file("--runner-binary", ns.runner_binary)
+    ids = preflight.bench_prompt(ns, prog)
+    out = preflight.results_dir(ns.results_dir, ns.overwrite)
+    plan = BenchPlan(pte=prog.pte, workdir=ns.workdir, prompt_lengths=ns.prompt_lengths,
                      decode_lengths=ns.decode_lengths, warmup=ns.warmup, reps=ns.reps, threads=ns.threads,
                      cpu_mask=ns.cpu_mask, thermal_limit_c=ns.thermal_limit_c, cooldown_s=ns.cooldown_s,
                      run_timeout_s=ns.run_timeout_s, python=ns.python, runner=ns.runner,
                      runner_binary=Path(ns.runner_binary) if ns.runner_binary else None, cpus=ns.cpus,
-                     prompt_file=Path(ns.prompt_file) if ns.prompt_file else None, random_prompt=ns.random_prompt)
-    if ns.prompt_file and ns.random_prompt:
-        print("error: --prompt-file and --random-prompt exclude each other", file=sys.stderr)
-        return 2
+                     prompt_file=Path(ns.prompt_file) if ns.prompt_file else None, random_prompt=ns.random_prompt,
+                     prompt_ids=ids)
+    rows = []
+
+    def keep(row) -> None:
+        rows.append(row)
+        if out:
+            _write_results(out, rows)
+
+    t = _transport(ns)
     try:
-        results = run_bench(t, plan)
+        run_bench(t, plan, on_result=keep)
+    except DeviceError:
+        preflight.discard_results_dir(out)
+        if rows:   # the finished cells are kept (and written as they finished); name what is missing
+            done = {(r.prompt_tokens, r.decode_tokens) for r in rows}
+            missing = [f"prompt {p} decode {d}" for p in plan.prompt_lengths for d in plan.decode_lengths
+                       if (p, d) not in done]
+            sys.stdout.write(FORMATS[ns.format](rows))
+            print(f"kept {len(rows)} finished cell(s){' in ' + str(out) if out else ''}; missing: "
+                  + ", ".join(missing), file=sys.stderr)
+        raise
     finally:
         t.close()
-    if ns.results_dir:
-        d = Path(ns.results_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        for fmt, fn in FORMATS.items():
-            _write_atomic(d / f"results.{fmt}", fn(results))
-        print(f"results written to {d}", file=sys.stderr)
-    sys.stdout.write(FORMATS[ns.format](results))
+    if out:
+        print(f"results written to {out}", file=sys.stderr)
+    sys.stdout.write(FORMATS[ns.format](rows))
     return 0
 
 
@@ -79,10 +101,16 @@ def _load_results(path: str):
     from .results import BenchResult
 
     try:
-        return [BenchResult(**r) for r in json.loads(Path(path).read_text())]
-    except (OSError, ValueError, TypeError) as e:
-        print(f"error: {path}: not a results JSON file: {e}", file=sys.stderr)
-        return None
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, list) or not data:
+            raise ValueError("expected a non-empty list of result rows")
+        return [BenchResult(**r) for r in data]
+    except OSError as e:
+        print(f"error: {path}: cannot read it ({e.strerror or e})", file=sys.stderr)
+    except (ValueError, TypeError) as e:
+        what = "a row lacks fields or has unknown ones" if isinstance(e, TypeError) else str(e).splitlines()[0]
+        print(f"error: {path}: not a results.json of `python -m device bench` ({what})", file=sys.stderr)
+    return None
 
 
 def cmd_report(ns) -> int:
@@ -107,12 +135,24 @@ def cmd_plot(ns) -> int:
 
 
 def cmd_virtual(ns) -> int:
+    from . import preflight
     from .virtual import Faults, VirtualDevice
 
+    root = Path(ns.root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise preflight.InputError("--root", f"{root} cannot be used as the device's file system "
+                                             f"({e.strerror or e})") from None
     dev = VirtualDevice(Path(ns.root), faults=Faults(refuse_keys=ns.refuse_keys), max_lifetime_s=ns.lifetime_s,
                         abi=ns.abi).start()
     if ns.port_file:
-        _write_atomic(Path(ns.port_file), str(dev.port))
+        from export.atomic import write_atomic
+
+        write_atomic(Path(ns.port_file), lambda p: p.write_text(str(dev.port)))
     print(dev.address, flush=True)
     try:
         dev.stopped.wait(ns.lifetime_s + 1)
@@ -165,8 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cpus", help="pin the runner to these CPUs, e.g. 4-7 (the big cores)")
     sp.add_argument("--prompt-file", help="text to tokenise for the prompts (default: a shipped English passage)")
     sp.add_argument("--random-prompt", action="store_true", help="random token ids instead of text")
+    sp.add_argument("--repeat-prompt", action="store_true",
+                    help="repeat a --prompt-file shorter than the longest prompt (else refused: repeated text "
+                         "gives a sparsity real text would not)")
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
-    sp.add_argument("--results-dir")
+    sp.add_argument("--results-dir", help="write results.{md,csv,json,jsonl} here as each cell finishes")
+    sp.add_argument("--overwrite", action="store_true", help="replace the results already in --results-dir")
     sp = with_device(sub.add_parser("generate", help="chat with a program on the device (native runner)"))
     sp.add_argument("--pte", required=True)
     sp.add_argument("--prompt", required=True)
@@ -191,11 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("plot", help="PNG plots of a results.json (latency vs prompt, sparsity per layer)")
     sp.add_argument("results")
     sp.add_argument("--out-dir", default=".")
-    sp = sub.add_parser("virtual", help="run a virtual ADB device on 127.0.0.1")
-    sp.add_argument("--root", required=True)
-    sp.add_argument("--port-file")
-    sp.add_argument("--lifetime-s", type=float, default=3600.0)
-    sp.add_argument("--refuse-keys", action="store_true")
+    sp = sub.add_parser("virtual", help="run a virtual ADB device on 127.0.0.1",
+                        description="A protocol-faithful ADB daemon on 127.0.0.1 (an ephemeral port) whose file "
+                                    "system is a folder and whose shell runs the device ABI's executables "
+                                    "(arm64 under qemu-aarch64-static); it prints its HOST:PORT and stops itself.")
+    sp.add_argument("--root", required=True, help="folder that holds the device's file system (created)")
+    sp.add_argument("--port-file", help="also write the port to this file (for scripts)")
+    sp.add_argument("--lifetime-s", type=float, default=3600.0, help="stop after this many seconds (default 3600)")
+    sp.add_argument("--refuse-keys", action="store_true", help="refuse every ADB key, as a phone whose user says no")
     sp.add_argument("--abi", choices=["arm64-v8a", "x86_64"], default="arm64-v8a",
                     help="the device's CPU: arm64-v8a runs aarch64 executables under qemu-aarch64-static")
     return p
@@ -212,13 +259,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return stage_main(argv[1:])
     ns = build_parser().parse_args(argv)
+    from .preflight import InputError
+
     try:
+        if ns.command in ("info", "shell", "push", "pull", "generate"):
+            from .preflight import device_address, local_file
+
+            device_address(ns.device)
+            if ns.command == "push":
+                local_file("local", ns.local)
         if ns.command == "bench":
             return cmd_bench(ns)
         if ns.command == "generate":
-            from .generate import cmd_generate
+            from .generate import cmd_generate, prepare
 
-            return cmd_generate(ns, _transport(ns))
+            return cmd_generate(ns, prepare(ns), lambda: _transport(ns))
         if ns.command == "report":
             return cmd_report(ns)
         if ns.command == "virtual":
@@ -245,7 +300,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(ns.local)
         finally:
             t.close()
-    except DeviceError as e:
+    except (DeviceError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     return 0

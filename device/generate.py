@@ -12,7 +12,9 @@ import posixpath
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .bench import IDS_NAME, NATIVE_NAME, BenchPlan, ProgressBar, check_storage, resolve_runner
 from .chat import chat_messages, render_chat
@@ -32,26 +34,51 @@ def prompt_ids(manifest: dict, tokenizer, prompt: str, system=None, raw: bool = 
     return ids
 
 
-def cmd_generate(ns, t: Transport) -> int:
+@dataclass
+class Prepared:
+    """What `generate` makes on the host before it connects: the checked program, its tokenizer,
+    the prompt ids and the number of tokens to generate (capped to the program's context)."""
+
+    prog: object
+    tokenizer: object
+    ids: list
+    max_new_tokens: int
+
+
+def prepare(ns) -> Prepared:
+    from . import preflight
+
+    prog = preflight.program(ns.pte, need_tokenizer=True)
+    preflight.generate_options(ns)
+    if ns.runner_binary:
+        preflight.local_file("--runner-binary", ns.runner_binary)
     try:
-        return _generate(ns, t)
+        tok = load_tokenizer(prog.tokenizer)
+    except PromptError as e:
+        raise preflight.InputError("--pte", str(e)) from None
+    ids = prompt_ids(prog.manifest, tok, ns.prompt, ns.system, ns.raw)
+    n = ns.max_new_tokens
+    ctx = prog.context
+    if ctx is not None:
+        if len(ids) >= ctx:
+            raise preflight.InputError("--prompt", f"{len(ids)} tokens fill the program's max context {ctx}")
+        if len(ids) + n > ctx:
+            n = ctx - len(ids)
+            print(f"note: --max-new-tokens {ns.max_new_tokens} capped to {n}: the prompt's {len(ids)} tokens "
+                  f"leave {n} of the program's max context {ctx}", file=sys.stderr)
+    return Prepared(prog, tok, ids, n)
+
+
+def cmd_generate(ns, prep: Prepared, connect: Callable[[], Transport]) -> int:
+    t = connect()
+    try:
+        return _generate(ns, prep, t)
     finally:
         t.close()
 
 
-def _generate(ns, t: Transport) -> int:
-    pte = Path(ns.pte)
-    if not pte.is_file():
-        print(f"error: {pte} does not exist", file=sys.stderr)
-        return 2
-    manifest_path = pte.with_suffix(".json")
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    try:
-        tok = load_tokenizer(pte.parent / "tokenizer.json")
-    except PromptError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    ids = prompt_ids(manifest, tok, ns.prompt, ns.system, ns.raw)
+def _generate(ns, prep: Prepared, t: Transport) -> int:
+    pte, manifest, tok, ids = prep.prog.pte, prep.prog.manifest, prep.tokenizer, prep.ids
     plan = BenchPlan(pte=pte, workdir=ns.workdir, runner="native",
                      runner_binary=Path(ns.runner_binary) if ns.runner_binary else None)
     abi = device_abi(t)
@@ -67,7 +94,7 @@ def _generate(ns, t: Transport) -> int:
     remote_bin = posixpath.join(ns.workdir, NATIVE_NAME)
     t.check(["chmod", "755", remote_bin], "chmod runner")
     cmd = [remote_bin, "generate", "--pte", posixpath.join(ns.workdir, pte.name),
-           "--prompt-ids", posixpath.join(ns.workdir, IDS_NAME), "--max-new-tokens", str(ns.max_new_tokens),
+           "--prompt-ids", posixpath.join(ns.workdir, IDS_NAME), "--max-new-tokens", str(prep.max_new_tokens),
            "--temperature", str(ns.temperature), "--seed", str(ns.seed), "--threads", str(ns.threads)]
     if ns.cpus:
         cmd += ["--cpus", ns.cpus]

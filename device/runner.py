@@ -96,7 +96,7 @@ def run(ns) -> dict:
     import platform
 
     return {"protocol": PROTOCOL, "runner": "python", "abi": ABI.get(platform.machine().lower(), platform.machine()),
-            "load_ms": load_ms, "startup_ms": startup_ms, "peak_rss_mb": rss_kb / 1024, "threads": ns.threads,
+            "load_ms": load_ms, "startup_ms": startup_ms, "peak_rss_mb": rss_kb / 1024, "threads": torch.get_num_threads(),
             "configs": configs}
 
 

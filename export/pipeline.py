@@ -1,6 +1,8 @@
 """The export pipeline: load, transform, quantize, export, lower, serialize, validate."""
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 import logging
 import os
@@ -191,6 +193,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         "metadata_methods": metadata,
         "versions": _versions(),
         "pte_bytes": len(lowered.buffer),
+        "pte_sha256": hashlib.sha256(lowered.buffer).hexdigest(),
         "ops": {"delegate_calls": lowered.delegate_calls, "delegated": lowered.delegated_ops,
                 "portable": lowered.portable_ops, "portable_kinds": lowered.portable_op_kinds,
                 "skipped_xnnpack_passes": lowered.skipped_passes},

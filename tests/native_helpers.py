@@ -22,9 +22,10 @@ def run_native(binary: Path, abi: str, *args, timeout: float = 600) -> subproces
 
 
 def native_generate(binary: Path, abi: str, pte: Path, ids_file: Path, steps: int, tmp: Path, *extra):
-    """(result JSON, logits [calls, vocab]) of `generate` with every call's last-position logits."""
+    """(result JSON, logits [calls, vocab]) of `generate` with every call's last-position logits:
+    the prefill's calls and `steps` decode calls (steps + 1 generated tokens)."""
     dump = tmp / f"logits_{abi}_{pte.stem}.f32"
-    r = run_native(binary, abi, "generate", "--pte", pte, "--prompt-ids", ids_file, "--max-new-tokens", steps,
+    r = run_native(binary, abi, "generate", "--pte", pte, "--prompt-ids", ids_file, "--max-new-tokens", steps + 1,
                    "--ignore-eos", "--dump-logits", dump, *extra)
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)

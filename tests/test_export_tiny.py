@@ -1,6 +1,8 @@
 """Tiny Llama and BitNet configs: export, run in the ExecuTorch runtime, match eager."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 from pathlib import Path
 
@@ -42,6 +44,7 @@ def test_tiny_llama_fp32_matches_eager(tiny_llama_fp32):
 def test_tiny_llama_manifest(tiny_llama_fp32):
     out, m = tiny_llama_fp32
     assert (out / "tiny_llama.pte").stat().st_size == m["pte_bytes"]
+    assert hashlib.sha256((out / "tiny_llama.pte").read_bytes()).hexdigest() == m["pte_sha256"]
     assert (out / "tokenizer.json").is_file()
     assert m["architecture"]["architecture"] == "llama"
     assert m["architecture"]["rope_scaling"]["factor"] == 32.0

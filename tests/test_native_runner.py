@@ -132,6 +132,20 @@ def test_bad_input_one_error_line_exit_2_nothing_written(runners, abi, case, tin
     assert not res.exists() and not list(tmp_path.glob("r.*"))
 
 
+@pytest.mark.parametrize("abi", ABIS)
+def test_max_new_tokens_is_exactly_the_tokens_generated(runners, abi, tiny_llama_fp32, tmp_path):
+    out, m = tiny_llama_fp32
+    _, ids_file = prompt_file(out, m, 5, tmp_path)
+    for n in (1, 2, 7):
+        r = run_native(runners[abi], abi, "generate", "--pte", out / m["pte"], "--prompt-ids", ids_file,
+                       "--max-new-tokens", n, "--ignore-eos")
+        assert r.returncode == 0, r.stderr
+        assert len(json.loads(r.stdout)["tokens"]) == n
+    r = run_native(runners[abi], abi, "generate", "--pte", out / m["pte"], "--prompt-ids", ids_file,
+                   "--max-new-tokens", 0)
+    assert r.returncode == 2 and "--max-new-tokens 0: expected an integer >= 1" in r.stderr
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--cpus", "9999"], "--cpus 9999"),
     (["--threads", "-1"], "--threads -1"),

@@ -198,7 +198,8 @@ int cmd_generate(const Args& a) {
   if (!a.has("--prompt-ids")) return usage("generate needs --prompt-ids");
   long long max_new = 32, seed = 0;
   dlm::SampleOptions sample;
-  for (dlm::Status st : {int_opt(a, "--max-new-tokens", 32, 0, &max_new), int_opt(a, "--seed", 0, 0, &seed)})
+  // --max-new-tokens counts every generated token: the one the prefill chooses plus N - 1 decode steps.
+  for (dlm::Status st : {int_opt(a, "--max-new-tokens", 32, 1, &max_new), int_opt(a, "--seed", 0, 0, &seed)})
     if (!st.ok()) return fail(st);
   sample.seed = static_cast<uint64_t>(seed);
   if (a.has("--temperature")) {
@@ -224,7 +225,7 @@ int cmd_generate(const Args& a) {
   const bool dump = a.has("--dump-logits");
   dlm::ResetSparsity();
   dlm::Timings t;
-  st = s->Generate(prompt, max_new, sample, !a.has("--ignore-eos"),
+  st = s->Generate(prompt, max_new - 1, sample, !a.has("--ignore-eos"),
                    [&](int64_t tok) { tokens.push_back(tok); return true; },
                    dump ? dlm::LogitsSink([&](const float* l, int64_t v) { dumped.insert(dumped.end(), l, l + v); })
                         : dlm::LogitsSink(),
