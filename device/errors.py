@@ -12,6 +12,10 @@ class DeviceError(Exception):
         super().__init__(f"{device}: {step}: {message}")
 
 
+class StorageFull(DeviceError):
+    """The device has no room for a file: retrying cannot help."""
+
+
 class DeviceTimeout(DeviceError):
     exit_code = 4
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .errors import DeviceError
+from .errors import DeviceError, StorageFull
 from .transport import Progress, Transport
 
 
@@ -53,6 +53,14 @@ def push_verified(t: Transport, local: Path, remote: str, retries: int = 3, time
             if got == want:
                 return True
             last = DeviceError(t.name, f"push {remote}", f"checksum mismatch after push ({got} != {want})")
+        except StorageFull:
+            from .info import free_bytes
+
+            free = free_bytes(t, posixpath.dirname(remote))
+            raise StorageFull(t.name, f"push {remote}", f"No space left on device: {local.name} needs "
+                                                        f"{local.stat().st_size / 1e6:.1f} MB"
+                              + (f", {free / 1e6:.1f} MB free in {posixpath.dirname(remote)}" if free is not None else "")
+                              + " (not retried)") from None
         except DeviceError as e:
             last = e
         print(f"{t.name}: push {remote} failed (attempt {attempt}/{retries}): {last}", file=sys.stderr)

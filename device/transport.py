@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-from .errors import AuthRefused, DeviceError, DeviceTimeout
+from .errors import AuthRefused, DeviceError, DeviceTimeout, StorageFull
 
 Command = Union[str, Sequence[str]]
 Progress = Optional[Callable[[int, int], None]]   # (bytes done, bytes total)
@@ -143,7 +143,11 @@ class AdbTcpTransport(Transport):
                                 read_timeout_s=timeout_s)
         except Exception as e:  # noqa: BLE001 - adb-shell raises many kinds
             self.close()
-            raise DeviceError(self.name, f"push {remote}", f"{type(e).__name__}: {e}") from e
+            # adb-shell carries the device's FAIL text as bytes: show it as text.
+            text = " ".join(bytes(a).decode("utf-8", "replace") if isinstance(a, (bytes, bytearray)) else str(a)
+                            for a in e.args) or type(e).__name__
+            cls = StorageFull if "No space left on device" in text else DeviceError
+            raise cls(self.name, f"push {remote}", f"{type(e).__name__}: {text}") from e
 
     def pull(self, remote: str, local: Path, timeout_s: float = 300.0) -> None:
         """Pull into a temp file and rename: a failed pull leaves no local file behind."""

@@ -39,7 +39,7 @@ def test_fault_exit_code_and_message(tmp_path, key, capsys, name):
         "recv_fail": (Faults(fail_recv=True), ["pull", "/data/local/tmp/r.json", str(pulled)], 3,
                       "pull /data/local/tmp/r.json"),
         "storage_full": (Faults(storage_quota_bytes=1000), ["push", str(local), "/data/local/tmp/in.bin"], 3,
-                         "No space left on device"),
+                         "No space left on device: in.bin needs 0.3 MB"),
         "hang": (Faults(hang_commands=("stuck",)), ["shell", "--timeout-s", "1", "--", "echo", "stuck"], 4,
                  "shell: no answer within 1 s"),
         "dropped_push": (Faults(drop_push_after_bytes=50_000, drop_push_times=99),
@@ -48,10 +48,12 @@ def test_fault_exit_code_and_message(tmp_path, key, capsys, name):
     faults, argv, want_code, message = cases[name]
     setup = (lambda dev: dev.sandbox.host_path("/data/local/tmp/r.json").write_text("{}")) if name == "recv_fail" else None
     code, address = run(tmp_path, key, faults, *argv, setup=setup)
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert code == want_code
     assert len(err) == 1 and err[0].startswith(f"error: {address}: ") and message in err[0], err
     assert not pulled.exists() and not list(tmp_path.glob(".out.json*"))
+    assert "bytearray" not in err[0] and (name != "storage_full" or "attempt" not in stderr)   # no retries
 
 
 def test_shell_passes_nasty_arguments_literally(tmp_path, key, capsys):
