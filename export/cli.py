@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
+import tempfile
 import warnings
 from typing import List, Optional
 
@@ -25,6 +28,35 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool):
+    """-q: what the libraries print while exporting (torchao and torch warnings, progress bars, the
+    ExecuTorch runtime's C++ log lines) goes to a temporary file, shown only if the export raises
+    something other than our own one-line errors."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        shown = True
+        try:
+            yield
+        except ExportError:
+            raise
+        except BaseException:
+            shown = False
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not shown:
+                held.seek(0)
+                sys.stderr.write(held.read().decode("utf-8", "replace"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ns = parse_args(argv)
     if not ns.verbose:
@@ -39,7 +71,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .pipeline import STAGES, run_export
         from .progress import StageTimer
 
-        manifest = run_export(cfg, StageTimer(STAGES, quiet=ns.quiet))
+        with _quiet_stderr(ns.quiet):
+            manifest = run_export(cfg, StageTimer(STAGES, quiet=ns.quiet))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -57,5 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{key}: {manifest['paths'][key]}")
         print(f"size_bytes: {manifest['pte_bytes']}")
         if v.get("enabled"):
-            print(f"validation: max_abs_diff={v['max_abs_diff']:.3g} top1={v['top1_agreement']:.3f}")
+            tol = v.get("tolerance") or {}
+            print(f"validation: passed, max_abs_diff={v['max_abs_diff']:.3g} (tolerance {tol.get('max_abs_diff', 0):.3g}) "
+                  f"top1={v['top1_agreement']:.3f} (minimum {tol.get('min_top1', 0):.3f})")
     return 0

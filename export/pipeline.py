@@ -126,6 +126,17 @@ def encode_prompt(tokenizer, text: str, bos_id: Optional[int]) -> list:
     return ([bos_id] if bos_id is not None and (not ids or ids[0] != bos_id) else []) + ids
 
 
+DENSE_ONLY = ("dense_kernel", "k_cache")                       # a delta program has no K cache
+DELTA_ONLY = ("theta", "theta_per_layer", "gamma", "w_max", "w_decode", "dk_budget", "calibration")
+
+
+def program_attention(cfg) -> dict:
+    """The attention settings the written program has (the full config stays under "config")."""
+    a = cfg.to_dict()["attention"]
+    drop = DENSE_ONLY if a["kind"] == "delta" else DELTA_ONLY
+    return {k: v for k, v in a.items() if k not in drop}
+
+
 def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[str, object]:
     """Export per `cfg`; returns the manifest. Nothing is left behind on failure."""
     timer = timer or StageTimer(STAGES)
@@ -187,7 +198,7 @@ def run_export(cfg: ExportConfig, timer: Optional[StageTimer] = None) -> Dict[st
         "architecture": args.to_dict(),
         "parameters": n_params,
         "quantization": qreport,
-        "attention": cfg.to_dict()["attention"],
+        "attention": program_attention(cfg),
         "attention_state": state,
         "calibration": built.calibration.summary(cfg.attention.calibration) if built.calibration else None,
         "metadata_methods": metadata,

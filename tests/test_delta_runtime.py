@@ -36,6 +36,7 @@ def _eager(overrides):
 def test_delta_program_matches_eager_and_counts_in_runtime(tiny_llama_delta):
     out, m = tiny_llama_delta
     assert m["attention"]["kind"] == "delta" and m["attention"]["theta"] == 0.3
+    assert "k_cache" not in m["attention"] and "dense_kernel" not in m["attention"]     # a delta program has no K cache
     assert "deltallm.delta_attention.default" in m["ops"]["portable_kinds"]
     eager, eager_counts = _eager(["attention.kind=delta", "attention.theta=0.3"])
     pte = PteModel(out / m["pte"])

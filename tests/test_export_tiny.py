@@ -87,6 +87,7 @@ def test_dense_kernels_give_the_same_program_output(tmp_path, tiny_llama_fp32, t
 
     out, m = tiny_llama_fp32
     assert m["attention"]["dense_kernel"] == "deltallm"
+    assert m["attention"]["k_cache"] == "fp32" and "theta" not in m["attention"]     # only what the program has
     assert m["ops"]["portable_kinds"].get("deltallm.dense_attention.default") == 2   # one per layer
     sdpa = export_with_cli("tiny_llama.yaml", tmp_path / "sdpa", "attention.dense_kernel=custom_sdpa")
     assert "deltallm.dense_attention.default" not in sdpa["ops"]["portable_kinds"]
@@ -148,3 +149,18 @@ def test_outputs_get_the_usual_file_mode(tiny_llama_fp32):
     os.umask(mask)
     for name in (manifest["pte"], f"{manifest['name']}.json", "tokenizer.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o666 & ~mask
+
+
+def test_quiet_export_prints_nothing_on_stderr_and_names_the_tolerance(tmp_path):
+    """-q: no library noise (torchao/torch warnings, progress bars, the runtime's C++ log lines); the
+    summary's validation line shows its tolerance beside the measured difference."""
+    import re
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "export", "--config", "tiny_llama.yaml", "-q", f"output.dir={tmp_path}"],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.startswith("validation:"))
+    assert re.fullmatch(r"validation: passed, max_abs_diff=\S+ \(tolerance [0-9.e-]+\) top1=1\.000 \(minimum 1\.000\)",
+                        line), line
