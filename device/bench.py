@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import shutil
 import sys
 import tempfile
 import time
@@ -29,6 +28,49 @@ from .transport import Transport, quote_args
 RUNNERS = ("auto", "native", "python", "android")
 NATIVE_NAME = "deltallm_runner"
 IDS_NAME = "prompt_ids.bin"
+PID_NAME = "runner.pid"
+
+
+@dataclass
+class DeviceFiles:
+    """Where a run's files live on the device: a folder per program under the workdir, named by the
+    program's sha256 (its manifest, tokenizer, prompt ids and results beside it, so programs never
+    overwrite each other's files); the native runner by its own sha256; one pid file for whichever
+    runner is running, so a runner left behind by a killed host command is stopped by the next one."""
+
+    workdir: str
+    program_sha256: str
+    runner_sha256: str = ""
+
+    @property
+    def folder(self) -> str:
+        return posixpath.join(self.workdir, self.program_sha256[:16])
+
+    def path(self, name: str) -> str:
+        return posixpath.join(self.folder, name)
+
+    @property
+    def runner(self) -> str:
+        return posixpath.join(self.workdir, f"{NATIVE_NAME}-{self.runner_sha256[:12]}")
+
+    @property
+    def pidfile(self) -> str:
+        return posixpath.join(self.workdir, PID_NAME)
+
+    def launch(self, cmd: List[str]) -> str:
+        """A shell line that stops a runner still recorded in the pid file (only if it is one of
+        ours), records this one and runs `cmd` in the program's folder."""
+        pid = quote_args([self.pidfile])
+        return (f"p=$(cat {pid} 2>/dev/null) && grep -q runner /proc/$p/cmdline 2>/dev/null && kill $p 2>/dev/null; "
+                f"cd {quote_args([self.folder])} && {{ {quote_args(cmd)} 2>&1 & echo $! > {pid}; wait $!; }}")
+
+    def finished(self, t: Transport) -> None:
+        t.shell(["rm", "-f", self.pidfile], 30)
+
+
+def program_sha256(pte: Path, manifest: dict) -> str:
+    sha = manifest.get("pte_sha256")
+    return sha if isinstance(sha, str) and len(sha) == 64 else local_digest(pte, "sha256")
 
 
 @dataclass
@@ -106,10 +148,11 @@ def _load_result(t: Transport, remote: str) -> dict:
     return data
 
 
-def _run_shell_runner(t: Transport, plan: BenchPlan, runner: str, remote_bin: str, remote_pte: str,
+def _run_shell_runner(t: Transport, plan: BenchPlan, runner: str, files: DeviceFiles, remote_pte: str,
                       remote_ids: str, p: int, d: int, temp, log) -> dict:
     """The native or the Python runner over the shell: one (prompt, decode) configuration."""
-    out = posixpath.join(plan.workdir, f"result_p{p}_d{d}.json")
+    remote_bin = files.runner
+    out = files.path(f"result_p{p}_d{d}.json")
     t.shell(["rm", "-f", out, out[: -len(".json")] + ".done"], 30)
     common = ["--pte", remote_pte, "--prompt-ids", remote_ids, "--out", out, "--prompt-lengths", str(p),
               "--decode-lengths", str(d), "--warmup", str(plan.warmup), "--reps", str(plan.reps),
@@ -121,19 +164,21 @@ def _run_shell_runner(t: Transport, plan: BenchPlan, runner: str, remote_bin: st
     if plan.cpu_mask:
         cmd = ["taskset", plan.cpu_mask] + cmd
     log(f"run {runner} prompt={p} decode={d} reps={plan.reps} (hottest zone {temp if temp is not None else '?'} C)")
-    r = t.shell(f"cd {quote_args([plan.workdir])} && {quote_args(cmd)} 2>&1", plan.run_timeout_s)
+    r = t.shell(files.launch(cmd), plan.run_timeout_s)
+    files.finished(t)
     if r.exit_code != 0:
         tail = " | ".join(r.output.strip().splitlines()[-3:])
         raise DeviceError(t.name, f"run prompt={p} decode={d}", f"{runner} runner exited with {r.exit_code}: {tail}")
     return _load_result(t, out)
 
 
-def _run_android(t: Transport, plan: BenchPlan, remote_pte: str, remote_ids: str, p: int, d: int, log) -> dict:
+def _run_android(t: Transport, plan: BenchPlan, files: DeviceFiles, remote_pte: str, remote_ids: str, p: int, d: int,
+                 log) -> dict:
     """The app's benchmark mode: am start with extras, poll for the marker, pull the JSON."""
     from . import android_protocol as ap
 
     run_id = f"p{p}_d{d}_{int(time.time() * 1000)}"
-    tok = posixpath.join(plan.workdir, "tokenizer.json")
+    tok = files.path("tokenizer.json")
     log(f"am start benchmark run {run_id}")
     t.check(ap.launch_command(run_id, remote_pte, tok, [p], [d], plan.warmup, plan.reps, plan.threads, remote_ids),
             f"am start {run_id}")
@@ -175,14 +220,14 @@ def resolve_runner(t: Transport, plan: BenchPlan, abi: str):
     return "native", binary, local_digest(binary, "sha256")
 
 
-def check_storage(t: Transport, plan: BenchPlan, files: List[Path]) -> None:
-    """Fail before pushing when the device lacks room for what is not there yet."""
+def check_storage(t: Transport, plan: BenchPlan, pushes: List[tuple]) -> None:
+    """Fail before pushing when the device lacks room for what is not there yet ((local, remote) pairs)."""
     free = free_bytes(t, plan.workdir)
     if free is None:
         return
     need = 0
-    for f in files:
-        there = t.stat(posixpath.join(plan.workdir, f.name))
+    for f, remote in pushes:
+        there = t.stat(remote)
         need += max(0, f.stat().st_size - (there[1] if there else 0))
     if need > free:
         raise DeviceError(t.name, "storage", f"not enough free storage in {plan.workdir}: the push needs "
@@ -210,20 +255,20 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
         except PromptError as e:
             raise DeviceError(t.name, "prompt", str(e)) from e
         ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
-        files = [pte] + [p for p in (manifest_path, pte.parent / "tokenizer.json") if p.is_file()] + [ids_file]
+        files = DeviceFiles(plan.workdir, program_sha256(pte, manifest), binary_sha)
+        pushes = [(f, files.path(f.name)) for f in [pte, manifest_path, pte.parent / "tokenizer.json", ids_file]
+                  if f.is_file()]
         if binary is not None:
-            shutil.copy2(binary, Path(tmp) / NATIVE_NAME)
-            files.append(Path(tmp) / NATIVE_NAME)
-        check_storage(t, plan, files)
-        for f in files:
-            log(f"push {f.name} -> {plan.workdir}")
-            pushed = push_verified(t, f, posixpath.join(plan.workdir, f.name), progress=ProgressBar(f.name))
+            pushes.append((binary, files.runner))
+        check_storage(t, plan, pushes)
+        for f, remote in pushes:
+            log(f"push {f.name} -> {remote}")
+            pushed = push_verified(t, f, remote, progress=ProgressBar(f.name))
             log(f"  {'pushed and verified' if pushed else 'unchanged on device, skipped'}")
-    remote_pte = posixpath.join(plan.workdir, pte.name)
-    remote_ids = posixpath.join(plan.workdir, IDS_NAME)
-    remote_bin = posixpath.join(plan.workdir, NATIVE_NAME)
+    remote_pte = files.path(pte.name)
+    remote_ids = files.path(IDS_NAME)
     if binary is not None:
-        t.check(["chmod", "755", remote_bin], "chmod runner")
+        t.check(["chmod", "755", files.runner], "chmod runner")
     info = device_info(t)
     results = []
     for p in plan.prompt_lengths:
@@ -231,9 +276,9 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
             temp = _thermal_gate(t, plan)
             before = cpufreq(t)
             if runner == "android":
-                data = _run_android(t, plan, remote_pte, remote_ids, p, d, log)
+                data = _run_android(t, plan, files, remote_pte, remote_ids, p, d, log)
             else:
-                data = _run_shell_runner(t, plan, runner, remote_bin, remote_pte, remote_ids, p, d, temp, log)
+                data = _run_shell_runner(t, plan, runner, files, remote_pte, remote_ids, p, d, temp, log)
             after = cpufreq(t)
             c = data["configs"][0]
             s = c["samples"]

@@ -8,21 +8,19 @@ stdout; figures (TTFT, prefill/decode tok/s, sparsity, RSS) to stderr.
 from __future__ import annotations
 
 import json
-import posixpath
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .bench import IDS_NAME, NATIVE_NAME, BenchPlan, ProgressBar, check_storage, resolve_runner
+from .bench import IDS_NAME, BenchPlan, DeviceFiles, ProgressBar, check_storage, program_sha256, resolve_runner
 from .chat import chat_messages, render_chat
 from .errors import DeviceError
 from .info import device_abi
 from .prompts import PromptError, load_tokenizer, write_ids
 from .push import push_verified
-from .transport import Transport, quote_args
+from .transport import Transport
 
 
 def prompt_ids(manifest: dict, tokenizer, prompt: str, system=None, raw: bool = False):
@@ -82,23 +80,23 @@ def _generate(ns, prep: Prepared, t: Transport) -> int:
     plan = BenchPlan(pte=pte, workdir=ns.workdir, runner="native",
                      runner_binary=Path(ns.runner_binary) if ns.runner_binary else None)
     abi = device_abi(t)
-    _, binary, _ = resolve_runner(t, plan, abi)
+    _, binary, binary_sha = resolve_runner(t, plan, abi)
+    files = DeviceFiles(ns.workdir, program_sha256(pte, manifest), binary_sha)
     with tempfile.TemporaryDirectory() as tmp:
         ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
-        shutil.copy2(binary, Path(tmp) / NATIVE_NAME)
-        files = [pte, ids_file, Path(tmp) / NATIVE_NAME]
-        check_storage(t, plan, files)
-        for f in files:
-            pushed = push_verified(t, f, posixpath.join(ns.workdir, f.name), progress=ProgressBar(f.name))
+        pushes = [(pte, files.path(pte.name)), (ids_file, files.path(IDS_NAME)), (binary, files.runner)]
+        check_storage(t, plan, pushes)
+        for f, remote in pushes:
+            pushed = push_verified(t, f, remote, progress=ProgressBar(f.name))
             print(f"{f.name}: {'pushed' if pushed else 'unchanged on device'}", file=sys.stderr)
-    remote_bin = posixpath.join(ns.workdir, NATIVE_NAME)
-    t.check(["chmod", "755", remote_bin], "chmod runner")
-    cmd = [remote_bin, "generate", "--pte", posixpath.join(ns.workdir, pte.name),
-           "--prompt-ids", posixpath.join(ns.workdir, IDS_NAME), "--max-new-tokens", str(prep.max_new_tokens),
+    t.check(["chmod", "755", files.runner], "chmod runner")
+    cmd = [files.runner, "generate", "--pte", files.path(pte.name),
+           "--prompt-ids", files.path(IDS_NAME), "--max-new-tokens", str(prep.max_new_tokens),
            "--temperature", str(ns.temperature), "--seed", str(ns.seed), "--threads", str(ns.threads)]
     if ns.cpus:
         cmd += ["--cpus", ns.cpus]
-    r = t.shell(f"cd {quote_args([ns.workdir])} && {quote_args(cmd)} 2>&1", ns.timeout_s)
+    r = t.shell(files.launch(cmd), ns.timeout_s)
+    files.finished(t)
     if r.exit_code != 0:
         tail = " | ".join(r.output.strip().splitlines()[-3:])
         raise DeviceError(t.name, "generate", f"native runner exited with {r.exit_code}: {tail}")

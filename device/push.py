@@ -1,5 +1,6 @@
 """Verified pushes: skip a file already on the device unchanged, retry a failed push a bounded
-number of times (reconnecting), and verify every push by checksum on the device."""
+number of times (reconnecting), and verify every push by checksum on the device. A push goes to
+`<remote>.part` and is renamed only once verified, so a failed push leaves no partial file."""
 from __future__ import annotations
 
 import hashlib
@@ -45,12 +46,25 @@ def push_verified(t: Transport, local: Path, remote: str, retries: int = 3, time
     if device_digest(t, remote, algo) == want:
         return False
     t.check(["mkdir", "-p", posixpath.dirname(remote)], f"mkdir {posixpath.dirname(remote)}")
+    part = remote + ".part"
+    try:
+        return _push_attempts(t, local, remote, part, want, algo, retries, timeout_s, progress)
+    finally:
+        try:
+            t.shell(["rm", "-f", part], 30)
+        except DeviceError:   # the device is gone: the push's own error is the one to report
+            pass
+
+
+def _push_attempts(t: Transport, local: Path, remote: str, part: str, want: str, algo: str, retries: int,
+                   timeout_s: float, progress: Progress) -> bool:
     last: Optional[Exception] = None
     for attempt in range(1, retries + 1):
         try:
-            t.push(local, remote, timeout_s=timeout_s, progress=progress)
-            got = device_digest(t, remote, algo)
+            t.push(local, part, timeout_s=timeout_s, progress=progress)
+            got = device_digest(t, part, algo)
             if got == want:
+                t.check(["mv", "-f", part, remote], f"rename {part}")
                 return True
             last = DeviceError(t.name, f"push {remote}", f"checksum mismatch after push ({got} != {want})")
         except StorageFull:

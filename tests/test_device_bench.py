@@ -40,7 +40,7 @@ def test_bench_delta_program_fills_every_field(tmp_path, key, tiny_llama_delta, 
     with device(tmp_path, key) as dev:
         code = main(bench_args(dev, key, out / m["pte"], "--results-dir", str(tmp_path / "res")))
         assert code == 0
-        assert dev.sandbox.host_path(f"/data/local/tmp/deltallm/{m['pte']}").read_bytes() == \
+        assert next(dev.sandbox.host_path("/data/local/tmp/deltallm").glob(f"*/{m['pte']}")).read_bytes() == \
             (out / m["pte"]).read_bytes()
     stdout = capsys.readouterr().out
     assert "| prompt_tokens | decode_tokens |" in stdout and "±" in stdout
@@ -140,3 +140,33 @@ def test_plot_writes_pngs(tmp_path, key, tiny_llama_delta, capsys):
     for name in ("latency_vs_prompt.png", "sparsity_per_layer.png"):
         data = (tmp_path / "png" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_each_program_has_its_own_folder_and_a_stale_runner_is_stopped(tmp_path, key, tiny_llama_fp32,
+                                                                          tiny_llama_delta, capsys):
+    """Two programs of the same file name land in two folders (by sha256), each with its own
+    manifest and tokenizer; a runner left running by a killed host command (recorded in the pid
+    file) is stopped by the next run; no pid file or partial push is left behind."""
+    import subprocess
+    import time
+
+    with device(tmp_path, key) as dev:
+        work = dev.sandbox.host_path("/data/local/tmp/deltallm")
+        work.mkdir(parents=True)
+        stale = work / "stale_runner"
+        stale.write_text("#!/bin/sh\nsleep 300\n")
+        stale.chmod(0o755)
+        sleeper = subprocess.Popen([str(stale)], stdout=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(0.2)
+        (work / "runner.pid").write_text(f"{sleeper.pid}\n")
+        for out, m in (tiny_llama_fp32, tiny_llama_delta):
+            assert main(bench_args(dev, key, out / m["pte"], "--format", "json")) == 0
+        assert sleeper.wait(10) is not None                     # stopped by the first run
+        folders = sorted(p for p in work.iterdir() if p.is_dir())
+        names = [sorted(f.name for f in d.iterdir() if not f.name.startswith("result_")) for d in folders]
+        manifests = [json.loads((d / "tiny_llama.json").read_text())["attention"]["kind"] for d in folders]
+        leftovers = [p.name for p in work.rglob("*") if p.name.endswith(".part") or p.name == "runner.pid"]
+    capsys.readouterr()
+    assert len(folders) == 2 and sorted(manifests) == ["delta", "dense"]
+    assert names == [["prompt_ids.bin", "tiny_llama.json", "tiny_llama.pte", "tokenizer.json"]] * 2
+    assert all(len(d.name) == 16 for d in folders) and leftovers == []

@@ -54,6 +54,7 @@ def test_fault_exit_code_and_message(tmp_path, key, capsys, name):
     assert len(err) == 1 and err[0].startswith(f"error: {address}: ") and message in err[0], err
     assert not pulled.exists() and not list(tmp_path.glob(".out.json*"))
     assert "bytearray" not in err[0] and (name != "storage_full" or "attempt" not in stderr)   # no retries
+    assert list((tmp_path / "dev").rglob("in.bin*")) == []                     # no partial push left behind
 
 
 def test_shell_passes_nasty_arguments_literally(tmp_path, key, capsys):

@@ -34,8 +34,8 @@ def test_auto_runs_the_arm64_binary_with_real_text(tmp_path, key, runners, tiny_
     out, m = tiny_llama_delta
     with device(tmp_path, key) as dev:
         code = bench(dev, key, out / m["pte"], "--results-dir", str(tmp_path / "res"))
-        pushed = dev.sandbox.host_path("/data/local/tmp/deltallm/deltallm_runner").read_bytes()
-        ids = read_ids(dev.sandbox.host_path("/data/local/tmp/deltallm/prompt_ids.bin"))
+        pushed = next(dev.sandbox.host_path("/data/local/tmp/deltallm").glob("deltallm_runner-*")).read_bytes()
+        ids = read_ids(next(dev.sandbox.host_path("/data/local/tmp/deltallm").glob("*/prompt_ids.bin")))
     assert code == 0, capsys.readouterr().err
     assert pushed == runners["arm64-v8a"].read_bytes()
     assert len(ids) == 40 and ids[0] == m["architecture"]["bos_id"] and len(set(ids)) > 15   # text, not noise
