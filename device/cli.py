@@ -135,15 +135,15 @@ def cmd_plot(ns) -> int:
 
 
 def cmd_virtual(ns) -> int:
+    from export.atomic import probe_write
+
     from . import preflight
     from .virtual import Faults, VirtualDevice
 
     root = Path(ns.root)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        probe = root / ".probe"
-        probe.write_bytes(b"")
-        probe.unlink()
+        probe_write(root)
     except OSError as e:
         raise preflight.InputError("--root", f"{root} cannot be used as the device's file system "
                                              f"({e.strerror or e})") from None

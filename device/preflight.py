@@ -9,14 +9,15 @@ written. Failures found on the device stay `DeviceError` (3), timeouts 4.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence
+
+from export.atomic import probe_write
+from export.external import sha256_file
 
 ET_IDENTIFIER_AT = 4        # a .pte is a flatbuffer: its 4-byte file identifier ("ET" + 2 digits) follows the root offset
 CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
@@ -52,14 +53,6 @@ class Program:
         return ctx if isinstance(ctx, int) and ctx > 0 else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
 def program(pte_arg: str, need_tokenizer: bool) -> Program:
     """The program, its manifest (checked against it) and its tokenizer (checked against both)."""
     pte = Path(pte_arg)
@@ -81,7 +74,7 @@ def program(pte_arg: str, need_tokenizer: bool) -> Program:
         if not isinstance(manifest, dict) or not str(manifest.get("format", "")).startswith("deltallm-export/"):
             raise InputError(str(mpath), "not a manifest written by `python -m export` (no format deltallm-export/N)")
         nbytes, sha = manifest.get("pte_bytes"), manifest.get("pte_sha256")
-        if (nbytes is not None and nbytes != size) or (sha is not None and sha != _sha256(pte)):
+        if (nbytes is not None and nbytes != size) or (sha is not None and sha != sha256_file(pte)):
             raise InputError("--pte", f"{pte} ({size} bytes) is not the program its manifest {mpath.name} describes "
                                       f"({nbytes} bytes{', sha256 ' + sha[:12] if sha else ''}): re-export, or keep "
                                       "each program with its own manifest")
@@ -176,9 +169,7 @@ def results_dir(value: Optional[str], overwrite: bool) -> Optional[Path]:
         if d.is_dir() and any(d.iterdir()) and not overwrite:
             raise InputError("--results-dir", f"{d} is not empty (pass --overwrite to replace its results)")
         d.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=d)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(d)
     except OSError as e:
         raise InputError("--results-dir", f"{d} cannot be written ({e.strerror or e})") from None
     return d

@@ -25,6 +25,14 @@ def temp_path_for(target: Path) -> Path:
     return Path(name)
 
 
+def probe_write(folder: Path) -> None:
+    """A real write in `folder` (os.access says yes to root on read-only file systems and /sys): a
+    probe file created and removed at once. Raises OSError when the folder cannot be written."""
+    fd, probe = tempfile.mkstemp(prefix=".deltallm-write-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_atomic(target: Path, write: Callable[[Path], None]) -> None:
     """`write(tmp)` fills a temp file; on success it replaces `target`, else it is removed."""
     tmp = temp_path_for(target)

@@ -1,12 +1,10 @@
 """The export pipeline: load, transform, quantize, export, lower, serialize, validate."""
 from __future__ import annotations
 
-import hashlib
-
 import dataclasses
+import hashlib
 import logging
 import os
-import tempfile
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ import torch
 
 from .arch import Transformer
 from .arch.bitnet import ternarize_
-from .atomic import temp_path_for, write_atomic, write_json_atomic
+from .atomic import probe_write, temp_path_for, write_atomic, write_json_atomic
 from .attention import attention_state_report, make_attention_core
 from .calibration import DeltaCalibration, fold_key_scales_, load_calibration
 from .config import Architecture, ExportConfig, LinearQuant
@@ -110,12 +108,9 @@ def _check_output_dir(cfg: ExportConfig) -> Path:
     parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise ConfigError("output.dir", f"{str(parent)!r} is not a folder")
-    # A real write (os.access says yes to root on read-only file systems and /sys): a probe file
-    # in the nearest existing folder, removed at once. Nothing else is created before the export.
+    # A real write in the nearest existing folder; nothing else is created before the export.
     try:
-        fd, probe = tempfile.mkstemp(prefix=".deltallm-write-probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
+        probe_write(parent)
     except OSError as e:
         raise ConfigError("output.dir", f"{str(parent)!r} is not writable ({e.strerror})") from None
     return out
