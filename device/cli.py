@@ -60,6 +60,7 @@ def cmd_bench(ns) -> int:
     if ns.runner_binary:
         preflight.local_file("--runner-binary", ns.runner_binary)
     ids = preflight.bench_prompt(ns, prog)
+    fresh_dir = bool(ns.results_dir) and not Path(ns.results_dir).exists()
     out = preflight.results_dir(ns.results_dir, ns.overwrite)
     plan = BenchPlan(pte=prog.pte, workdir=ns.workdir, prompt_lengths=ns.prompt_lengths,
                      decode_lengths=ns.decode_lengths, warmup=ns.warmup, reps=ns.reps, threads=ns.threads,
@@ -79,7 +80,8 @@ def cmd_bench(ns) -> int:
     try:
         run_bench(t, plan, on_result=keep)
     except DeviceError:
-        preflight.discard_results_dir(out)
+        if fresh_dir and not rows:   # a folder made for this run, and the run wrote nothing
+            out.rmdir()
         if rows:   # the finished cells are kept (and written as they finished); name what is missing
             done = {(r.prompt_tokens, r.decode_tokens) for r in rows}
             missing = [f"prompt {p} decode {d}" for p in plan.prompt_lengths for d in plan.decode_lengths

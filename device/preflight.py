@@ -154,17 +154,14 @@ def bench_prompt(ns, prog: Program) -> List[int]:
                                 Path(ns.prompt_file) if ns.prompt_file else None, ns.random_prompt, prog.tokenizer,
                                 repeat=ns.repeat_prompt)
     except PromptError as e:
-        raise InputError("--prompt-file" if ns.prompt_file else "--pte", str(e).removeprefix(f"--prompt-file {ns.prompt_file}: ")) from None
+        raise InputError("--prompt-file" if ns.prompt_file else "--pte", str(e)) from None
 
 
 def results_dir(value: Optional[str], overwrite: bool) -> Optional[Path]:
-    """Created up front and proven writable; a folder holding results is kept unless --overwrite.
-    `discard_results_dir` removes it again when a run ends before any result."""
+    """Created up front and proven writable; a folder holding results is kept unless --overwrite."""
     if value is None:
         return None
     d = Path(value)
-    if not d.exists():
-        _created.add(d)
     try:
         if d.is_dir() and any(d.iterdir()) and not overwrite:
             raise InputError("--results-dir", f"{d} is not empty (pass --overwrite to replace its results)")
@@ -173,15 +170,6 @@ def results_dir(value: Optional[str], overwrite: bool) -> Optional[Path]:
     except OSError as e:
         raise InputError("--results-dir", f"{d} cannot be written ({e.strerror or e})") from None
     return d
-
-
-_created: set = set()
-
-
-def discard_results_dir(d: Optional[Path]) -> None:
-    """The folder `results_dir` created, removed if the run wrote nothing into it."""
-    if d is not None and d in _created and d.is_dir() and not any(d.iterdir()):
-        d.rmdir()
 
 
 def local_file(flag: str, value: str) -> Path:

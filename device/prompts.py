@@ -90,7 +90,7 @@ def bench_prompt_ids(pte: Path, manifest: dict, n: int, prompt_file: Optional[Pa
         try:
             text = Path(prompt_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise PromptError(f"--prompt-file {prompt_file}: {e}") from e
+            raise PromptError(f"{prompt_file}: {e}") from e
     else:
         text = DEFAULT_PASSAGE.read_text(encoding="utf-8")
     tok = load_tokenizer(tokenizer_path or pte.parent / "tokenizer.json")
@@ -98,4 +98,4 @@ def bench_prompt_ids(pte: Path, manifest: dict, n: int, prompt_file: Optional[Pa
     try:
         return text_ids(tok, text, n, bos if isinstance(bos, int) else None, repeat or prompt_file is None)
     except PromptError as e:
-        raise PromptError(f"--prompt-file {prompt_file}: {e}" if prompt_file is not None else str(e)) from None
+        raise PromptError(f"{prompt_file}: {e}" if prompt_file is not None else str(e)) from None
