@@ -263,7 +263,8 @@ def run_bench(t: Transport, plan: BenchPlan, log=lambda m: print(m, file=sys.std
         check_storage(t, plan, pushes)
         for f, remote in pushes:
             log(f"push {f.name} -> {remote}")
-            pushed = push_verified(t, f, remote, progress=ProgressBar(f.name))
+            pushed = push_verified(t, f, remote, progress=ProgressBar(f.name),
+                                   sha256=files.program_sha256 if f == pte else None)
             log(f"  {'pushed and verified' if pushed else 'unchanged on device, skipped'}")
     remote_pte = files.path(pte.name)
     remote_ids = files.path(IDS_NAME)

@@ -87,7 +87,8 @@ def _generate(ns, prep: Prepared, t: Transport) -> int:
         pushes = [(pte, files.path(pte.name)), (ids_file, files.path(IDS_NAME)), (binary, files.runner)]
         check_storage(t, plan, pushes)
         for f, remote in pushes:
-            pushed = push_verified(t, f, remote, progress=ProgressBar(f.name))
+            pushed = push_verified(t, f, remote, progress=ProgressBar(f.name),
+                                   sha256=files.program_sha256 if f == pte else None)
             print(f"{f.name}: {'pushed' if pushed else 'unchanged on device'}", file=sys.stderr)
     t.check(["chmod", "755", files.runner], "chmod runner")
     cmd = [files.runner, "generate", "--pte", files.path(pte.name),

@@ -39,10 +39,12 @@ def device_digest(t: Transport, remote: str, algo: str, timeout_s: float = 120.0
 
 
 def push_verified(t: Transport, local: Path, remote: str, retries: int = 3, timeout_s: float = 300.0,
-                  progress: Progress = None, algo: Optional[str] = None) -> bool:
-    """Push `local` to `remote` unless the same bytes are there. Returns True if it pushed."""
+                  progress: Progress = None, algo: Optional[str] = None, sha256: Optional[str] = None) -> bool:
+    """Push `local` to `remote` unless the same bytes are there. Returns True if it pushed.
+    `sha256`: the file's digest when the caller already knows it (a program's, from its checked
+    manifest), so a large program is not read once more to hash it."""
     algo = algo or device_hash_tool(t)
-    want = local_digest(local, algo)
+    want = sha256 if sha256 and algo == "sha256" else local_digest(local, algo)
     if device_digest(t, remote, algo) == want:
         return False
     t.check(["mkdir", "-p", posixpath.dirname(remote)], f"mkdir {posixpath.dirname(remote)}")
