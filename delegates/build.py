@@ -2,7 +2,7 @@
 
     python -m delegates.build [--force] [--debug]
 
-- delegates/lib/libdeltallm_core.so: the C core, micro-kernels (scalar + AVX2/FMA), counters, C API.
+- delegates/lib/libdeltallm_core.so: the C core, micro-kernels (scalar + AVX2/FMA, or NEON with SDOT chosen at run time), counters, C API.
 - delegates/lib/libdeltallm_executorch.so: the ExecuTorch kernels deltallm::delta_attention.out and
   deltallm::dense_attention.out,
   linked against the core and the executorch wheel's _portable_lib.
@@ -62,7 +62,8 @@ def build(force: bool = False, debug: bool = False) -> None:
     base = [cxx, "-std=c++17", "-fPIC", *opt, "-Wall", "-Wno-unused-function", f"-I{CSRC}"]
     core_srcs = [CSRC / "deltaattn.cc", CSRC / "deltaenc_budget.cc", CSRC / "task_pool.cc",
                  CSRC / "ukernels" / "f32_deltaattn_scalar.cc",
-                 CSRC / "ukernels" / "f32_deltaattn_neon.cc"]     # compiles to nothing off AArch64
+                 CSRC / "ukernels" / "f32_deltaattn_neon.cc",     # the NEON files compile to nothing off AArch64
+                 CSRC / "ukernels" / "qblocks_scalar.cc", CSRC / "ukernels" / "qblocks_neon.cc"]
     x86 = platform.machine() in ("x86_64", "AMD64")
     deps = _sources([CSRC, CSRC / "ukernels"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,8 +74,13 @@ def build(force: bool = False, debug: bool = False) -> None:
                 _run([*base, "-c", str(src), "-o", str(obj)])
                 objs.append(obj)
             if x86:
-                obj = Path(tmp) / "avx2.o"
-                _run([*base, "-mavx2", "-mfma", "-mf16c", "-c", str(CSRC / "ukernels" / "f32_deltaattn_avx2.cc"), "-o", str(obj)])
+                for name in ("f32_deltaattn_avx2", "qblocks_avx2"):
+                    obj = Path(tmp) / f"{name}.o"
+                    _run([*base, "-mavx2", "-mfma", "-mf16c", "-c", str(CSRC / "ukernels" / f"{name}.cc"), "-o", str(obj)])
+                    objs.append(obj)
+            elif platform.machine() in ("aarch64", "arm64"):
+                obj = Path(tmp) / "qblocks_neondot.o"
+                _run([*base, "-march=armv8.2-a+dotprod", "-c", str(CSRC / "ukernels" / "qblocks_neondot.cc"), "-o", str(obj)])
                 objs.append(obj)
             out = Path(tmp) / CORE.name
             _run([*base, "-shared", *map(str, objs), "-o", str(out), "-Wl,-soname," + CORE.name, "-lpthread"])

@@ -20,7 +20,7 @@ class AttnArgs(ctypes.Structure):
         ("k_hat", ctypes.c_void_p), ("k_ckpt", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
         ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("ring_len", ctypes.c_int64),
-        ("v_fp16", ctypes.c_int64), ("start_pos", ctypes.c_int64),
+        ("v_format", ctypes.c_int64), ("start_pos", ctypes.c_int64),
         ("theta", ctypes.c_float), ("gamma", ctypes.c_float), ("w_max", ctypes.c_int64),
         ("w_decode", ctypes.c_int64), ("layer", ctypes.c_int64),
         ("parallel", ctypes.c_void_p), ("pool_ctx", ctypes.c_void_p), ("dk_rows", ctypes.c_int64)]]
@@ -31,8 +31,8 @@ class DenseArgs(ctypes.Structure):
         ("q", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p),
         ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p), ("out", ctypes.c_void_p),
         ("seq_len", ctypes.c_int64), ("n_heads", ctypes.c_int64), ("n_kv_heads", ctypes.c_int64),
-        ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("v_fp16", ctypes.c_int64),
-        ("k_fp16", ctypes.c_int64), ("start_pos", ctypes.c_int64), ("parallel", ctypes.c_void_p),
+        ("head_dim", ctypes.c_int64), ("max_len", ctypes.c_int64), ("v_format", ctypes.c_int64),
+        ("k_format", ctypes.c_int64), ("start_pos", ctypes.c_int64), ("parallel", ctypes.c_void_p),
         ("pool_ctx", ctypes.c_void_p)]]
 
 
@@ -72,6 +72,8 @@ def core() -> ctypes.CDLL:
             for f in (lib.dlm_dk_rows, lib.dlm_dk_per_key):
                 f.argtypes = [ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
                 f.restype = ctypes.c_int64
+            lib.dlm_cache_row_bytes.argtypes = [ctypes.c_int64, ctypes.c_int64]
+            lib.dlm_cache_row_bytes.restype = ctypes.c_int64
             lib.dlm_ckpt_len.argtypes = [ctypes.c_int64]
             lib.dlm_ckpt_len.restype = ctypes.c_int64
             _core = lib

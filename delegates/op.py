@@ -3,7 +3,8 @@ a CPU kernel that calls the same C core as the ExecuTorch runtime (through ctype
 
 Tensors (batch 1, T = max context, R = ring length, see delegates/csrc/deltaattn.h):
 q [1,S,H,D]; k, v [1,S,Hkv,D]; the state: k_ring [1,R,Hkv,D] f32 (raw keys of the last R positions,
-for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,D] f32 or float16, dk_mask [1,T,Hkv,D/8]
+for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,row] in any cache format (delegates/formats.py:
+fp32, fp16, q8_0, q4_0), dk_mask [1,T,Hkv,D/8]
 uint8 (ΔK non-zero bitmask), dk_val [1,Hkv,P,D] float16 (per kv head one stream: the ΔK non-zeros
 packed key after key, read sequentially; P = T rows hold every non-zero, fewer set a budget of
 values per key, see dk_rows), dk_end [1,T,Hkv] int32 (where key t's non-zeros end in its
@@ -11,8 +12,9 @@ head's stream), k_hat [1,Hkv,D] f32, k_ckpt [1,C,Hkv,D] f32 (k̂ every DLM_CKPT_
 where a split of the keys starts; C = dlm_ckpt_len(T)). Returns [1,S,H,D].
 
 deltallm::dense_attention is the same kernel with every key exact (no ΔK state): q, k, v as above,
-k_cache and v_cache [1,T,Hkv,D], each f32 or float16 (stored rounded to nearest even, clamped to
-±65504; an fp16 K cache's keys are stored before the scores), updated at [start_pos, start_pos + S).
+k_cache and v_cache [1,T,Hkv,row], each in any cache format (fp16 rounded to nearest even and clamped to
+±65504, q8_0 / q4_0 quantized, as stored; a K cache in any format but fp32 stores this call's keys before
+the scores, and a quantized one is read with q8-quantized queries), updated at [start_pos, start_pos + S).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import ctypes
 
 import torch
 
+from . import formats
 from .library import AttnArgs, DenseArgs, core
 
 ARGS = ("Tensor q, Tensor k, Tensor v, Tensor(a!) k_ring, Tensor(b!) k_sink, Tensor(c!) v_cache, "
@@ -57,16 +60,17 @@ def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int, st
 
 
 def empty_state(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int,
-                v_dtype: torch.dtype = torch.float32, stream_rows: int = 0) -> dict:
-    dtypes = {**DTYPES, "v_cache": v_dtype}
+                v_format: formats.Format = formats.Format.FP32, stream_rows: int = 0) -> dict:
     shapes = state_shapes(max_len, ring_len, n_kv_heads, head_dim, stream_rows)
-    return {n: torch.zeros(shape, dtype=dtypes[n]) for n, shape in shapes.items()}
+    state = {n: torch.zeros(shape, dtype=DTYPES[n]) for n, shape in shapes.items() if n != "v_cache"}
+    state["v_cache"] = formats.empty_cache(v_format, max_len, n_kv_heads, head_dim)
+    return {n: state[n] for n in shapes}
 
 
 def _ptr(t: torch.Tensor, name: str) -> int:
     dtype = DTYPES.get(name, torch.float32)
-    if name == "v_cache" and t.dtype == torch.float16:
-        dtype = torch.float16
+    if name == "v_cache":
+        dtype = t.dtype   # any cache format: checked by _cache_format
     if t.dtype != dtype:
         raise RuntimeError(f"deltallm::delta_attention: {name} must be {dtype}, got {t.dtype}")
     if not t.is_contiguous():
@@ -90,11 +94,20 @@ def _check_shapes(q, k, v, state: dict):
         raise RuntimeError("deltallm::delta_attention: v_cache and k_ring must have rank 4")
     rows = state["dk_val"].shape[2] if state["dk_val"].dim() == 4 else 0   # the core checks the rows
     want = state_shapes(state["v_cache"].shape[1], state["k_ring"].shape[1], hkv, D, rows)
+    want["v_cache"] = want["v_cache"][:3] + (state["v_cache"].shape[3],)
+    _cache_format("deltallm::delta_attention", "v_cache", state["v_cache"], D)
     for name, shape in want.items():
         if tuple(state[name].shape) != shape:
             shown = str(list(shape)) if name != "dk_val" else f"[1, {hkv}, P, {D}] (P rows: dk_rows)"
             raise RuntimeError(f"deltallm::delta_attention: {name} must have shape {shown} for these q/k/v "
                                f"and caches, got {list(state[name].shape)}")
+
+
+def _cache_format(op: str, name: str, t: torch.Tensor, head_dim: int) -> formats.Format:
+    try:
+        return formats.format_of(t, head_dim)
+    except ValueError as e:
+        raise RuntimeError(f"{op}: {name} {e}") from None
 
 
 def _run(q, k, v, state: dict, start_pos, theta, gamma, w_max, w_decode, layer, out):
@@ -105,7 +118,7 @@ def _run(q, k, v, state: dict, start_pos, theta, gamma, w_max, w_decode, layer, 
         **{n: _ptr(state[n], n) for n in STATE},
         seq_len=q.shape[1], n_heads=q.shape[2], n_kv_heads=k.shape[2], head_dim=q.shape[3],
         max_len=state["v_cache"].shape[1], ring_len=state["k_ring"].shape[1],
-        v_fp16=int(state["v_cache"].dtype == torch.float16), start_pos=int(start_pos),
+        v_format=int(formats.format_of(state["v_cache"], q.shape[3])), start_pos=int(start_pos),
         theta=float(theta), gamma=float(gamma), w_max=int(w_max), w_decode=int(w_decode), layer=int(layer),
         parallel=None, pool_ctx=None, dk_rows=state["dk_val"].shape[2])
     err = ctypes.create_string_buffer(256)
@@ -159,22 +172,22 @@ def _run_dense(q, k, v, k_cache, v_cache, start_pos, out):
     D, hkv = q.shape[3], k.shape[2]
     if D % 8:
         raise RuntimeError(f"{name}: head_dim must be a multiple of 8, got {D}")
-    want = (1, k_cache.shape[1], hkv, D)
     if tuple(k.shape) != tuple(v.shape) or k.shape[3] != D:
         raise RuntimeError(f"{name}: k and v must have the same shape [1, S, kv_heads, {D}], got k {list(k.shape)} "
                            f"and v {list(v.shape)}")
+    fmts = {}
     for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        fmts[t_name] = _cache_format(name, t_name, t, D)
+        want = (1, k_cache.shape[1], hkv, formats.row_bytes(fmts[t_name], D) // t.element_size())
         if tuple(t.shape) != want:
             raise RuntimeError(f"{name}: {t_name} must have shape {list(want)}, got {list(t.shape)}")
-        if t.dtype not in (torch.float32, torch.float16):
-            raise RuntimeError(f"{name}: {t_name} must be float32 or float16, got {t.dtype}")
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         raise RuntimeError(f"{name}: the caches must be contiguous")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     a = DenseArgs(q=_ptr(q, "q"), k=_ptr(k, "k"), v=_ptr(v, "v"), k_cache=k_cache.data_ptr(),
                   v_cache=v_cache.data_ptr(), out=_ptr(out, "out"), seq_len=q.shape[1], n_heads=q.shape[2],
-                  n_kv_heads=hkv, head_dim=D, max_len=k_cache.shape[1], v_fp16=int(v_cache.dtype == torch.float16),
-                  k_fp16=int(k_cache.dtype == torch.float16), start_pos=int(start_pos), parallel=None, pool_ctx=None)
+                  n_kv_heads=hkv, head_dim=D, max_len=k_cache.shape[1], v_format=int(fmts["v_cache"]),
+                  k_format=int(fmts["k_cache"]), start_pos=int(start_pos), parallel=None, pool_ctx=None)
     err = ctypes.create_string_buffer(256)
     if core().dlm_dense_attention_f32(ctypes.byref(a), err, len(err)) != 0:
         raise RuntimeError(err.value.decode())

@@ -7,6 +7,7 @@ its caches as (non-persistent) mutable buffers, and returns [1,S,H,D].
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -28,6 +29,7 @@ class DenseAttention(nn.Module):
         super().__init__()
         load_llama_custom_ops()
         shape = (1, max_context_len, n_kv_heads, head_dim)
+        self.kv_shape = shape[1:]
         self.register_buffer("k_cache", torch.zeros(shape), persistent=False)
         self.register_buffer("v_cache", torch.zeros(shape), persistent=False)
 
@@ -39,8 +41,6 @@ class DenseAttention(nn.Module):
 
 def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_heads: int,
                         head_dim: int, max_context_len: int, max_seq_len: int) -> nn.Module:
-    v_dtype = torch.float16 if cfg.v_cache == CacheDtype.FP16 else torch.float32
-    k_dtype = torch.float16 if cfg.k_cache == CacheDtype.FP16 else torch.float32
     if cfg.kind == AttentionKind.DENSE and cfg.dense_kernel == DenseKernel.CUSTOM_SDPA:
         return DenseAttention(n_kv_heads, head_dim, max_context_len)
     field = "attention.kind" if cfg.kind == AttentionKind.DELTA else "attention.dense_kernel"
@@ -52,13 +52,19 @@ def make_attention_core(cfg: AttentionConfig, layer: int, n_heads: int, n_kv_hea
                                  f"{e}; run `python -m delegates.build`, or use attention.dense_kernel=custom_sdpa") from e
     if head_dim % 8:
         raise ConfigError(field, f"{what} needs head_dim to be a multiple of 8, got {head_dim}")
+    from delegates.formats import Format
+    for name, fmt in (("attention.k_cache", cfg.k_cache), ("attention.v_cache", cfg.v_cache)):
+        if fmt in (CacheDtype.Q8_0, CacheDtype.Q4_0) and head_dim % 32:
+            raise ConfigError(name, f"{fmt.value} stores blocks of 32 elements: head_dim must be a multiple of 32, "
+                                    f"got {head_dim}")
+    v_format, k_format = Format.parse(cfg.v_cache.value), Format.parse(cfg.k_cache.value)
     if cfg.kind == AttentionKind.DENSE:
-        return ExactAttention(n_kv_heads, head_dim, max_context_len, v_dtype, k_dtype)
+        return ExactAttention(n_kv_heads, head_dim, max_context_len, v_format, k_format)
     if cfg.kind == AttentionKind.DELTA:
         theta = cfg.theta if cfg.theta_per_layer is None else cfg.theta_per_layer[layer]
         return DeltaAttention(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim,
                               max_context_len=max_context_len, max_seq_len=max_seq_len, theta=theta, gamma=cfg.gamma,
-                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer, v_dtype=v_dtype,
+                              w_max=cfg.w_max, w_decode=cfg.w_decode, layer=layer, v_format=v_format,
                               dk_budget=cfg.dk_budget)
     raise ConfigError("attention.kind", f"unsupported {cfg.kind!r}")  # pragma: no cover
 
@@ -69,7 +75,7 @@ def attention_state_report(model: nn.Module, max_context_len: int) -> dict:
     cores = [m for m in model.modules()
              if isinstance(m, DenseAttention) or type(m).__name__ in ("DeltaAttention", "ExactAttention")]
     total = sum(b.numel() * b.element_size() for c in cores for b in c.buffers())
-    dense = sum(2 * c.v_cache.numel() * 4 for c in cores)   # every core keeps a [1, T, Hkv, D] V cache
+    dense = sum(2 * 4 * math.prod(c.kv_shape) for c in cores)   # fp32 K and V caches [T, Hkv, D]
     return {"bytes": total, "bytes_per_token": total / max_context_len, "dense_fp32_kv_bytes": dense,
             "ratio_to_dense_fp32_kv": total / dense if dense else None, "max_context_len": max_context_len}
 

@@ -46,8 +46,12 @@ class DenseKernel(str, enum.Enum):
 
 
 class CacheDtype(str, enum.Enum):
+    """A cache's format (delegates/formats.py): fp32, fp16, or llama.cpp's q8_0 / q4_0 blocks of 32
+    elements with an fp16 scale (8.5 / 4.5 bits per element; head_dim a multiple of 32)."""
     FP32 = "fp32"
     FP16 = "fp16"
+    Q8_0 = "q8_0"
+    Q4_0 = "q4_0"
 
 
 class LinearQuant(str, enum.Enum):
@@ -146,8 +150,8 @@ class AttentionConfig:
     w_max: int = 1 << 20
     w_decode: int = 4
     dense_kernel: DenseKernel = DenseKernel.DELTALLM   # kind=dense: which attention kernel the program calls
-    v_cache: CacheDtype = CacheDtype.FP32   # the V cache's element type (fp16 halves its memory)
-    k_cache: CacheDtype = CacheDtype.FP32   # kind=dense: the K cache's element type (fp16 halves it)
+    v_cache: CacheDtype = CacheDtype.FP32   # the V cache's format: fp32, fp16, q8_0 or q4_0
+    k_cache: CacheDtype = CacheDtype.FP32   # kind=dense: the K cache's format: fp32, fp16, q8_0 or q4_0
     dk_budget: float = 1.0       # kind=delta: ΔK values stored per key on average / head_dim (1: all)
     calibration: str = ""        # calibration file: key scales and/or per-layer θ (export.calibration)
 
@@ -161,16 +165,16 @@ class AttentionConfig:
         _require(self.w_decode >= 1, "attention.w_decode", f"must be >= 1, got {self.w_decode}")
         _require(self.kind == AttentionKind.DELTA or self.dense_kernel == DenseKernel.DELTALLM
                  or self.v_cache == CacheDtype.FP32, "attention.v_cache",
-                 "fp16 needs attention.kind=delta or attention.dense_kernel=deltallm "
+                 f"{self.v_cache.value} needs attention.kind=delta or attention.dense_kernel=deltallm "
                  "(custom_sdpa keeps ExecuTorch's fp32 caches)")
         _require(0.0 < self.dk_budget <= 1.0, "attention.dk_budget", f"must be in (0, 1], got {self.dk_budget}")
         _require(self.dk_budget == 1.0 or self.kind == AttentionKind.DELTA, "attention.dk_budget",
                  "< 1 needs attention.kind=delta (it sizes the ΔK value stream)")
         _require(self.k_cache == CacheDtype.FP32 or (self.kind == AttentionKind.DENSE
                                                      and self.dense_kernel == DenseKernel.DELTALLM),
-                 "attention.k_cache", "fp16 needs attention.kind=dense with attention.dense_kernel=deltallm "
-                 "(the delta program keeps its keys as the fp16 ΔK cache; custom_sdpa keeps ExecuTorch's "
-                 "fp32 caches)")
+                 "attention.k_cache", f"{self.k_cache.value} needs attention.kind=dense with "
+                 "attention.dense_kernel=deltallm (the delta program keeps its keys as the fp16 ΔK cache; "
+                 "custom_sdpa keeps ExecuTorch's fp32 caches)")
 
 
 GROUP_SIZES = (16, 32, 64, 128, 256)

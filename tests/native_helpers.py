@@ -3,6 +3,7 @@ runtime on the same program and ids, call by call."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import List, Sequence
@@ -16,9 +17,11 @@ def native_cmd(binary: Path, abi: str) -> List[str]:
     return ([QEMU] if abi == "arm64-v8a" else []) + [str(binary)]
 
 
-def run_native(binary: Path, abi: str, *args, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_native(binary: Path, abi: str, *args, timeout: float = 600, qemu_cpu: str = "") -> subprocess.CompletedProcess:
+    """qemu_cpu (arm64): the core qemu emulates (QEMU_CPU), e.g. cortex-a72 (Armv8.0: no SDOT); default max."""
+    env = {**os.environ, "QEMU_CPU": qemu_cpu or "max"} if abi == "arm64-v8a" else None
     return subprocess.run(native_cmd(binary, abi) + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def native_generate(binary: Path, abi: str, pte: Path, ids_file: Path, steps: int, tmp: Path, *extra):

@@ -80,6 +80,11 @@ CASES = [
     ("fp16_k_cache_on_custom_sdpa", TINY, ["attention.dense_kernel=custom_sdpa", "attention.k_cache=fp16"],
      "attention.k_cache"),
     ("bad_k_cache_dtype", TINY, ["attention.k_cache=bf16"], "attention.k_cache"),
+    ("q8_0_k_cache_on_delta", TINY, ["attention.kind=delta", "attention.k_cache=q8_0"], "attention.k_cache"),
+    ("q4_0_v_cache_on_custom_sdpa", TINY, ["attention.dense_kernel=custom_sdpa", "attention.v_cache=q4_0"],
+     "attention.v_cache"),
+    ("q8_0_k_cache_head_dim_16", TINY, ["attention.k_cache=q8_0"], "attention.k_cache"),    # tiny_llama: head_dim 16
+    ("q4_0_v_cache_head_dim_16_delta", TINY, ["attention.kind=delta", "attention.v_cache=q4_0"], "attention.v_cache"),
     ("dk_budget_zero", TINY, ["attention.kind=delta", "attention.dk_budget=0"], "attention.dk_budget"),
     ("dk_budget_above_one", TINY, ["attention.kind=delta", "attention.dk_budget=1.5"], "attention.dk_budget"),
     ("dk_budget_on_dense", TINY, ["attention.dk_budget=0.7"], "attention.dk_budget"),

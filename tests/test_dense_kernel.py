@@ -7,7 +7,8 @@ import torch
 
 from delegates.library import core
 from delegates.reference import dense_attention
-from tests.delta_helpers import make_qkv, nmse
+from delegates import formats
+from tests.delta_helpers import as_format, make_qkv, nmse
 
 
 @pytest.fixture(params=[("avx2_fma", 1), ("avx2_fma", 2), ("scalar", 1)], ids=lambda p: f"{p[0]}-{p[1]}t")
@@ -27,8 +28,8 @@ def variant(request):
 
 def run_dense(q, k, v, chunks, max_len, v_dtype=torch.float32, k_dtype=torch.float32):
     hkv, d = k.shape[1], k.shape[2]
-    k_cache = torch.zeros(1, max_len, hkv, d, dtype=k_dtype)
-    v_cache = torch.zeros(1, max_len, hkv, d, dtype=v_dtype)
+    k_cache = formats.empty_cache(as_format(k_dtype), max_len, hkv, d)
+    v_cache = formats.empty_cache(as_format(v_dtype), max_len, hkv, d)
     outs, pos = [], 0
     for n in chunks:
         sl = slice(pos, pos + n)
@@ -133,8 +134,9 @@ def _bad(**change):
     (dict(q=torch.zeros(1, 4, 4, 32)), "k and v must have the same shape"),
     (dict(q=torch.zeros(1, 4, 4, 12), k=torch.zeros(1, 4, 2, 12), v=torch.zeros(1, 4, 2, 12)), "multiple of 8"),
     (dict(k_cache=torch.zeros(1, 9, 2, 64)), r"k_cache must have shape \[1, 9, 2, 64\]|v_cache must have shape"),
-    (dict(v_cache=torch.zeros(1, 8, 2, 64, dtype=torch.int32)), "v_cache must be float32 or float16, got torch.int32"),
-    (dict(k_cache=torch.zeros(1, 8, 2, 64, dtype=torch.bfloat16)), "k_cache must be float32 or float16, got torch.bf"),
+    (dict(v_cache=torch.zeros(1, 8, 2, 64, dtype=torch.int32)), r"v_cache must be float32 or float16 .* got torch.int32"),
+    (dict(k_cache=torch.zeros(1, 8, 2, 64, dtype=torch.bfloat16)), r"k_cache must be float32 or float16 .* got torch.bf"),
+    (dict(k_cache=torch.zeros(1, 8, 2, 64, dtype=torch.uint8)), r"k_cache .* q8_0 / q4_0 blocks \[.., 68 or 36\]"),
     (dict(q=torch.zeros(1, 4, 4, 64, dtype=torch.float64)), "q must be torch.float32"),
     (dict(start_pos=6), "cache overflow"),
     (dict(q=torch.zeros(1, 4, 3, 64)), "multiple of n_kv_heads"),

@@ -111,6 +111,34 @@ def test_dense_kernels_give_the_same_program_output(tmp_path, tiny_llama_fp32, t
     assert 0 < (logits[2] - logits[3]).abs().max().item() <= 1e-2 * scale   # and fp16 K on top
 
 
+def test_quantized_kv_cache_programs_run_and_count_their_bytes(tmp_path):
+    """attention.k_cache / v_cache = q8_0 / q4_0 (head_dim 32: two heads of the tiny model): the program
+    validates against eager with the same caches, stores 34 / 18 bytes per 32 elements (the manifest
+    counts them), and its logits stay close to the fp32-cache program's, not equal to them."""
+    from tests.conftest import export_with_cli
+
+    shape = ("arch.n_heads=2", "arch.n_kv_heads=1")
+    runs = {}
+    for name, k, v in (("fp32", "fp32", "fp32"), ("q8_0", "q8_0", "q8_0"), ("q4_0", "q4_0", "q4_0"),
+                       ("q8k_q4v", "q8_0", "q4_0")):
+        m = export_with_cli("tiny_llama.yaml", tmp_path / name, *shape, f"attention.k_cache={k}", f"attention.v_cache={v}")
+        assert m["validation"]["passed"] and m["attention"]["k_cache"] == k and m["attention"]["v_cache"] == v
+        runs[name] = (tmp_path / name / m["pte"], m["attention_state"])
+    rows = {"fp32": 128, "q8_0": 34, "q4_0": 18}   # bytes per row of head_dim 32, one layer and kv head
+    for name, (k, v) in {"q8_0": ("q8_0", "q8_0"), "q4_0": ("q4_0", "q4_0"), "q8k_q4v": ("q8_0", "q4_0")}.items():
+        st = runs[name][1]
+        assert st["bytes_per_token"] == 2 * (rows[k] + rows[v])          # 2 layers x 1 kv head
+        assert st["ratio_to_dense_fp32_kv"] == pytest.approx((rows[k] + rows[v]) / 256)
+    toks = torch.arange(3, 40).reshape(1, -1)
+    logits = {}
+    for name, (pte_path, _) in runs.items():
+        pte = PteModel(pte_path)
+        logits[name] = torch.cat([pte.forward(toks[:, :30], 0)] + [pte.forward(toks[:, i:i + 1], i) for i in range(30, 37)])
+    scale = logits["fp32"].abs().max().item()
+    err = {n: (logits[n] - logits["fp32"]).abs().max().item() / scale for n in ("q8_0", "q4_0")}
+    assert 0 < err["q8_0"] < err["q4_0"] <= 0.1, err
+
+
 @pytest.mark.parametrize("fixture", ["tiny_llama_8da8w", "tiny_llama_8da4w"])
 def test_tiny_llama_quantized_matches_eager_same_quantization(request, fixture):
     out, manifest = request.getfixturevalue(fixture)

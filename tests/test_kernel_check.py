@@ -1,7 +1,9 @@
 """Every micro-kernel variant against the PyTorch reference, on the device that runs it: the oracle
 grid of test_delta_kernel.py (with decode's key splits, and the fp16 V store on edge values) and
-budgeted ΔK streams (keys over budget), dense cases with fp32 and fp16 K caches (wide and narrow tiles,
-key splits), replayed through `deltallm_runner kernel-check` — NEON on arm64 (under qemu-aarch64-static), AVX2
+budgeted ΔK streams (keys over budget), dense cases with fp32, fp16, q8_0 and q4_0 K caches and every V
+format (wide and narrow tiles, key splits), delta cases with q8_0 / q4_0 V caches, replayed through
+`deltallm_runner kernel-check` — NEON on arm64 under qemu-aarch64-static (with SDOT on a core that has
+the dot-product extension, `-cpu max`, and the Armv8.0 fallback on one that has not, cortex-a72), AVX2
 and scalar on x86-64 — NMSE <= 1e-10 and exact counters."""
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from delegates import formats
+from delegates.formats import Format
 from delegates.library import core
 from delegates.reference import band_width, dense_attention, delta_attention_vectorized, run_calls
 from tests.delta_helpers import make_qkv, nmse
@@ -28,8 +32,8 @@ COUNT_KEYS = ("dk_zeros", "dk_elements", "macs_performed", "macs_dense")
 
 
 def cases():
-    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v_fp16, kind[, stream rows]), reference
-    out, {phase: counts}); kind 0 delta, 1 dense, 2 dense with an fp16 K cache (dense counts nothing);
+    """(q, k, v, chunks, max_len, theta, gamma, w_max, w_decode, (v format, kind[, stream rows]), reference
+    out, {phase: counts}); kind 0 delta, else dense with a K cache of format kind − 1 (dense counts nothing);
     stream rows: a budgeted ΔK value stream (dlm_dk_rows; none: every non-zero)."""
     out = []
     for n, d, ratio, theta, gamma in SINGLE:
@@ -81,6 +85,21 @@ def cases():
         kr = k.clamp(-F16_MAX, F16_MAX).half().float() if kind == 2 else k
         ref = dense_attention(q, kr, v.half().float() if v16 else v)
         out.append((q, k, v, chunks, n + 1, 0.0, 0.0, 1, 1, (v16, kind), ref, {"dense": None}))
+    for (chunks, group, d), kf, vf in itertools.product(QDENSE, Format, Format):   # the quantized caches
+        if not (kf.quantized or vf.quantized):
+            continue
+        n = sum(chunks)
+        q, k, v = make_qkv(n, 2 * group, 2, d, seed=n + d + group + 7)
+        k = k * 3.0
+        qq = formats.query_round_trip(q) if kf.quantized else q
+        ref = dense_attention(qq, formats.round_trip(k, kf), formats.round_trip(v, vf))
+        out.append((q, k, v, chunks, n + 1, 0.0, 0.0, 1, 1, (int(vf), 1 + int(kf)), ref, {"dense": None}))
+    for chunks, vf in itertools.product(([64, 1, 1, 1], [300, 1, 1], [20, 30, 14, 1, 1]), (Format.Q8_0, Format.Q4_0)):
+        n = sum(chunks)
+        q, k, v = make_qkv(n, 6, 2, 64, seed=n + 11)
+        ref, st = run_calls(q, k, formats.round_trip(v, vf), chunks, n + 1, 0.6, 0.1, W_HUGE, 4)
+        out.append((q, k, v, chunks, n + 1, 0.6, 0.1, W_HUGE, 4, (int(vf), 0), ref,
+                    {"prefill": st.prefill, "decode": st.decode}))
     return out
 
 
@@ -89,6 +108,9 @@ BUDGETED = [([70], 3, 64, 8, 0.0), ([37, 1, 1, 20], 3, 64, 4, 0.3), ([300, 1, 1]
             ([1] * 12, 1, 64, 1, 0.3), ([41, 1, 1], 5, 136, 30, 0.0)]
 # dense: (chunks, GQA group, head_dim): wide and narrow tiles, the unrolled head_dim 64, key splits
 DENSE = [([70, 1, 1], 3, 64), ([9, 2, 1], 1, 8), ([129, 1], 5, 136), ([300, 1, 1], 4, 64), ([1, 1, 1], 8, 72)]
+# quantized caches (head_dim a multiple of 32): wide and narrow tiles, 1..8 rows, key splits
+QDENSE = [([70, 1, 1], 3, 64), ([9, 2, 1], 1, 64), ([129, 1], 5, 128), ([300, 1, 1], 4, 64), ([1, 1, 1], 8, 96),
+          ([40, 2, 1], 2, 32)]
 
 
 F16_MAX = 65504.0
@@ -135,12 +157,15 @@ def oracle(tmp_path_factory):
     return path, all_cases
 
 
-@pytest.mark.parametrize("abi,scalar,arch", [("arm64-v8a", False, "neon"), ("arm64-v8a", True, "scalar"),
-                                             ("x86_64", False, "avx2_fma"), ("x86_64", True, "scalar")])
-def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, arch):
+@pytest.mark.parametrize("abi,scalar,arch,cpu", [("arm64-v8a", False, "neon+dot", "max"),
+                                                 ("arm64-v8a", False, "neon", "cortex-a72"),
+                                                 ("arm64-v8a", True, "scalar", "max"),
+                                                 ("x86_64", False, "avx2_fma", ""), ("x86_64", True, "scalar", "")])
+def test_variant_matches_the_reference(runners, oracle, tmp_path, abi, scalar, arch, cpu):
     path, all_cases = oracle
     res = tmp_path / "results.bin"
-    r = run_native(runners[abi], abi, "kernel-check", "--cases", path, "--out", res, *(["--scalar"] if scalar else []))
+    r = run_native(runners[abi], abi, "kernel-check", "--cases", path, "--out", res, *(["--scalar"] if scalar else []),
+                   qemu_cpu=cpu)
     assert r.returncode == 0, r.stderr
     if r.stdout.strip() != arch:
         assert arch == "avx2_fma", r.stdout            # only a CPU without AVX2 may lack a variant here

@@ -11,8 +11,16 @@
 #include <mutex>
 #include <vector>
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
 #include "task_pool.h"
 #include "ukernels/fp16.h"
+#include "ukernels/qblocks.h"
 #include "ukernels/ukernels.h"
 
 namespace {
@@ -29,7 +37,16 @@ struct Kernels {
   dlm::f16cvt_ukernel_fn f16cvt;     // the fp16 V (and dense K) caches' store
   dlm::f32cvt_ukernel_fn f32cvt;     // fp16 keys back to fp32 for the wide tiles (dense, fp16 K)
   const char* arch;
+  dlm::QFormatKernels q8_0, q4_0;    // the quantized caches (qblocks.h)
+  dlm::q8q_ukernel_fn q8q;           // queries over a quantized K cache
 };
+
+#define DLM_QKERNELS(arch, dot)                                                                                 \
+  {dlm::q8_0_enc_ukernel__##arch, dlm::q8_0_dec_ukernel__##arch, dlm::qs8_qkdot_q8_0k_ukernel_8x32__##dot,       \
+   dlm::f32_pv_q8_0v_ukernel_4x32__##arch},                                                                     \
+  {dlm::q4_0_enc_ukernel__##arch, dlm::q4_0_dec_ukernel__##arch, dlm::qs8_qkdot_q4_0k_ukernel_8x32__##dot,       \
+   dlm::f32_pv_q4_0v_ukernel_4x32__##arch},                                                                     \
+  dlm::f32_q8q_ukernel__##arch
 
 std::atomic<bool> g_force_scalar{false};
 
@@ -40,7 +57,7 @@ const Kernels& kernels() {
                               dlm::f32_softmax_ukernel_x1__scalar,
                               dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
                               dlm::f32_f16_vcvt_ukernel_x1__scalar, dlm::f16_f32_vcvt_ukernel_x1__scalar,
-                              "scalar"};
+                              "scalar", DLM_QKERNELS(scalar, scalar)};
 #if defined(__x86_64__)
   static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
                             dlm::f32_deltaqkdot_ukernel_8x1__avx2_fma, dlm::f32_qk_ukernel_32x2__avx2_fma,
@@ -48,7 +65,7 @@ const Kernels& kernels() {
                             dlm::f32_softmax_ukernel_x8__avx2_fma,
                             dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
                             dlm::f32_f16_vcvt_ukernel_x8__avx2,      dlm::f16_f32_vcvt_ukernel_x8__avx2,
-                            "avx2_fma"};
+                            "avx2_fma", DLM_QKERNELS(avx2, avx2)};
   static const bool has_avx2 =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (has_avx2 && !g_force_scalar.load()) return avx2;
@@ -60,8 +77,20 @@ const Kernels& kernels() {
                             dlm::f32_softmax_ukernel_x4__neon,
                             dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
                             dlm::f32_f16_vcvt_ukernel_x8__neon,     dlm::f16_f32_vcvt_ukernel_x8__neon,
-                            "neon"};
-  if (!g_force_scalar.load()) return neon;   // Advanced SIMD is part of every AArch64 CPU
+                            "neon", DLM_QKERNELS(neon, neon)};
+  static const Kernels neon_dot = [] {
+    Kernels k = neon;
+    k.arch = "neon+dot";
+    k.q8_0.qkdot = dlm::qs8_qkdot_q8_0k_ukernel_8x32__neondot;
+    k.q4_0.qkdot = dlm::qs8_qkdot_q4_0k_ukernel_8x32__neondot;
+    return k;
+  }();
+#if defined(__linux__)
+  static const bool has_dot = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+  static const bool has_dot = false;
+#endif
+  if (!g_force_scalar.load()) return has_dot ? neon_dot : neon;   // Advanced SIMD is part of every AArch64 CPU
 #endif
   return scalar;
 }
@@ -85,7 +114,11 @@ struct TaskCtx {
   int64_t band;       // W
   int64_t splits;     // key splits per tile (> 1: tasks write softmax partials, merged afterwards)
   float* partial;     // splits > 1: per (kv head, tile, split): mx [L], sum [L], acc [L, D]
-  const uint16_t* k16;   // dense with an fp16 K cache: every key from it (key j at row j), else null
+  const void* kc;         // dense with a K cache in any format but fp32: every key from it (key j at row j), else null
+  int64_t k_format;       // its format (DLM_FMT_*)
+  int64_t k_row, v_row;   // bytes of a K (kc) and a V cache row
+  const dlm::QFormatKernels* kq;   // kc quantized: its kernels, else null
+  const dlm::QFormatKernels* vq;   // the V cache quantized: its kernels, else null
 };
 
 constexpr int64_t kKB = 64;   // keys per block
@@ -127,18 +160,38 @@ void exact_run_f16k(const TaskCtx& c, const float* qt, const float* qr, int64_t 
   c.k->qk(static_cast<size_t>(n), D, qt, kbuf, D, scores);
 }
 
+// The same from a quantized K cache (n <= kKB keys, k_stride bytes apart): a narrow tile's integer
+// dots over its quantized queries (qs, qd); a wide tile's keys decoded into kbuf [n, D] for qk over
+// its queries, which were quantized and decoded into qt.
+void exact_run_q(const TaskCtx& c, const float* qt, const int8_t* qs, const float* qd, int64_t rows,
+                 const uint8_t* key, int64_t k_stride, int64_t n, float* scores, float* kbuf) {
+  const size_t D = static_cast<size_t>(c.a->head_dim);
+  if (c.lanes != dlm::kTR) {
+    c.kq->qkdot(static_cast<size_t>(n), D, static_cast<size_t>(rows), static_cast<size_t>(c.lanes), qs, qd, key,
+                static_cast<size_t>(k_stride), scores);
+    return;
+  }
+  for (int64_t t = 0; t < n; t++) c.kq->dec(D, key + t * k_stride, kbuf + t * static_cast<int64_t>(D));
+  c.k->qk(static_cast<size_t>(n), D, qt, kbuf, D, scores);
+}
+
 // Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
 // (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
-// run of rows is one qk call. With an fp16 K cache (c.k16) every key comes from it, this call's
+// run of rows is one qk call. With an fp16 or quantized K cache (c.kc) every key comes from it, this call's
 // already stored: all keys are rounded alike, whatever the chunking.
 // Narrow tiles (decode) use the row-major queries qr of their `rows` rows (qkdot).
-void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr, int64_t rows, int64_t j0,
-                  int64_t j_from, int64_t j_to, float* scores, float* kbuf) {
+void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr, const int8_t* qs, const float* qd,
+                  int64_t rows, int64_t j0, int64_t j_from, int64_t j_to, float* scores, float* kbuf) {
   const dlm_attn_args& a = *c.a;
   const int64_t D = a.head_dim, Hkv = a.n_kv_heads, L = c.lanes, R = a.ring_len;
-  if (c.k16) {
-    exact_run_f16k(c, qt, qr, rows, c.k16 + (j_from * Hkv + g) * D, Hkv * D, j_to - j_from,
-                   scores + (j_from - j0) * L, kbuf);
+  if (c.kc && !c.kq) {
+    exact_run_f16k(c, qt, qr, rows, static_cast<const uint16_t*>(c.kc) + (j_from * Hkv + g) * D, Hkv * D,
+                   j_to - j_from, scores + (j_from - j0) * L, kbuf);
+    return;
+  }
+  if (c.kq) {
+    const uint8_t* key = static_cast<const uint8_t*>(c.kc) + (j_from * Hkv + g) * c.k_row;
+    exact_run_q(c, qt, qs, qd, rows, key, Hkv * c.k_row, j_to - j_from, scores + (j_from - j0) * L, kbuf);
     return;
   }
   for (int64_t j = j_from; j < j_to;) {
@@ -188,7 +241,10 @@ void run_tile(void* vctx, size_t task) {
   // Per-thread scratch, 64-byte aligned so no vector load of a tile row splits a cache line.
   thread_local std::vector<float> scratch;
   const size_t tile_floats = static_cast<size_t>(D * L), blk_floats = static_cast<size_t>(kKB * L);
-  scratch.resize(3 * tile_floats + 3 * blk_floats + (c.k16 && wide ? kKB * D : 0) + 16);
+  const bool v_dec = c.vq && (wide || rows > 4);   // quantized V decoded per block (the fused P·V takes <= 4 rows)
+  const size_t kbuf_floats = c.kc && wide ? kKB * D : 0, vbuf_floats = v_dec ? kKB * D : 0;
+  const size_t qs_floats = c.kq ? tile_floats / 4 + tile_floats / dlm::kQBlock : 0;
+  scratch.resize(3 * tile_floats + 3 * blk_floats + kbuf_floats + vbuf_floats + qs_floats + 16);
   float* base = scratch.data() + ((64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64) / sizeof(float);
   float* const qt = base;
   float* const acc = qt + tile_floats;
@@ -196,7 +252,10 @@ void run_tile(void* vctx, size_t task) {
   float* const s_exact = s_approx + blk_floats;
   float* const p = s_exact + blk_floats;
   float* const qr = p + blk_floats;   // narrow tiles: the rows' queries, row-major
-  float* const kbuf = qr + tile_floats;   // wide tiles over an fp16 K cache: a block's keys in fp32
+  float* const kbuf = qr + tile_floats;   // wide tiles over an fp16 or quantized K cache: a block's keys in fp32
+  float* const vbuf = kbuf + kbuf_floats;   // a quantized V cache decoded: a block's values in fp32
+  float* const qd = vbuf + vbuf_floats;     // a quantized K cache: the rows' query scales [L, D/32] ...
+  int8_t* const qs = reinterpret_cast<int8_t*>(qd + tile_floats / dlm::kQBlock);   // ... and codes [L, D]
   // Wide tiles read the transposed queries qt, narrow (decode) tiles the row-major qr only.
   std::fill(wide ? qt : acc, acc + tile_floats, 0.0f);
   int64_t pos[dlm::kTR], n_approx[dlm::kTR];
@@ -215,10 +274,15 @@ void run_tile(void* vctx, size_t task) {
     min_approx = std::min(min_approx, n_approx[r]);
     max_pos = std::max(max_pos, pos[r]);
     const float* qrow = a.q + (s * H + head) * D;
-    if (wide)
+    if (c.kq) {   // quantized once per tile; a wide tile computes with the decoded values
+      const int64_t nb = D / static_cast<int64_t>(dlm::kQBlock);
+      c.k->q8q(static_cast<size_t>(D), qrow, qs + r * D, qd + r * nb);
+      if (wide)
+        for (int64_t d = 0; d < D; d++) qt[d * L + r] = qd[r * nb + d / 32] * static_cast<float>(qs[r * D + d]);
+    } else if (wide) {
       for (int64_t d = 0; d < D; d++) qt[d * L + r] = qrow[d];
-    else
-      std::copy(qrow, qrow + D, qr + r * D);
+    }
+    if (!wide) std::copy(qrow, qrow + D, qr + r * D);
   }
   // Unused lanes of a partial tile (their queries are 0, their outputs dropped) mirror the last
   // row's keys, so a block every row sees whole stays one uniform softmax sweep.
@@ -250,11 +314,12 @@ void run_tile(void* vctx, size_t task) {
         c.k->deltaqk(static_cast<size_t>(na), static_cast<size_t>(D), qt, m, static_cast<size_t>(ld / 8),
                      value_stream(a, g) + value_start(a, j0, g), dq, s_approx);
       } else {
-        const int64_t v_row = D * 4, step = a.v_fp16 ? na : kPfKeys;   // v_row: fp32 rows only
-        const char* v_pf = a.v_fp16 ? nullptr : static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * v_row;
+        const bool pf = a.v_format == DLM_FMT_F32;
+        const int64_t v_row = D * 4, step = pf ? kPfKeys : na;   // v_row: fp32 rows only
+        const char* v_pf = pf ? static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * v_row : nullptr;
         for (int64_t i0 = 0; i0 < na; i0 += step) {
           const int64_t ni = std::min<int64_t>(step, na - i0);
-          if (!a.v_fp16) prefetch_rows(v_pf + i0 * Hkv * v_row, ni, Hkv * v_row, v_row);
+          if (pf) prefetch_rows(v_pf + i0 * Hkv * v_row, ni, Hkv * v_row, v_row);
           c.k->deltaqkdot(static_cast<size_t>(ni), static_cast<size_t>(D), static_cast<size_t>(rows),
                           static_cast<size_t>(L), qr, static_cast<size_t>(D), m + i0 * (ld / 8),
                           static_cast<size_t>(ld / 8), value_stream(a, g) + value_start(a, j0 + i0, g), dq,
@@ -268,22 +333,33 @@ void run_tile(void* vctx, size_t task) {
     }
     // Exact q·k for the block's keys from the narrowest band start on.
     const int64_t e0 = std::max<int64_t>(0, std::min<int64_t>(nb, min_approx - j0));
-    if (e0 < nb) exact_scores(c, g, qt, qr, rows, j0, j0 + e0, j0 + nb, s_exact, kbuf);
+    if (e0 < nb) exact_scores(c, g, qt, qr, qs, qd, rows, j0, j0 + e0, j0 + nb, s_exact, kbuf);
     for (int64_t r = 0; r < L; r++) {
       blk_approx[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, n_approx[r] - j0)));
       blk_valid[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0)));
     }
     c.k->softmax(L, nb, s_approx, s_exact, blk_approx, blk_valid, mx, sum, corr, p, &sp);
-    const size_t v_off = static_cast<size_t>((j0 * Hkv + g) * D);
-    const void* v_blk = a.v_fp16 ? static_cast<const void*>(static_cast<const uint16_t*>(a.v_cache) + v_off)
-                                 : static_cast<const void*>(static_cast<const float*>(a.v_cache) + v_off);
+    const char* v_blk = static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * c.v_row;
+    if (c.vq && !v_dec) {   // decode, <= 4 rows: the fused P·V decodes each V row once for all rows
+      c.vq->pv(static_cast<size_t>(nb), static_cast<size_t>(D), static_cast<size_t>(rows), p,
+               static_cast<size_t>(L), reinterpret_cast<const uint8_t*>(v_blk), static_cast<size_t>(Hkv * c.v_row),
+               corr, acc);
+      continue;
+    }
+    bool decoded = false;
     for (int64_t r0 = 0; r0 < rows; r0 += dlm::kPR) {
       // Rows that see no key of this block keep corr = 1 and get p = 0: nothing to do for them.
       if (pos[std::min<int64_t>(rows, r0 + dlm::kPR) - 1] < j0) continue;
       const size_t m = static_cast<size_t>(std::min<int64_t>(dlm::kPR, rows - r0));
-      (a.v_fp16 ? c.k->pv_f16v : c.k->pv)(static_cast<size_t>(nb), static_cast<size_t>(D), m, p + r0,
-                                          static_cast<size_t>(L), v_blk, static_cast<size_t>(ld), corr + r0,
-                                          acc + r0 * D);
+      if (v_dec && !decoded) {   // the block's values into vbuf once, for every row group
+        for (int64_t j = 0; j < nb; j++)
+          c.vq->dec(static_cast<size_t>(D), reinterpret_cast<const uint8_t*>(v_blk) + j * Hkv * c.v_row, vbuf + j * D);
+        decoded = true;
+      }
+      const bool f16 = a.v_format == DLM_FMT_F16;
+      (f16 ? c.k->pv_f16v : c.k->pv)(static_cast<size_t>(nb), static_cast<size_t>(D), m, p + r0,
+                                     static_cast<size_t>(L), v_dec ? static_cast<const void*>(vbuf) : v_blk,
+                                     static_cast<size_t>(v_dec ? D : ld), corr + r0, acc + r0 * D);
     }
   }
   if (c.splits > 1) {
@@ -375,20 +451,46 @@ int check_shape_args(const dlm_attn_args& a, char* err, size_t len) {
   return DLM_OK;
 }
 
-// The new values into the V cache (fp32, or fp16 rounded to nearest even and clamped to its range).
+const dlm::QFormatKernels* q_kernels(const Kernels& k, int64_t format) {
+  return format == DLM_FMT_Q8_0 ? &k.q8_0 : format == DLM_FMT_Q4_0 ? &k.q4_0 : nullptr;
+}
+
+// n rows of d values into a cache of the format at dst: fp32 copied, fp16 rounded to nearest even and
+// clamped to its range, q8_0 / q4_0 quantized.
+void store_rows(const Kernels& k, int64_t format, int64_t n, int64_t d, const float* src, void* dst) {
+  if (format == DLM_FMT_F32)
+    std::memcpy(dst, src, sizeof(float) * n * d);
+  else if (format == DLM_FMT_F16)
+    k.f16cvt(static_cast<size_t>(n * d), src, static_cast<uint16_t*>(dst));
+  else
+    q_kernels(k, format)->enc(static_cast<size_t>(n), static_cast<size_t>(d), src, static_cast<uint8_t*>(dst));
+}
+
+// The cache formats' checks (both entry points).
+int check_format(int64_t format, const char* name, int64_t head_dim, char* err, size_t len) {
+  if (dlm_cache_row_bytes(format, head_dim) > 0) return DLM_OK;
+  char msg[160];
+  if (format < DLM_FMT_F32 || format > DLM_FMT_Q4_0)
+    std::snprintf(msg, sizeof msg, "%s: unknown cache format %lld", name, static_cast<long long>(format));
+  else
+    std::snprintf(msg, sizeof msg, "%s: q8_0 and q4_0 need head_dim to be a multiple of 32, got %lld", name,
+                  static_cast<long long>(head_dim));
+  return fail(err, len, msg);
+}
+
+// The new values into the V cache, in its format.
 void store_values(const dlm_attn_args& a, const Kernels& k) {
-  const int64_t count = a.seq_len * a.n_kv_heads * a.head_dim, start = a.start_pos * a.n_kv_heads * a.head_dim;
-  if (a.v_fp16) {
-    k.f16cvt(static_cast<size_t>(count), a.v, static_cast<uint16_t*>(a.v_cache) + start);
-  } else {
-    std::memcpy(static_cast<float*>(a.v_cache) + start, a.v, sizeof(float) * count);
-  }
+  store_rows(k, a.v_format, a.seq_len * a.n_kv_heads, a.head_dim, a.v,
+             static_cast<char*>(a.v_cache) + a.start_pos * a.n_kv_heads * dlm_cache_row_bytes(a.v_format, a.head_dim));
 }
 
 // The (kv head, row tile) tasks of one call, then the new raw keys into the ring (after the tiles,
 // which may still read the slots they replace).
-void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const uint16_t* k16 = nullptr) {
-  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr, k16};
+void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const void* kc = nullptr,
+               int64_t k_format = DLM_FMT_F32) {
+  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr, kc, k_format,
+              dlm_cache_row_bytes(k_format, a.head_dim), dlm_cache_row_bytes(a.v_format, a.head_dim),
+              kc ? q_kernels(k, k_format) : nullptr, q_kernels(k, a.v_format)};
   ctx.rows = a.seq_len * ctx.group;
   ctx.lanes = ctx.rows <= dlm::kTRQuad ? dlm::kTRQuad : ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
   ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
@@ -410,7 +512,7 @@ void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const uin
   if (ctx.splits > 1)
     for (int64_t g = 0; g < a.n_kv_heads; g++)
       for (int64_t t = 0; t < ctx.tiles; t++) merge_splits(ctx, g, t);
-  if (k16) return;   // the fp16 K cache was stored before the tiles
+  if (kc) return;   // the K cache was stored before the tiles
   const int64_t end = a.start_pos + a.seq_len, R = a.ring_len, kv = a.n_kv_heads * a.head_dim;
   for (int64_t t = std::max(a.start_pos, end - R); t < end; t++)
     std::memcpy(a.k_ring + (t % R) * kv, a.k + (t - a.start_pos) * kv, sizeof(float) * kv);
@@ -458,6 +560,17 @@ int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_de
   return std::max<int64_t>(1, std::min(w, w_max));
 }
 
+int64_t dlm_cache_row_bytes(int64_t format, int64_t head_dim) {
+  if (head_dim < 1) return 0;
+  switch (format) {
+    case DLM_FMT_F32: return 4 * head_dim;
+    case DLM_FMT_F16: return 2 * head_dim;
+    case DLM_FMT_Q8_0: return head_dim % 32 ? 0 : head_dim / 32 * static_cast<int64_t>(dlm::kQ8Bytes);
+    case DLM_FMT_Q4_0: return head_dim % 32 ? 0 : head_dim / 32 * static_cast<int64_t>(dlm::kQ4Bytes);
+    default: return 0;
+  }
+}
+
 int64_t dlm_ckpt_len(int64_t max_len) { return std::max<int64_t>(0, max_len) / DLM_CKPT_STRIDE + 1; }
 
 int64_t dlm_ring_len(int64_t max_seq_len, float gamma, int64_t w_max, int64_t w_decode) {
@@ -470,6 +583,7 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
       !a->dk_end || !a->k_hat || !a->k_ckpt || !a->out)
     return fail(err, len, "null tensor");
   if (const int rc = check_shape_args(*a, err, len)) return rc;
+  if (const int rc = check_format(a->v_format, "v_cache", a->head_dim, err, len)) return rc;
   if (!(a->theta >= 0.0f) || !std::isfinite(a->theta)) return fail(err, len, "theta must be finite and >= 0");
   if (!(a->gamma >= 0.0f && a->gamma <= 1.0f)) return fail(err, len, "gamma must be in [0, 1]");
   if (a->w_max < 1 || a->w_decode < 1) return fail(err, len, "w_max and w_decode must be >= 1");
@@ -523,7 +637,7 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   a.q = d->q;
   a.k = d->k;
   a.v = d->v;
-  a.k_ring = d->k_fp16 ? nullptr : static_cast<float*>(d->k_cache);
+  a.k_ring = d->k_format == DLM_FMT_F32 ? static_cast<float*>(d->k_cache) : nullptr;
   a.v_cache = d->v_cache;
   a.out = d->out;
   a.seq_len = d->seq_len;
@@ -532,24 +646,26 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   a.head_dim = d->head_dim;
   a.max_len = d->max_len;
   a.ring_len = d->max_len;
-  a.v_fp16 = d->v_fp16;
+  a.v_format = d->v_format;
   a.start_pos = d->start_pos;
   a.layer = -1;
   a.parallel = d->parallel;
   a.pool_ctx = d->pool_ctx;
   if (const int rc = check_shape_args(a, err, len)) return rc;
+  if (const int rc = check_format(d->k_format, "k_cache", a.head_dim, err, len)) return rc;
+  if (const int rc = check_format(d->v_format, "v_cache", a.head_dim, err, len)) return rc;
   const Kernels& k = kernels();
   store_values(a, k);
-  if (!d->k_fp16) {
+  if (d->k_format == DLM_FMT_F32) {
     run_tiles(a, k, a.start_pos + a.seq_len);
     return DLM_OK;
   }
-  // fp16 K: this call's keys are stored (rounded like V) before the tiles, which read every key
-  // from the cache.
-  uint16_t* k16 = static_cast<uint16_t*>(d->k_cache);
-  const int64_t kv = a.n_kv_heads * a.head_dim;
-  k.f16cvt(static_cast<size_t>(a.seq_len * kv), a.k, k16 + a.start_pos * kv);
-  run_tiles(a, k, a.start_pos + a.seq_len, k16);
+  // fp16 or quantized K: this call's keys are stored (rounded like V) before the tiles, which read
+  // every key from the cache.
+  const int64_t row = dlm_cache_row_bytes(d->k_format, a.head_dim);
+  store_rows(k, d->k_format, a.seq_len * a.n_kv_heads, a.head_dim, a.k,
+             static_cast<char*>(d->k_cache) + a.start_pos * a.n_kv_heads * row);
+  run_tiles(a, k, a.start_pos + a.seq_len, d->k_cache, d->k_format);
   return DLM_OK;
 }
 

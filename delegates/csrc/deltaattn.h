@@ -22,7 +22,8 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //   state, updated in place:
 //   k_ring [R, Hkv, D] f32      raw keys of the last R positions (key j in slot j % R), for the exact band
 //   k_sink [Hkv, D] f32         key 0 (the attention sink: its score is always exact)
-//   v_cache [T, Hkv, D] f32, or fp16 if v_fp16 (values rounded to nearest even as they are stored)
+//   v_cache [T, Hkv, row]       in v_format (DLM_FMT_*): f32, fp16 (rounded to nearest even, clamped to
+//                               ±65504 as stored), q8_0 or q4_0 (quantized as stored); row = dlm_cache_row_bytes
 //   dk_mask [T, Hkv, D/8] u8    bit c%8 of byte c/8: element c of Δk is non-zero
 //   dk_val [Hkv, P, D] fp16     per kv head one stream of packed non-zeros: key t's non-zeros, in
 //                               element order, follow key t−1's. P = dk_rows rows of D values: T
@@ -34,6 +35,16 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //                               where a split of the keys (decode) starts its prefix sums
 //   out [S, H, D] f32
 // head_dim must be a multiple of 8; R must be >= the call's band width.
+// Cache formats of a V cache (both programs) and a dense program's K cache: how each row of head_dim
+// values (one key or value of one kv head) is stored. The q formats are llama.cpp's block layouts
+// (32 elements per block with an fp16 scale; head_dim a multiple of 32), see ukernels/qblocks.h.
+#define DLM_FMT_F32 0
+#define DLM_FMT_F16 1
+#define DLM_FMT_Q8_0 2   // 34 bytes per 32 elements
+#define DLM_FMT_Q4_0 3   // 18 bytes per 32 elements
+// Bytes of one row of head_dim values in a format; 0 if the format is unknown or head_dim does not fit it.
+int64_t dlm_cache_row_bytes(int64_t format, int64_t head_dim);
+
 typedef struct dlm_attn_args {
   const float* q;
   const float* k;
@@ -53,7 +64,7 @@ typedef struct dlm_attn_args {
   int64_t head_dim;     // D
   int64_t max_len;      // T
   int64_t ring_len;     // R
-  int64_t v_fp16;       // 1: v_cache holds fp16 values
+  int64_t v_format;     // v_cache's format, DLM_FMT_* (0: fp32, 1: fp16)
   int64_t start_pos;
   float theta;
   float gamma;
@@ -82,10 +93,10 @@ int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len
 
 // Dense (exact) attention on the same tiles: every key exact, no ΔK state. The program's dense
 // attention core (attention.kind=dense, attention.dense_kernel=deltallm):
-//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache [T, Hkv, D] (f32, or fp16 if k_fp16) and v_cache
-//   [T, Hkv, D] (f32, or fp16 if v_fp16) updated in place at [start_pos, start_pos + S) (fp16: rounded
-//   to nearest even, clamped to ±65504, as stored; an fp16 K cache's keys are stored before the
-//   scores, so this call's keys are rounded too); out [S, H, D] f32.
+//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache and v_cache [T, Hkv, row] in k_format / v_format
+//   (DLM_FMT_*), updated in place at [start_pos, start_pos + S) (a K cache in any format but fp32
+//   stores this call's keys before the scores, so they are rounded like every other key); with a
+//   quantized K cache the queries are quantized too (ukernels/qblocks.h); out [S, H, D] f32.
 typedef struct dlm_dense_args {
   const float* q;
   const float* k;
@@ -98,8 +109,8 @@ typedef struct dlm_dense_args {
   int64_t n_kv_heads;
   int64_t head_dim;
   int64_t max_len;
-  int64_t v_fp16;
-  int64_t k_fp16;       // 1: k_cache holds fp16 keys
+  int64_t v_format;     // DLM_FMT_*
+  int64_t k_format;     // DLM_FMT_*
   int64_t start_pos;
   dlm_parallel_fn parallel;
   void* pool_ctx;
@@ -136,7 +147,7 @@ void dlm_stats_reset(void);
 // Threads of the core's own task pool (used when args->parallel is NULL): 1..256, default 1.
 int dlm_set_num_threads(int n);                                   // DLM_OK or DLM_ERR_INVALID
 int dlm_get_num_threads(void);
-const char* dlm_kernel_arch(void);                                // "avx2_fma", "neon" or "scalar"
+const char* dlm_kernel_arch(void);   // "avx2_fma", "neon+dot" (SDOT), "neon" or "scalar"
 void dlm_force_scalar(int on);                                    // tests: pin the scalar variant
 
 #ifdef __cplusplus

@@ -27,8 +27,27 @@ bool is_i32(const Tensor& t) { return t.scalar_type() == ScalarType::Int; }
 bool is_u8(const Tensor& t) { return t.scalar_type() == ScalarType::Byte; }
 bool is_f16(const Tensor& t) { return t.scalar_type() == ScalarType::Half; }
 
+// A cache tensor's format (DLM_FMT_*) from its dtype and last dimension for head_dim D: float32 or
+// float16 [.., D], or uint8 rows of q8_0 / q4_0 blocks [.., dlm_cache_row_bytes]; -1 if none fits.
+int64_t cache_format(const Tensor& t, int64_t D) {
+  const int64_t last = t.size(t.dim() - 1);
+  if (is_f32(t)) return last == D ? DLM_FMT_F32 : -1;
+  if (is_f16(t)) return last == D ? DLM_FMT_F16 : -1;
+  if (!is_u8(t)) return -1;
+  for (int64_t f : {DLM_FMT_Q8_0, DLM_FMT_Q4_0})
+    if (last == dlm_cache_row_bytes(f, D)) return f;
+  return -1;
+}
+
+void* cache_data(Tensor& t) {
+  if (is_f32(t)) return t.mutable_data_ptr<float>();
+  if (is_f16(t)) return t.mutable_data_ptr<executorch::aten::Half>();
+  return t.mutable_data_ptr<uint8_t>();
+}
+
+
 // Returns an error message or nullptr. Shapes (batch 1): q [1,S,H,D]; k, v [1,S,Hkv,D];
-// k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,D] f32 or f16; dk_mask [1,T,Hkv,D/8] u8;
+// k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,row] (cache_format); dk_mask [1,T,Hkv,D/8] u8;
 // dk_val [1,Hkv,P,D] f16 (a stream per kv head, P <= T rows: dlm_dk_rows); dk_end [1,T,Hkv] i32;
 // k_hat [1,Hkv,D] f32; k_ckpt [1,dlm_ckpt_len(T),Hkv,D] f32.
 const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kr, const Tensor& ks,
@@ -41,13 +60,13 @@ const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, cons
   if (ks.dim() != 3 || dn.dim() != 3 || kh.dim() != 3) return "k_sink, dk_end and k_hat must have rank 3";
   if (!is_f32(q) || !is_f32(k) || !is_f32(v) || !is_f32(kr) || !is_f32(ks) || !is_f32(kh))
     return "q, k, v, k_ring, k_sink and k_hat must be float32";
-  if (!is_f32(vc) && !is_f16(vc)) return "v_cache must be float32 or float16";
   if (!is_u8(dm) || !is_f16(dv) || !is_i32(dn)) return "dk_mask must be uint8, dk_val float16, dk_end int32";
   if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1) return "batch size must be 1";
   const auto S = q.size(1), D = q.size(3), Hkv = k.size(2), T = vc.size(1);
   if (k.size(1) != S || v.size(1) != S) return "q, k and v must have the same sequence length";
   if (D % 8 != 0) return "head_dim must be a multiple of 8";
-  if (k.size(3) != D || v.size(3) != D || kr.size(3) != D || ks.size(2) != D || vc.size(3) != D ||
+  if (cache_format(vc, D) < 0) return "v_cache must be float32 or float16 [.., head_dim], or uint8 q8_0 / q4_0 blocks";
+  if (k.size(3) != D || v.size(3) != D || kr.size(3) != D || ks.size(2) != D ||
       dm.size(3) != D / 8 || dv.size(3) != D || kh.size(2) != D)
     return "head_dim mismatch between q, k, v and the state";
   if (v.size(2) != Hkv || kr.size(2) != Hkv || ks.size(1) != Hkv || vc.size(2) != Hkv || dm.size(2) != Hkv ||
@@ -77,9 +96,8 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   a.v = v.const_data_ptr<float>();
   a.k_ring = k_ring.mutable_data_ptr<float>();
   a.k_sink = k_sink.mutable_data_ptr<float>();
-  a.v_fp16 = is_f16(v_cache) ? 1 : 0;
-  a.v_cache = a.v_fp16 ? static_cast<void*>(v_cache.mutable_data_ptr<executorch::aten::Half>())
-                       : static_cast<void*>(v_cache.mutable_data_ptr<float>());
+  a.v_format = cache_format(v_cache, q.size(3));
+  a.v_cache = cache_data(v_cache);
   a.dk_mask = dk_mask.mutable_data_ptr<uint8_t>();
   a.dk_val = reinterpret_cast<uint16_t*>(dk_val.mutable_data_ptr<executorch::aten::Half>());
   a.dk_rows = dk_val.size(2);   // the core checks it against the max context
@@ -106,7 +124,8 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   return out;
 }
 
-// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache and v_cache [1,T,Hkv,D], each f32 or f16.
+// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache and v_cache [1,T,Hkv,row], each f32 or f16
+// (row = D) or q8_0 / q4_0 blocks (uint8, row = dlm_cache_row_bytes).
 Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
   const char* bad = nullptr;
@@ -114,15 +133,15 @@ Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
     bad = "q, k, v, k_cache and v_cache must have rank 4 [1, length, heads, head_dim]";
   else if (!is_f32(q) || !is_f32(k) || !is_f32(v))
     bad = "q, k and v must be float32";
-  else if ((!is_f32(k_cache) && !is_f16(k_cache)) || (!is_f32(v_cache) && !is_f16(v_cache)))
-    bad = "k_cache and v_cache must each be float32 or float16";
+  else if (cache_format(k_cache, q.size(3)) < 0 || cache_format(v_cache, q.size(3)) < 0)
+    bad = "k_cache and v_cache must each be float32 or float16 [.., head_dim], or uint8 q8_0 / q4_0 blocks "
+          "[.., head_dim/32 * 34 or 18]";
   else if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1)
     bad = "batch size must be 1";
   else if (k.size(1) != q.size(1) || v.size(1) != q.size(1))
     bad = "q, k and v must have the same sequence length";
-  else if (k.size(3) != q.size(3) || v.size(3) != q.size(3) || k_cache.size(3) != q.size(3) ||
-           v_cache.size(3) != q.size(3))
-    bad = "head_dim mismatch between q, k, v and the caches";
+  else if (k.size(3) != q.size(3) || v.size(3) != q.size(3))
+    bad = "head_dim mismatch between q, k and v";
   else if (v.size(2) != k.size(2) || k_cache.size(2) != k.size(2) || v_cache.size(2) != k.size(2))
     bad = "kv head count mismatch between k, v and the caches";
   else if (k_cache.size(1) != v_cache.size(1))
@@ -135,12 +154,10 @@ Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   a.q = q.const_data_ptr<float>();
   a.k = k.const_data_ptr<float>();
   a.v = v.const_data_ptr<float>();
-  a.k_fp16 = is_f16(k_cache) ? 1 : 0;
-  a.k_cache = a.k_fp16 ? static_cast<void*>(k_cache.mutable_data_ptr<executorch::aten::Half>())
-                       : static_cast<void*>(k_cache.mutable_data_ptr<float>());
-  a.v_fp16 = is_f16(v_cache) ? 1 : 0;
-  a.v_cache = a.v_fp16 ? static_cast<void*>(v_cache.mutable_data_ptr<executorch::aten::Half>())
-                       : static_cast<void*>(v_cache.mutable_data_ptr<float>());
+  a.k_format = cache_format(k_cache, q.size(3));
+  a.k_cache = cache_data(k_cache);
+  a.v_format = cache_format(v_cache, q.size(3));
+  a.v_cache = cache_data(v_cache);
   a.out = out.mutable_data_ptr<float>();
   a.seq_len = q.size(1);
   a.n_heads = q.size(2);

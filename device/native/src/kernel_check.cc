@@ -30,10 +30,12 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
   *arch = dlm_kernel_arch();
   std::ofstream out(out_path + ".tmp", std::ios::binary);
   for (int32_t c = 0; c < count; c++) {
-    // n, H, Hkv, D, T, w_max, w_decode, chunks, v_fp16, kind (0 delta, 1 dense, 2 dense with an fp16 K
-    // cache), rows of each kv head's ΔK value stream (0: T, every non-zero; fewer: a budget, dlm_dk_rows)
+    // n, H, Hkv, D, T, w_max, w_decode, chunks, V format (DLM_FMT_*), kind (0 delta, else dense with a
+    // K cache of format kind − 1), rows of each kv head's ΔK value stream (0: T, every non-zero; fewer:
+    // a budget, dlm_dk_rows)
     int64_t h[11];
-    if (!read(f, h, 11) || h[7] < 1 || h[7] > 4096 || h[9] < 0 || h[9] > 2 || h[10] < 0 || h[10] > h[4])
+    if (!read(f, h, 11) || h[7] < 1 || h[7] > 4096 || h[8] < DLM_FMT_F32 || h[8] > DLM_FMT_Q4_0 || h[9] < 0 ||
+        h[9] > DLM_FMT_Q4_0 + 1 || h[10] < 0 || h[10] > h[4])
       return Status::BadInput(cases_path + ": truncated case header");
     const int64_t n = h[0], H = h[1], Hkv = h[2], D = h[3], T = h[4];
     std::vector<int64_t> chunks(static_cast<size_t>(h[7]));
@@ -45,9 +47,9 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
     int64_t longest = 1;
     for (int64_t len : chunks) longest = std::max(longest, len);
     const int64_t R = dlm_ring_len(longest, tg[1], h[5], h[6]);   // as an export sizes it
-    std::vector<float> kr(R * Hkv * D), ks(Hkv * D), vc(T * Hkv * D), kh(Hkv * D), kc(dlm_ckpt_len(T) * Hkv * D);
-    std::vector<uint16_t> vh(T * Hkv * D), kh16(T * Hkv * D);
-    std::vector<float> kc32(T * Hkv * D);
+    std::vector<float> kr(R * Hkv * D), ks(Hkv * D), kh(Hkv * D), kc(dlm_ckpt_len(T) * Hkv * D);
+    // the K and V caches, in bytes (fp32 rows are the largest of every format)
+    std::vector<float> kcache(T * Hkv * D), vcache(T * Hkv * D);
     std::vector<uint8_t> dm(T * Hkv * D / 8);
     std::vector<uint16_t> dv((h[10] ? h[10] : T) * Hkv * D);
     std::vector<int32_t> dn(T * Hkv);
@@ -58,8 +60,8 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       a.q = q.data() + pos * H * D;
       a.k = k.data() + pos * Hkv * D;
       a.v = v.data() + pos * Hkv * D;
-      a.v_fp16 = h[8] ? 1 : 0;
-      a.v_cache = h[8] ? static_cast<void*>(vh.data()) : static_cast<void*>(vc.data());
+      a.v_format = h[8];
+      a.v_cache = vcache.data();
       a.out = o.data() + pos * H * D;
       a.seq_len = len;
       a.n_heads = H;
@@ -75,8 +77,8 @@ Status KernelCheck(const std::string& cases_path, const std::string& out_path, b
       if (h[9] > 0) {
         dlm_dense_args a{};
         shared_fields(a, pos, len);
-        a.k_fp16 = h[9] == 2 ? 1 : 0;
-        a.k_cache = a.k_fp16 ? static_cast<void*>(kh16.data()) : static_cast<void*>(kc32.data());
+        a.k_format = h[9] - 1;
+        a.k_cache = kcache.data();
         rc = dlm_dense_attention_f32(&a, err, sizeof err);
       } else {
         dlm_attn_args a{};

@@ -1,0 +1,63 @@
+// Helpers shared by the NEON q8_0 / q4_0 kernels (qblocks_neon.cc) and their SDOT variants
+// (qblocks_neondot.cc, compiled for Armv8.2-A with the dot-product extension).
+#pragma once
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+#include <cstring>
+
+#include "qblocks.h"
+
+namespace dlm {
+namespace qneon {
+
+static inline float block_scale(const uint8_t* blk) {
+  float16_t h;
+  std::memcpy(&h, blk, 2);
+  return static_cast<float>(h);
+}
+
+// A block's 32 codes as two int8x16 in element order: q8_0's bytes, q4_0's nibbles − 8.
+template <size_t kBytes>
+static inline void load_codes(const uint8_t* blk, int8x16_t* lo, int8x16_t* hi) {
+  if constexpr (kBytes == kQ8Bytes) {
+    *lo = vld1q_s8(reinterpret_cast<const int8_t*>(blk + 2));
+    *hi = vld1q_s8(reinterpret_cast<const int8_t*>(blk + 18));
+  } else {
+    const uint8x16_t b = vld1q_u8(blk + 2);
+    const int8x16_t eight = vdupq_n_s8(8);
+    *lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(15))), eight);
+    *hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(b, 4)), eight);
+  }
+}
+
+// R query rows against n keys: dot(a, kq_lo, kq_hi, q) adds the block's integer dot of a row into
+// int32 lanes; each block's int32 sums are scaled by qd·dk into fp32 lanes, summed per row at the key's end.
+template <int R, size_t kBytes, class Dot>
+static inline void qkdot(size_t n, size_t d, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
+                         size_t k_stride, float* scores, Dot dot) {
+  const size_t nb = d / kQBlock;
+  for (size_t t = 0; t < n; t++, k += k_stride) {
+    float32x4_t a[R];
+    for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
+    if (t + 4 < n) __builtin_prefetch(k + 4 * k_stride);
+    for (size_t b = 0; b < nb; b++) {
+      const uint8_t* blk = k + b * kBytes;
+      int8x16_t lo, hi;
+      load_codes<kBytes>(blk, &lo, &hi);
+      const float dk = block_scale(blk);
+      for (int r = 0; r < R; r++) {
+        const int8_t* q = qs + r * d + b * kQBlock;
+        const int32x4_t s = dot(lo, hi, vld1q_s8(q), vld1q_s8(q + 16));
+        a[r] = vfmaq_n_f32(a[r], vcvtq_f32_s32(s), dk * qd[r * nb + b]);
+      }
+    }
+    float* out = scores + t * lanes;
+    for (int r = 0; r < R; r++) out[r] = vaddvq_f32(a[r]);
+    for (size_t r = R; r < lanes; r++) out[r] = 0.0f;
+  }
+}
+
+}  // namespace qneon
+}  // namespace dlm
+#endif
