@@ -204,13 +204,14 @@ def prefill_rows(name, h, hkv, d, n, ns, make):
 
 def decode_step(kind, v_fp16, ctx, h, hkv, d, layers, threads, reps, theta, gamma, qkv: Path, out=None) -> dict:
     """bench/decode_step.cc (built once per content, linked to delegates/lib/libdeltallm_core.so);
-    out: a file for the last step's output."""
+    v_fp16: a bool, or the V cache's format by name (fp32, fp16, q8_0, q4_0); out: a file for the
+    last step's output."""
     from cxx_cache import cached_exe
     from delegates.build import CSRC, LIB_DIR
 
     exe = cached_exe("decode_step", [ROOT / "bench" / "decode_step.cc"], [CSRC / "deltaattn.h"],
                      [f"-I{CSRC}", f"-L{LIB_DIR}", "-ldeltallm_core", f"-Wl,-rpath,{LIB_DIR}"])
-    args = [kind, int(v_fp16), ctx, h, hkv, d, layers, threads, reps, repr(float(theta)), repr(float(gamma)), qkv]
+    args = [kind, v_fp16 if isinstance(v_fp16, str) else int(v_fp16), ctx, h, hkv, d, layers, threads, reps, repr(float(theta)), repr(float(gamma)), qkv]
     args += [out] if out else []
     r = subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
     if r.returncode:

@@ -43,6 +43,15 @@ class Format(enum.IntEnum):
 BLOCK_BYTES = {Format.Q8_0: 34, Format.Q4_0: 18}
 
 
+def as_format(fmt) -> Format:
+    """A Format from a Format, its name ("q8_0"), its number, or torch.float32 / torch.float16."""
+    if isinstance(fmt, torch.dtype):
+        if fmt not in (torch.float32, torch.float16):
+            raise ValueError(f"no cache format stores {fmt}: use a Format")
+        return Format.FP32 if fmt == torch.float32 else Format.FP16
+    return Format.parse(fmt) if isinstance(fmt, str) else Format(fmt)
+
+
 def row_bytes(fmt: Format, head_dim: int) -> int:
     """Bytes of one row (one key or value of one kv head); ValueError if head_dim does not fit."""
     fmt = Format(fmt)

@@ -60,7 +60,10 @@ def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int, st
 
 
 def empty_state(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int,
-                v_format: formats.Format = formats.Format.FP32, stream_rows: int = 0) -> dict:
+                v_format=formats.Format.FP32, stream_rows: int = 0) -> dict:
+    """Zeroed state tensors by name; v_format: the V cache's format (formats.as_format: a Format, its
+    name, or torch.float32 / float16)."""
+    v_format = formats.as_format(v_format)
     shapes = state_shapes(max_len, ring_len, n_kv_heads, head_dim, stream_rows)
     state = {n: torch.zeros(shape, dtype=DTYPES[n]) for n, shape in shapes.items() if n != "v_cache"}
     state["v_cache"] = formats.empty_cache(v_format, max_len, n_kv_heads, head_dim)

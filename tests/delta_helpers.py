@@ -14,15 +14,6 @@ def make_qkv(n: int, n_heads: int, n_kv_heads: int, head_dim: int, seed: int = 0
     return q, k, v
 
 
-def as_format(fmt):
-    """A cache format (delegates.formats.Format) from a Format, its name, or torch.float32 / float16."""
-    from delegates.formats import Format
-
-    if isinstance(fmt, torch.dtype):
-        return {torch.float32: Format.FP32, torch.float16: Format.FP16}[fmt]
-    return Format.parse(fmt) if isinstance(fmt, str) else Format(fmt)
-
-
 class KernelState:
     """One layer's state, as DeltaAttention holds it: the ring sized for calls of at most
     max_seq_len tokens (default: max_len), as an export sizes it."""
@@ -33,7 +24,7 @@ class KernelState:
         from delegates.op import empty_state
 
         self.ring = ring_len(max_seq_len or max_len, gamma, w_max, w_decode)
-        self.state = empty_state(max_len, self.ring, n_kv_heads, head_dim, as_format(v_dtype), stream_rows)
+        self.state = empty_state(max_len, self.ring, n_kv_heads, head_dim, v_dtype, stream_rows)
         for name, t in self.state.items():
             setattr(self, name, t)
 

@@ -8,7 +8,7 @@ import torch
 from delegates.library import core
 from delegates.reference import dense_attention
 from delegates import formats
-from tests.delta_helpers import as_format, make_qkv, nmse
+from tests.delta_helpers import make_qkv, nmse
 
 
 @pytest.fixture(params=[("avx2_fma", 1), ("avx2_fma", 2), ("scalar", 1)], ids=lambda p: f"{p[0]}-{p[1]}t")
@@ -28,8 +28,8 @@ def variant(request):
 
 def run_dense(q, k, v, chunks, max_len, v_dtype=torch.float32, k_dtype=torch.float32):
     hkv, d = k.shape[1], k.shape[2]
-    k_cache = formats.empty_cache(as_format(k_dtype), max_len, hkv, d)
-    v_cache = formats.empty_cache(as_format(v_dtype), max_len, hkv, d)
+    k_cache = formats.empty_cache(formats.as_format(k_dtype), max_len, hkv, d)
+    v_cache = formats.empty_cache(formats.as_format(v_dtype), max_len, hkv, d)
     outs, pos = [], 0
     for n in chunks:
         sl = slice(pos, pos + n)

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "fp16.h"
+#include "mca.h"
 #include "ukernels.h"
 
 namespace dlm {
@@ -219,11 +220,13 @@ void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, c
   if constexpr (R <= 4) {
     if (lanes == kTRQuad) {
       for (; t + 2 <= n; t += 2) {
+        DLM_MCA_BEGIN("qk.f", 8 * sizeof(KT), R, 2, kD);
         __m256 a[8];
         for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
         dot(t, a);
         dot(t + 1, a + 4);
         _mm256_storeu_ps(scores + t * 4, row_sums8(a));
+        DLM_MCA_END();
       }
       if (t < n) {
         __m256 a[8];
@@ -235,10 +238,12 @@ void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, c
     }
   }
   for (; t < n; t++) {
+    DLM_MCA_BEGIN("qk.f", 8 * sizeof(KT), R, 1, kD);
     __m256 a[8];
     for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
     dot(t, a);
     _mm256_storeu_ps(scores + t * 8, row_sums8(a));
+    DLM_MCA_END();
   }
 }
 
@@ -329,10 +334,12 @@ void deltaqkdot(size_t n_keys, size_t d_, size_t lanes, const float* q, size_t q
     if (lanes == kTRQuad) {
       __m256 vacc = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(acc));   // [acc | acc]
       for (; t + 2 <= n_keys; t += 2) {
+        DLM_MCA_BEGIN("qk.delta", 16, R, 2, kD);
         const __m256 x = pair(t);
         const __m256 y = _mm256_add_ps(vacc, _mm256_add_ps(x, _mm256_permute2f128_ps(x, x, 0x08)));   // + [0 | x0]
         _mm256_storeu_ps(scores + t * 4, y);   // [acc + x0 | acc + x0 + x1]
         vacc = _mm256_permute2f128_ps(y, y, 0x11);
+        DLM_MCA_END();
       }
       if (t < n_keys) {
         vacc = _mm256_add_ps(vacc, one(t));
@@ -552,6 +559,7 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
 #pragma GCC unroll 4
     for (int i = 0; i < NC; i++) a[r][i] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + c + 8 * i), _mm256_broadcast_ss(corr + r));
   for (size_t j = 0; j < n; j++) {
+    DLM_MCA_BEGIN("pv.f", kF16V ? 16 : 32, MR, 1, 8 * NC);
     __m256 vj[NC];
 #pragma GCC unroll 4
     for (int i = 0; i < NC; i++) vj[i] = load_v8<kF16V>(v, j * v_stride + c + 8 * i);
@@ -562,6 +570,7 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
 #pragma GCC unroll 4
       for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
     }
+    DLM_MCA_END();
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)

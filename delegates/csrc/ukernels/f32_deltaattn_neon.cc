@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "fp16.h"
+#include "mca.h"
 #include "ukernels.h"
 
 namespace dlm {
@@ -140,10 +141,13 @@ inline float32x4_t load_k4(const uint16_t* k) { return vcvt_f32_f16(vreinterpret
 // R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
 // across-vector add per row. Keys fp32 or fp16 (KT).
 
-template <int R, typename KT>
-void qkdot(size_t n, size_t d, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
+// kD > 0: head_dim known at compile time (64), so the key's loop unrolls.
+template <int R, int kD, typename KT>
+void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
            float* scores) {
+  const size_t d = kD > 0 ? kD : d_;
   for (size_t t = 0; t < n; t++) {
+    DLM_MCA_BEGIN("qk.f", 8 * sizeof(KT), R, 1, kD);
     const KT* kt = k + t * k_stride;
     float32x4_t a[R];
     for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
@@ -154,6 +158,7 @@ void qkdot(size_t n, size_t d, size_t lanes, const float* q, size_t q_stride, co
     float* s = scores + t * lanes;
     for (size_t r = R; r < lanes; r++) s[r] = 0.0f;
     for (int r = 0; r < R; r++) s[r] = vaddvq_f32(a[r]);
+    DLM_MCA_END();
   }
 }
 
@@ -184,6 +189,7 @@ void deltaqkdot(size_t n_keys, size_t d, size_t lanes, const float* q, size_t q_
       const uint64_t m8 = load_mask8(tm + c0 / 8, chunks);
       const uint64_t offs = mask_byte_offsets(m8);
       for (size_t i = 0; i < chunks; i++) {
+        DLM_MCA_BEGIN("qk.delta", 16, R, 1, 8);   // one chunk of 8 elements (the key's epilogue not counted)
         const size_t b = (m8 >> (8 * i)) & 0xff, off = base + ((offs >> (8 * i)) & 0xff);
         const uint16x8_t h = vld1q_u16(tv + off);   // off <= c0 + 8i: within d values of the key's start
         uint8x16x2_t tab;
@@ -196,6 +202,7 @@ void deltaqkdot(size_t n_keys, size_t d, size_t lanes, const float* q, size_t q_
           a[r] = vfmaq_f32(a[r], vld1q_f32(qc + r * q_stride), k0);
           a[r] = vfmaq_f32(a[r], vld1q_f32(qc + r * q_stride + 4), k1);
         }
+        DLM_MCA_END();
       }
       base += static_cast<size_t>(__builtin_popcountll(m8));
     }
@@ -209,6 +216,18 @@ void deltaqkdot(size_t n_keys, size_t d, size_t lanes, const float* q, size_t q_
 
 }  // namespace
 
+template <typename KT>
+static void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride, const KT* k,
+                       size_t k_stride, float* scores) {
+  with_rows<8>(rows, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    if (d == 64)
+      qkdot<R, 64>(n, d, lanes, q, q_stride, k, k_stride, scores);
+    else
+      qkdot<R, 0>(n, d, lanes, q, q_stride, k, k_stride, scores);
+  });
+}
+
 void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, size_t lanes, const float* q,
                                       size_t q_stride, const uint8_t* mask, size_t mask_stride, const uint16_t* val,
                                       float* acc, float* scores) {
@@ -221,12 +240,12 @@ void f32_deltaqkdot_ukernel_8x1__neon(size_t n_keys, size_t d, size_t rows, size
 void f32_qkdot_ukernel_8x1__neon(size_t n, size_t d, size_t rows, size_t lanes, const float* q, size_t q_stride,
                                  const float* k, size_t k_stride, float* scores) {
   static_assert(kTRNarrow == 8 && kTRQuad == 4, "a key has at most 8 lanes of scores");
-  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, lanes, q, q_stride, k, k_stride, scores); });
+  qkdot_rows(n, d, rows, lanes, q, q_stride, k, k_stride, scores);
 }
 
 void f32_qkdot_f16k_ukernel_8x1__neon(size_t n, size_t d, size_t rows, size_t lanes, const float* q,
                                       size_t q_stride, const uint16_t* k, size_t k_stride, float* scores) {
-  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value>(n, d, lanes, q, q_stride, k, k_stride, scores); });
+  qkdot_rows(n, d, rows, lanes, q, q_stride, k, k_stride, scores);
 }
 
 // exp(x) = 2^k * exp(r), x = k*ln2 + r, |r| <= ln2/2; the same degree-6 polynomial as the AVX2 kernel.
@@ -316,6 +335,7 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
 #pragma GCC unroll 4
     for (int i = 0; i < NC; i++) a[r][i] = vmulq_n_f32(vld1q_f32(acc + r * d + c + 4 * i), corr[r]);
   for (size_t j = 0; j < n; j++) {
+    DLM_MCA_BEGIN("pv.f", kF16V ? 16 : 32, MR, 1, 4 * NC);
     float32x4_t vj[NC];
 #pragma GCC unroll 4
     for (int i = 0; i < NC; i++) vj[i] = load_v4<kF16V>(v, j * v_stride + c + 4 * i);
@@ -324,6 +344,7 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
       for (int i = 0; i < NC; i++) a[r][i] = vfmaq_n_f32(a[r][i], vj[i], pj[r]);
+    DLM_MCA_END();
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "fp16.h"
+#include "mca.h"
 #include "qblocks.h"
 #include "ukernels.h"
 
@@ -90,11 +91,12 @@ inline __m256 row_sums8(const __m256* a) {
 
 // R query rows against n keys: per block, |k| once, then per row sign(q, k), vpmaddubsw, vpmaddwd,
 // and the block's scale qd·dk into an fp32 accumulator along the block; the rows' accumulators are
-// summed by the tree (4 lanes: two keys per tree, as the fp32 qkdot).
-template <int R, size_t kBytes>
-void qkdot(size_t n, size_t d, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k, size_t k_stride,
+// summed by the tree (4 lanes: two keys per tree, as the fp32 qkdot). kD > 0: head_dim known at
+// compile time (64 and 128), so the blocks unroll.
+template <int R, size_t kBytes, size_t kD>
+void qkdot(size_t n, size_t d_, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k, size_t k_stride,
            float* scores) {
-  const size_t nb = d / kQBlock;
+  const size_t d = kD > 0 ? kD : d_, nb = d / kQBlock;
   const __m256i ones = _mm256_set1_epi16(1);
   const auto dot = [&](size_t t, __m256* a) __attribute__((always_inline)) {
     const uint8_t* kt = k + t * k_stride;
@@ -114,32 +116,46 @@ void qkdot(size_t n, size_t d, size_t lanes, const int8_t* qs, const float* qd, 
   size_t t = 0;
   if constexpr (R <= 4) {
     if (lanes == kTRQuad) {
-      for (; t < n; t += 2) {
+      for (; t + 2 <= n; t += 2) {
+        DLM_MCA_BEGIN("qk.q", kBytes, R, 2, kD);
         __m256 a[8];
         for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
         dot(t, a);
-        if (t + 1 < n) {
-          dot(t + 1, a + 4);
-          _mm256_storeu_ps(scores + t * 4, row_sums8(a));
-        } else {
-          _mm_storeu_ps(scores + t * 4, _mm256_castps256_ps128(row_sums8(a)));
-        }
+        dot(t + 1, a + 4);
+        _mm256_storeu_ps(scores + t * 4, row_sums8(a));
+        DLM_MCA_END();
+      }
+      if (t < n) {
+        __m256 a[8];
+        for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
+        dot(t, a);
+        _mm_storeu_ps(scores + t * 4, _mm256_castps256_ps128(row_sums8(a)));
       }
       return;
     }
   }
   for (; t < n; t++) {
+    DLM_MCA_BEGIN("qk.q", kBytes, R, 1, kD);
     __m256 a[8];
     for (int r = 0; r < 8; r++) a[r] = _mm256_setzero_ps();
     dot(t, a);
     _mm256_storeu_ps(scores + t * 8, row_sums8(a));
+    DLM_MCA_END();
   }
 }
 
 template <size_t kBytes>
 void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
                 size_t k_stride, float* scores) {
-  with_rows<8>(rows, [&](auto r) { qkdot<decltype(r)::value, kBytes>(n, d, lanes, qs, qd, k, k_stride, scores); });
+  with_rows<8>(rows, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    if (d == 64)
+      qkdot<R, kBytes, 64>(n, d, lanes, qs, qd, k, k_stride, scores);
+    else if (d == 128)
+      qkdot<R, kBytes, 128>(n, d, lanes, qs, qd, k, k_stride, scores);
+    else
+      qkdot<R, kBytes, 0>(n, d, lanes, qs, qd, k, k_stride, scores);
+  });
 }
 
 // MR rows x 8·NC columns from column c0 of block b in registers; each key's codes decoded once for the rows.
@@ -151,6 +167,7 @@ inline void pv_tile(size_t n, size_t d, size_t b, size_t c0, const float* p, siz
   for (int r = 0; r < MR; r++)
     for (int i = 0; i < NC; i++) a[r][i] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + col + 8 * i), _mm256_broadcast_ss(corr + r));
   for (size_t j = 0; j < n; j++) {
+    DLM_MCA_BEGIN("pv.q", kBytes, MR, 1, 8 * NC);
     const uint8_t* blk = v + j * v_stride + b * kBytes;
     __m256 vj[NC];
     for (int i = 0; i < NC; i++) vj[i] = load_codes8<kBytes>(blk, c0 + 8 * i);
@@ -159,6 +176,7 @@ inline void pv_tile(size_t n, size_t d, size_t b, size_t c0, const float* p, siz
       const __m256 w = _mm256_set1_ps(p[j * p_stride + r] * s);
       for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
     }
+    DLM_MCA_END();
   }
   for (int r = 0; r < MR; r++)
     for (int i = 0; i < NC; i++) _mm256_storeu_ps(acc + r * d + col + 8 * i, a[r][i]);

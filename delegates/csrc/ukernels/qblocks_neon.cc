@@ -65,9 +65,7 @@ inline int32x4_t dot_smull(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_
 template <size_t kBytes>
 void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
                 size_t k_stride, float* scores) {
-  with_rows<8>(rows, [&](auto r) {
-    qneon::qkdot<decltype(r)::value, kBytes>(n, d, lanes, qs, qd, k, k_stride, scores, dot_smull);
-  });
+  qneon::qkdot_rows<kBytes>(n, d, rows, lanes, qs, qd, k, k_stride, scores, dot_smull);
 }
 
 // MR rows x 16 columns (half a block, from column c0) in registers; each key's codes decoded once.
@@ -79,6 +77,7 @@ inline void pv_tile(size_t n, size_t d, size_t b, size_t c0, const float* p, siz
   for (int r = 0; r < MR; r++)
     for (int i = 0; i < 4; i++) a[r][i] = vmulq_n_f32(vld1q_f32(acc + r * d + col + 4 * i), corr[r]);
   for (size_t j = 0; j < n; j++) {
+    DLM_MCA_BEGIN("pv.q", kBytes, MR, 1, 16);
     const uint8_t* blk = v + j * v_stride + b * kBytes;
     int8x16_t c[2];
     qneon::load_codes<kBytes>(blk, &c[0], &c[1]);
@@ -91,6 +90,7 @@ inline void pv_tile(size_t n, size_t d, size_t b, size_t c0, const float* p, siz
       const float w = p[j * p_stride + r] * s;
       for (int i = 0; i < 4; i++) a[r][i] = vfmaq_n_f32(a[r][i], vj[i], w);
     }
+    DLM_MCA_END();
   }
   for (int r = 0; r < MR; r++)
     for (int i = 0; i < 4; i++) vst1q_f32(acc + r * d + col + 4 * i, a[r][i]);

@@ -6,6 +6,9 @@
 
 #include <cstring>
 
+#include "ukernels.h"
+
+#include "mca.h"
 #include "qblocks.h"
 
 namespace dlm {
@@ -33,11 +36,13 @@ static inline void load_codes(const uint8_t* blk, int8x16_t* lo, int8x16_t* hi) 
 
 // R query rows against n keys: dot(a, kq_lo, kq_hi, q) adds the block's integer dot of a row into
 // int32 lanes; each block's int32 sums are scaled by qd·dk into fp32 lanes, summed per row at the key's end.
-template <int R, size_t kBytes, class Dot>
-static inline void qkdot(size_t n, size_t d, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
+// kD > 0: head_dim known at compile time (64, 128), so the blocks unroll.
+template <int R, size_t kBytes, size_t kD, class Dot>
+static inline void qkdot(size_t n, size_t d_, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
                          size_t k_stride, float* scores, Dot dot) {
-  const size_t nb = d / kQBlock;
+  const size_t d = kD > 0 ? kD : d_, nb = d / kQBlock;
   for (size_t t = 0; t < n; t++, k += k_stride) {
+    DLM_MCA_BEGIN("qk.q", kBytes, R, 1, kD);
     float32x4_t a[R];
     for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
     if (t + 4 < n) __builtin_prefetch(k + 4 * k_stride);
@@ -55,7 +60,23 @@ static inline void qkdot(size_t n, size_t d, size_t lanes, const int8_t* qs, con
     float* out = scores + t * lanes;
     for (int r = 0; r < R; r++) out[r] = vaddvq_f32(a[r]);
     for (size_t r = R; r < lanes; r++) out[r] = 0.0f;
+    DLM_MCA_END();
   }
+}
+
+// The rows → template dispatch, with head_dim 64 and 128 unrolled.
+template <size_t kBytes, class Dot>
+static inline void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs, const float* qd,
+                              const uint8_t* k, size_t k_stride, float* scores, Dot dot) {
+  with_rows<8>(rows, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    if (d == 64)
+      qkdot<R, kBytes, 64>(n, d, lanes, qs, qd, k, k_stride, scores, dot);
+    else if (d == 128)
+      qkdot<R, kBytes, 128>(n, d, lanes, qs, qd, k, k_stride, scores, dot);
+    else
+      qkdot<R, kBytes, 0>(n, d, lanes, qs, qd, k, k_stride, scores, dot);
+  });
 }
 
 }  // namespace qneon

@@ -15,9 +15,7 @@ inline int32x4_t dot_sdot(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_t
 template <size_t kBytes>
 void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
                 size_t k_stride, float* scores) {
-  with_rows<8>(rows, [&](auto r) {
-    qneon::qkdot<decltype(r)::value, kBytes>(n, d, lanes, qs, qd, k, k_stride, scores, dot_sdot);
-  });
+  qneon::qkdot_rows<kBytes>(n, d, rows, lanes, qs, qd, k, k_stride, scores, dot_sdot);
 }
 
 }  // namespace
