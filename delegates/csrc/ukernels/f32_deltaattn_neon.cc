@@ -141,11 +141,13 @@ inline float32x4_t load_k4(const uint16_t* k) { return vcvt_f32_f16(vreinterpret
 // R rows: one accumulator per row along head_dim (4 lanes), one K load shared by the rows, then an
 // across-vector add per row. Keys fp32 or fp16 (KT).
 
-// kD > 0: head_dim known at compile time (64), so the key's loop unrolls.
+// kD > 0: head_dim known at compile time (64) and so is the queries' stride (the driver's is
+// head_dim), so the key's loop unrolls and every query chunk is a fixed offset from one register
+// (llvm-mca of the runtime-stride build: R·d/4 chunk pointers spilled and reloaded per key).
 template <int R, int kD, typename KT>
-void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, const KT* k, size_t k_stride,
+void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride_, const KT* k, size_t k_stride,
            float* scores) {
-  const size_t d = kD > 0 ? kD : d_;
+  const size_t d = kD > 0 ? kD : d_, q_stride = kD > 0 ? kD : q_stride_;
   for (size_t t = 0; t < n; t++) {
     DLM_MCA_BEGIN("qk.f", 8 * sizeof(KT), R, 1, kD);
     const KT* kt = k + t * k_stride;
@@ -156,7 +158,8 @@ void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, c
       for (int r = 0; r < R; r++) a[r] = vfmaq_f32(a[r], vld1q_f32(q + r * q_stride + c), kv);
     }
     float* s = scores + t * lanes;
-    for (size_t r = R; r < lanes; r++) s[r] = 0.0f;
+    for (int r = R; r < 8; r++)   // a fixed bound: a runtime one became a memset call per key
+      if (r < static_cast<int>(lanes)) s[r] = 0.0f;
     for (int r = 0; r < R; r++) s[r] = vaddvq_f32(a[r]);
     DLM_MCA_END();
   }
@@ -221,7 +224,7 @@ static void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const floa
                        size_t k_stride, float* scores) {
   with_rows<8>(rows, [&](auto r) {
     constexpr int R = decltype(r)::value;
-    if (d == 64)
+    if (d == 64 && q_stride == 64)
       qkdot<R, 64>(n, d, lanes, q, q_stride, k, k_stride, scores);
     else
       qkdot<R, 0>(n, d, lanes, q, q_stride, k, k_stride, scores);

@@ -55,7 +55,7 @@ void dec(size_t d, const uint8_t* x, float* y) {
   }
 }
 
-inline int32x4_t dot_smull(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_t qhi) {
+__attribute__((always_inline)) inline int32x4_t dot_smull(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_t qhi) {
   int32x4_t s = vpaddlq_s16(vmull_s8(vget_low_s8(klo), vget_low_s8(qlo)));
   s = vpadalq_s16(s, vmull_high_s8(klo, qlo));
   s = vpadalq_s16(s, vmull_s8(vget_low_s8(khi), vget_low_s8(qhi)));
@@ -65,7 +65,8 @@ inline int32x4_t dot_smull(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_
 template <size_t kBytes>
 void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
                 size_t k_stride, float* scores) {
-  qneon::qkdot_rows<kBytes>(n, d, rows, lanes, qs, qd, k, k_stride, scores, dot_smull);
+  qneon::qkdot_rows<kBytes>(n, d, rows, lanes, qs, qd, k, k_stride, scores,
+                            [](int8x16_t a, int8x16_t b, int8x16_t c, int8x16_t e) __attribute__((always_inline)) { return dot_smull(a, b, c, e); });
 }
 
 // MR rows x 16 columns (half a block, from column c0) in registers; each key's codes decoded once.

@@ -45,7 +45,7 @@ static inline void qkdot(size_t n, size_t d_, size_t lanes, const int8_t* qs, co
     DLM_MCA_BEGIN("qk.q", kBytes, R, 1, kD);
     float32x4_t a[R];
     for (int r = 0; r < R; r++) a[r] = vdupq_n_f32(0.0f);
-    if (t + 4 < n) __builtin_prefetch(k + 4 * k_stride);
+    __builtin_prefetch(reinterpret_cast<const char*>(k) + 4 * k_stride);   // never faults: no branch in the step
     for (size_t b = 0; b < nb; b++) {
       const uint8_t* blk = k + b * kBytes;
       int8x16_t lo, hi;
@@ -59,7 +59,8 @@ static inline void qkdot(size_t n, size_t d_, size_t lanes, const int8_t* qs, co
     }
     float* out = scores + t * lanes;
     for (int r = 0; r < R; r++) out[r] = vaddvq_f32(a[r]);
-    for (size_t r = R; r < lanes; r++) out[r] = 0.0f;
+    for (int r = R; r < 8; r++)   // a fixed bound: a runtime one becomes a memset call per key
+      if (r < static_cast<int>(lanes)) out[r] = 0.0f;
     DLM_MCA_END();
   }
 }

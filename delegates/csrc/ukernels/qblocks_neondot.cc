@@ -8,14 +8,15 @@ namespace dlm {
 
 namespace {
 
-inline int32x4_t dot_sdot(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_t qhi) {
+__attribute__((always_inline)) inline int32x4_t dot_sdot(int8x16_t klo, int8x16_t khi, int8x16_t qlo, int8x16_t qhi) {
   return vdotq_s32(vdotq_s32(vdupq_n_s32(0), klo, qlo), khi, qhi);
 }
 
 template <size_t kBytes>
 void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs, const float* qd, const uint8_t* k,
                 size_t k_stride, float* scores) {
-  qneon::qkdot_rows<kBytes>(n, d, rows, lanes, qs, qd, k, k_stride, scores, dot_sdot);
+  qneon::qkdot_rows<kBytes>(n, d, rows, lanes, qs, qd, k, k_stride, scores,
+                            [](int8x16_t a, int8x16_t b, int8x16_t c, int8x16_t e) __attribute__((always_inline)) { return dot_sdot(a, b, c, e); });
 }
 
 }  // namespace
