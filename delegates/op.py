@@ -3,7 +3,7 @@ a CPU kernel that calls the same C core as the ExecuTorch runtime (through ctype
 
 Tensors (batch 1, T = max context, R = ring length, see delegates/csrc/deltaattn.h):
 q [1,S,H,D]; k, v [1,S,Hkv,D]; the state: k_ring [1,R,Hkv,D] f32 (raw keys of the last R positions,
-for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,T,Hkv,row] in any cache format (delegates/formats.py:
+for the exact band), k_sink [1,Hkv,D] f32 (key 0), v_cache [1,Hkv,T,row] (head-major) in any cache format (delegates/formats.py:
 fp32, fp16, q8_0, q4_0), dk_mask [1,T,Hkv,D/8]
 uint8 (ΔK non-zero bitmask), dk_val [1,Hkv,P,D] float16 (per kv head one stream: the ΔK non-zeros
 packed key after key, read sequentially; P = T rows hold every non-zero, fewer set a budget of
@@ -12,7 +12,7 @@ head's stream), k_hat [1,Hkv,D] f32, k_ckpt [1,C,Hkv,D] f32 (k̂ every DLM_CKPT_
 where a split of the keys starts; C = dlm_ckpt_len(T)). Returns [1,S,H,D].
 
 deltallm::dense_attention is the same kernel with every key exact (no ΔK state): q, k, v as above,
-k_cache and v_cache [1,T,Hkv,row], each in any cache format (fp16 rounded to nearest even and clamped to
+k_cache and v_cache [1,Hkv,T,row] (head-major), each in any cache format (fp16 rounded to nearest even and clamped to
 ±65504, q8_0 / q4_0 quantized, as stored; a K cache in any format but fp32 stores this call's keys before
 the scores, and a quantized one is read with q8-quantized queries), updated at [start_pos, start_pos + S).
 """
@@ -53,7 +53,7 @@ def state_shapes(max_len: int, ring_len: int, n_kv_heads: int, head_dim: int, st
     """The state tensors' shapes (batch 1), by name; stream_rows: dk_val's rows (0: max_len)."""
     t = (1, max_len, n_kv_heads)
     return {"k_ring": (1, ring_len, n_kv_heads, head_dim), "k_sink": (1, n_kv_heads, head_dim),
-            "v_cache": t + (head_dim,), "dk_mask": t + (head_dim // 8,),
+            "v_cache": (1, n_kv_heads, max_len, head_dim), "dk_mask": t + (head_dim // 8,),
             "dk_val": (1, n_kv_heads, stream_rows or max_len, head_dim), "dk_end": t,
             "k_hat": (1, n_kv_heads, head_dim),
             "k_ckpt": (1, int(core().dlm_ckpt_len(max_len)), n_kv_heads, head_dim)}
@@ -96,8 +96,8 @@ def _check_shapes(q, k, v, state: dict):
     if state["v_cache"].dim() != 4 or state["k_ring"].dim() != 4:
         raise RuntimeError("deltallm::delta_attention: v_cache and k_ring must have rank 4")
     rows = state["dk_val"].shape[2] if state["dk_val"].dim() == 4 else 0   # the core checks the rows
-    want = state_shapes(state["v_cache"].shape[1], state["k_ring"].shape[1], hkv, D, rows)
-    want["v_cache"] = want["v_cache"][:3] + (state["v_cache"].shape[3],)
+    want = state_shapes(state["v_cache"].shape[2], state["k_ring"].shape[1], hkv, D, rows)
+    want["v_cache"] = want["v_cache"][:3] + (state["v_cache"].shape[3],)   # its row: the format's
     _cache_format("deltallm::delta_attention", "v_cache", state["v_cache"], D)
     for name, shape in want.items():
         if tuple(state[name].shape) != shape:
@@ -120,7 +120,7 @@ def _run(q, k, v, state: dict, start_pos, theta, gamma, w_max, w_decode, layer, 
         q=_ptr(q, "q"), k=_ptr(k, "k"), v=_ptr(v, "v"), out=_ptr(out, "out"),
         **{n: _ptr(state[n], n) for n in STATE},
         seq_len=q.shape[1], n_heads=q.shape[2], n_kv_heads=k.shape[2], head_dim=q.shape[3],
-        max_len=state["v_cache"].shape[1], ring_len=state["k_ring"].shape[1],
+        max_len=state["v_cache"].shape[2], ring_len=state["k_ring"].shape[1],
         v_format=int(formats.format_of(state["v_cache"], q.shape[3])), start_pos=int(start_pos),
         theta=float(theta), gamma=float(gamma), w_max=int(w_max), w_decode=int(w_decode), layer=int(layer),
         parallel=None, pool_ctx=None, dk_rows=state["dk_val"].shape[2])
@@ -153,7 +153,7 @@ def _delta_attention_fake(q, k, v, k_ring, k_sink, v_cache, dk_mask, dk_val, dk_
         start_pos, theta,
                           gamma, w_max, w_decode, layer):
     torch._check(start_pos >= 0)
-    torch._check(start_pos + q.shape[1] <= v_cache.shape[1])
+    torch._check(start_pos + q.shape[1] <= v_cache.shape[2])
     return torch.empty_like(q)
 
 
@@ -181,15 +181,16 @@ def _run_dense(q, k, v, k_cache, v_cache, start_pos, out):
     fmts = {}
     for t_name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
         fmts[t_name] = _cache_format(name, t_name, t, D)
-        want = (1, k_cache.shape[1], hkv, formats.row_bytes(fmts[t_name], D) // t.element_size())
-        if tuple(t.shape) != want:
-            raise RuntimeError(f"{name}: {t_name} must have shape {list(want)}, got {list(t.shape)}")
+        row = formats.row_bytes(fmts[t_name], D) // t.element_size()
+        if t.shape[1] != hkv or t.shape[3] != row or t.shape[2] != k_cache.shape[2]:
+            raise RuntimeError(f"{name}: {t_name} must have shape [1, {hkv} (kv heads), max context (as k_cache's "
+                               f"dim 2), {row}] (head-major), got {list(t.shape)}")
     if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
         raise RuntimeError(f"{name}: the caches must be contiguous")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     a = DenseArgs(q=_ptr(q, "q"), k=_ptr(k, "k"), v=_ptr(v, "v"), k_cache=k_cache.data_ptr(),
                   v_cache=v_cache.data_ptr(), out=_ptr(out, "out"), seq_len=q.shape[1], n_heads=q.shape[2],
-                  n_kv_heads=hkv, head_dim=D, max_len=k_cache.shape[1], v_format=int(fmts["v_cache"]),
+                  n_kv_heads=hkv, head_dim=D, max_len=k_cache.shape[2], v_format=int(fmts["v_cache"]),
                   k_format=int(fmts["k_cache"]), start_pos=int(start_pos), parallel=None, pool_ctx=None)
     err = ctypes.create_string_buffer(256)
     if core().dlm_dense_attention_f32(ctypes.byref(a), err, len(err)) != 0:
@@ -211,7 +212,7 @@ def _dense_attention_out_cpu(q, k, v, k_cache, v_cache, start_pos, *, out):
 @torch.library.register_fake("deltallm::dense_attention")
 def _dense_attention_fake(q, k, v, k_cache, v_cache, start_pos):
     torch._check(start_pos >= 0)
-    torch._check(start_pos + q.shape[1] <= k_cache.shape[1])
+    torch._check(start_pos + q.shape[1] <= k_cache.shape[2])
     return torch.empty_like(q)
 
 

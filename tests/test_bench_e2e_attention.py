@@ -93,3 +93,16 @@ def test_ratios_of_differences_skip_a_denominator_that_is_not_positive():
     ratios(flat, per_round[:1], above)
     assert "delta_f16v_vs_dense_f16v" not in flat
     assert ratio_cell(flat, "delta_f16v_vs_dense_f16v") == "n/a"
+
+
+def test_ours_are_compared_with_llama_cpps_fastest_configuration_in_the_row():
+    from e2e_attention import LLAMA_CONFIGS, ratios
+
+    assert {"llama.cpp", "llama.cpp_fa", "llama.cpp_q8kv_fa", "llama.cpp_q8k"} == set(LLAMA_CONFIGS)
+    row = {"phase": "decode", "tokens": 4096, "dense_q8kv_ms": 12.0, "dense_f16kv_ms": 15.0, "llama.cpp_ms": 30.0,
+           "llama.cpp_fa_ms": 24.0, "llama.cpp_q8kv_fa_ms": 40.0}
+    ratios(row, [], lambda res, n: 0.0)
+    assert row["llama.cpp_fastest"] == "llama.cpp_fa"
+    assert row["dense_q8kv_vs_llamacpp"] == pytest.approx(0.5)
+    assert row["dense_q8kv_vs_dense_f16kv"] == pytest.approx(0.8)
+    assert row["dense_f16kv_vs_llamacpp"] == pytest.approx(15.0 / 24.0)

@@ -94,9 +94,9 @@ def test_kernel_store_is_the_reference_bit_for_bit(variant, fmt):
     for start, size in ((0, n - 1), (n - 1, 1)):   # a prefill's rows and a decode step's row
         sl = slice(start, start + size)
         torch.ops.deltallm.dense_attention(q[:, sl], k[None, sl], v[None, sl], kc, vc, start)
-    assert torch.equal(kc[0, :n], formats.encode(k, fmt))
-    assert torch.equal(vc[0, :n], formats.encode(v, fmt))
-    assert not kc[0, n:].any()
+    assert torch.equal(formats.cache_rows(kc, 0, n), formats.encode(k, fmt))
+    assert torch.equal(formats.cache_rows(vc, 0, n), formats.encode(v, fmt))
+    assert not kc[0, :, n:].any()
 
 
 CHUNKS = [([1], 1), ([70, 1, 1], 3), ([9, 2, 1], 1), ([65, 3, 1], 8), ([129, 1], 5), ([300, 1, 1], 4),
@@ -154,7 +154,7 @@ def test_quantized_caches_need_head_dim_a_multiple_of_32():
     from delegates import op  # noqa: F401
 
     q, k, v = make_qkv(4, 2, 1, 48)
-    ok = torch.zeros(1, 8, 1, 48)
-    for bad in (torch.zeros(1, 8, 1, 48 // 32 * 34, dtype=torch.uint8), torch.zeros(1, 8, 1, 51, dtype=torch.uint8)):
+    ok = torch.zeros(1, 1, 8, 48)
+    for bad in (torch.zeros(1, 1, 8, 48 // 32 * 34, dtype=torch.uint8), torch.zeros(1, 1, 8, 51, dtype=torch.uint8)):
         with pytest.raises(RuntimeError, match=r"q8_0 / q4_0 blocks .*head_dim a multiple of 32"):
             torch.ops.deltallm.dense_attention(q[None], k[None], v[None], bad, ok, 0)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from delegates import stats
+from delegates.formats import cache_rows
 from delegates.library import AttnArgs, core
 from delegates.reference import band_width, delta_attention_vectorized, run_calls
 from tests.delta_helpers import KernelState, make_qkv, nmse, run_kernel
@@ -137,7 +138,7 @@ def test_fp16_v_cache_matches_the_oracle_on_rounded_values(variant, chunks, grou
     got, st = run_kernel(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4, v_dtype=torch.float16)
     ref, _ = run_calls(q, k, v.half().float(), chunks, n + 2, 0.6, 0.1, 1 << 20, 4)
     assert nmse(got, ref) <= 1e-10
-    assert torch.equal(st.v_cache[0, :n], v.half())
+    assert torch.equal(cache_rows(st.v_cache, 0, n), v.half())
     assert nmse(got, run_calls(q, k, v, chunks, n + 2, 0.6, 0.1, 1 << 20, 4)[0]) > 1e-10   # rounding is visible
 
 

@@ -8,6 +8,7 @@ import torch
 from delegates.library import core
 from delegates.reference import dense_attention
 from delegates import formats
+from delegates.formats import cache_rows
 from tests.delta_helpers import make_qkv, nmse
 
 
@@ -48,8 +49,8 @@ def test_chunked_prefill_and_decode_match_exact_attention(variant, chunks, heads
     q, k, v = make_qkv(n, heads, kv_heads, d, seed=n + d)
     got, k_cache, v_cache = run_dense(q, k, v, chunks, n + 3)
     assert nmse(got, dense_attention(q, k, v)) <= 1e-10
-    assert torch.equal(k_cache[0, :n], k) and torch.equal(v_cache[0, :n], v)
-    assert not k_cache[0, n:].any()
+    assert torch.equal(cache_rows(k_cache, 0, n), k) and torch.equal(cache_rows(v_cache, 0, n), v)
+    assert not k_cache[0, :, n:].any()
 
 
 # query rows per kv head lt / eq / gt the 8-row decode tile, the P·V micro-tile and the 64-row tile
@@ -63,7 +64,7 @@ def test_tile_boundaries(variant, rows, group):
 def test_fp16_v_cache_rounds_values_as_it_stores_them(variant):
     q, k, v = make_qkv(90, 6, 2, 64, seed=4)
     got, _, v_cache = run_dense(q, k, v, [70, 18, 1, 1], 96, torch.float16)
-    assert torch.equal(v_cache[0, :90], v.half())
+    assert torch.equal(cache_rows(v_cache, 0, 90), v.half())
     assert nmse(got, dense_attention(q, k, v.half().float())) <= 1e-10
     assert nmse(got, dense_attention(q, k, v)) > 1e-10   # the rounding is visible
 
@@ -81,8 +82,8 @@ def test_fp16_k_cache_rounds_keys_as_it_stores_them(variant, chunks, heads, kv_h
     q, k, v = make_qkv(n, heads, kv_heads, d, seed=n + heads)
     k = k * 3.0                                            # keys of post-RoPE magnitude: rounding shows
     got, k_cache, _ = run_dense(q, k, v, chunks, n + 2, k_dtype=torch.float16)
-    assert torch.equal(k_cache[0, :n].view(torch.int16), k.half().view(torch.int16))
-    assert not k_cache[0, n:].view(torch.int16).any()
+    assert torch.equal(cache_rows(k_cache, 0, n).view(torch.int16), k.half().view(torch.int16))
+    assert not k_cache[0, :, n:].view(torch.int16).any()
     assert nmse(got, dense_attention(q, k.half().float(), v)) <= 1e-10
     if n > 1:   # (one key's weight is 1 whatever its score)
         assert nmse(got, dense_attention(q, k, v)) > 1e-10   # the rounding is visible
@@ -97,7 +98,7 @@ def test_fp16_k_and_v_caches_clamp_like_torch_and_give_one_answer_whatever_the_c
     whole, k_cache, _ = run_dense(q, k, v, [40], 41, torch.float16, torch.float16)
     split, _, _ = run_dense(q, k, v, [17, 21, 1, 1], 41, torch.float16, torch.float16)
     want_k = k.clamp(-F16_MAX, F16_MAX).half()
-    assert torch.equal(k_cache[0, :40].view(torch.int16), want_k.view(torch.int16))
+    assert torch.equal(cache_rows(k_cache, 0, 40).view(torch.int16), want_k.view(torch.int16))
     assert torch.isfinite(whole).all()
     ref = dense_attention(q, want_k.float(), v.half().float())
     assert nmse(whole, ref) <= 1e-10 and nmse(split, ref) <= 1e-10
@@ -122,7 +123,7 @@ def _bad(**change):
     from delegates import op  # noqa: F401
 
     q, k, v = make_qkv(4, 4, 2, 64)
-    args = dict(q=q[None], k=k[None], v=v[None], k_cache=torch.zeros(1, 8, 2, 64), v_cache=torch.zeros(1, 8, 2, 64),
+    args = dict(q=q[None], k=k[None], v=v[None], k_cache=torch.zeros(1, 2, 8, 64), v_cache=torch.zeros(1, 2, 8, 64),
                 start_pos=0)
     args.update(change)
     return torch.ops.deltallm.dense_attention(*args.values())
@@ -133,10 +134,11 @@ def _bad(**change):
     (dict(k=torch.zeros(1, 4, 3, 64)), "k and v must have the same shape"),
     (dict(q=torch.zeros(1, 4, 4, 32)), "k and v must have the same shape"),
     (dict(q=torch.zeros(1, 4, 4, 12), k=torch.zeros(1, 4, 2, 12), v=torch.zeros(1, 4, 2, 12)), "multiple of 8"),
-    (dict(k_cache=torch.zeros(1, 9, 2, 64)), r"k_cache must have shape \[1, 9, 2, 64\]|v_cache must have shape"),
-    (dict(v_cache=torch.zeros(1, 8, 2, 64, dtype=torch.int32)), r"v_cache must be float32 or float16 .* got torch.int32"),
-    (dict(k_cache=torch.zeros(1, 8, 2, 64, dtype=torch.bfloat16)), r"k_cache must be float32 or float16 .* got torch.bf"),
-    (dict(k_cache=torch.zeros(1, 8, 2, 64, dtype=torch.uint8)), r"k_cache .* q8_0 / q4_0 blocks \[.., 68 or 36\]"),
+    (dict(k_cache=torch.zeros(1, 2, 9, 64)), r"v_cache must have shape \[1, 2 \(kv heads\), max context .*got \[1, 2, 8, 64\]"),
+    (dict(k_cache=torch.zeros(1, 8, 2, 64)), r"k_cache must have shape \[1, 2 \(kv heads\).* \(head-major\), got \[1, 8, 2"),
+    (dict(v_cache=torch.zeros(1, 2, 8, 64, dtype=torch.int32)), r"v_cache must be float32 or float16 .* got torch.int32"),
+    (dict(k_cache=torch.zeros(1, 2, 8, 64, dtype=torch.bfloat16)), r"k_cache must be float32 or float16 .* got torch.bf"),
+    (dict(k_cache=torch.zeros(1, 2, 8, 64, dtype=torch.uint8)), r"k_cache .* q8_0 / q4_0 blocks \[.., 68 or 36\]"),
     (dict(q=torch.zeros(1, 4, 4, 64, dtype=torch.float64)), "q must be torch.float32"),
     (dict(start_pos=6), "cache overflow"),
     (dict(q=torch.zeros(1, 4, 3, 64)), "multiple of n_kv_heads"),
@@ -158,5 +160,5 @@ def test_fp16_v_cache_store_rounds_clamps_and_keeps_nan_like_torch(variant):
     q, k, _ = make_qkv(3, 1, 1, 16, seed=3)
     _, _, v_cache = run_dense(q, k, v, [2, 1], 4, v_dtype=torch.float16)
     want = v.clamp(-65504.0, 65504.0).half()
-    assert torch.equal(v_cache[0, :3].view(torch.int16), want.view(torch.int16))
-    assert v_cache[0, :3].isnan().sum() == 2 and not v_cache[0, :3].isinf().any()
+    assert torch.equal(cache_rows(v_cache, 0, 3).view(torch.int16), want.view(torch.int16))
+    assert cache_rows(v_cache, 0, 3).isnan().sum() == 2 and not cache_rows(v_cache, 0, 3).isinf().any()

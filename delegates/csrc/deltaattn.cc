@@ -114,7 +114,7 @@ struct TaskCtx {
   int64_t band;       // W
   int64_t splits;     // key splits per tile (> 1: tasks write softmax partials, merged afterwards)
   float* partial;     // splits > 1: per (kv head, tile, split): mx [L], sum [L], acc [L, D]
-  const void* kc;         // dense with a K cache in any format but fp32: every key from it (key j at row j), else null
+  const void* kc;         // dense: the K cache, every key from it (kv head g's key j at row g·T + j), else null
   int64_t k_format;       // its format (DLM_FMT_*)
   int64_t k_row, v_row;   // bytes of a K (kc) and a V cache row
   const dlm::QFormatKernels* kq;   // kc quantized: its kernels, else null
@@ -177,21 +177,23 @@ void exact_run_q(const TaskCtx& c, const float* qt, const int8_t* qs, const floa
 
 // Exact scores of keys [j_from, j_to) of kv head g into scores[(j − j0)*L + r]. Keys of this call
 // (j >= start_pos) come from the input k, earlier ones from the ring (slot j % R); each contiguous
-// run of rows is one qk call. With an fp16 or quantized K cache (c.kc) every key comes from it, this call's
+// run of rows is one qk call. A dense call (c.kc) reads every key from its K cache (head-major: kv
+// head g's keys are rows g·T .. g·T + T − 1, one contiguous stream), this call's
 // already stored: all keys are rounded alike, whatever the chunking.
 // Narrow tiles (decode) use the row-major queries qr of their `rows` rows (qkdot).
 void exact_scores(const TaskCtx& c, int64_t g, const float* qt, const float* qr, const int8_t* qs, const float* qd,
                   int64_t rows, int64_t j0, int64_t j_from, int64_t j_to, float* scores, float* kbuf) {
   const dlm_attn_args& a = *c.a;
   const int64_t D = a.head_dim, Hkv = a.n_kv_heads, L = c.lanes, R = a.ring_len;
-  if (c.kc && !c.kq) {
-    exact_run_f16k(c, qt, qr, rows, static_cast<const uint16_t*>(c.kc) + (j_from * Hkv + g) * D, Hkv * D,
-                   j_to - j_from, scores + (j_from - j0) * L, kbuf);
-    return;
-  }
-  if (c.kq) {
-    const uint8_t* key = static_cast<const uint8_t*>(c.kc) + (j_from * Hkv + g) * c.k_row;
-    exact_run_q(c, qt, qs, qd, rows, key, Hkv * c.k_row, j_to - j_from, scores + (j_from - j0) * L, kbuf);
+  if (c.kc) {
+    const char* key = static_cast<const char*>(c.kc) + (g * a.max_len + j_from) * c.k_row;
+    float* out = scores + (j_from - j0) * L;
+    if (c.kq)
+      exact_run_q(c, qt, qs, qd, rows, reinterpret_cast<const uint8_t*>(key), c.k_row, j_to - j_from, out, kbuf);
+    else if (c.k_format == DLM_FMT_F16)
+      exact_run_f16k(c, qt, qr, rows, reinterpret_cast<const uint16_t*>(key), D, j_to - j_from, out, kbuf);
+    else
+      exact_run(c, qt, qr, rows, reinterpret_cast<const float*>(key), D, j_to - j_from, out);
     return;
   }
   for (int64_t j = j_from; j < j_to;) {
@@ -242,7 +244,8 @@ void run_tile(void* vctx, size_t task) {
   thread_local std::vector<float> scratch;
   const size_t tile_floats = static_cast<size_t>(D * L), blk_floats = static_cast<size_t>(kKB * L);
   const bool v_dec = c.vq && (wide || rows > 4);   // quantized V decoded per block (the fused P·V takes <= 4 rows)
-  const size_t kbuf_floats = c.kc && wide ? kKB * D : 0, vbuf_floats = v_dec ? kKB * D : 0;
+  const size_t kbuf_floats = c.kc && c.k_format != DLM_FMT_F32 && wide ? kKB * D : 0;
+  const size_t vbuf_floats = v_dec ? kKB * D : 0;
   const size_t qs_floats = c.kq ? tile_floats / 4 + tile_floats / dlm::kQBlock : 0;
   scratch.resize(3 * tile_floats + 3 * blk_floats + kbuf_floats + vbuf_floats + qs_floats + 16);
   float* base = scratch.data() + ((64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64) / sizeof(float);
@@ -316,10 +319,10 @@ void run_tile(void* vctx, size_t task) {
       } else {
         const bool pf = a.v_format == DLM_FMT_F32;
         const int64_t v_row = D * 4, step = pf ? kPfKeys : na;   // v_row: fp32 rows only
-        const char* v_pf = pf ? static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * v_row : nullptr;
+        const char* v_pf = pf ? static_cast<const char*>(a.v_cache) + (g * a.max_len + j0) * v_row : nullptr;
         for (int64_t i0 = 0; i0 < na; i0 += step) {
           const int64_t ni = std::min<int64_t>(step, na - i0);
-          if (pf) prefetch_rows(v_pf + i0 * Hkv * v_row, ni, Hkv * v_row, v_row);
+          if (pf) prefetch_rows(v_pf + i0 * v_row, ni, v_row, v_row);
           c.k->deltaqkdot(static_cast<size_t>(ni), static_cast<size_t>(D), static_cast<size_t>(rows),
                           static_cast<size_t>(L), qr, static_cast<size_t>(D), m + i0 * (ld / 8),
                           static_cast<size_t>(ld / 8), value_stream(a, g) + value_start(a, j0 + i0, g), dq,
@@ -339,10 +342,10 @@ void run_tile(void* vctx, size_t task) {
       blk_valid[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(nb, pos[r] + 1 - j0)));
     }
     c.k->softmax(L, nb, s_approx, s_exact, blk_approx, blk_valid, mx, sum, corr, p, &sp);
-    const char* v_blk = static_cast<const char*>(a.v_cache) + (j0 * Hkv + g) * c.v_row;
+    const char* v_blk = static_cast<const char*>(a.v_cache) + (g * a.max_len + j0) * c.v_row;   // head-major
     if (c.vq && !v_dec) {   // decode, <= 4 rows: the fused P·V decodes each V row once for all rows
       c.vq->pv(static_cast<size_t>(nb), static_cast<size_t>(D), static_cast<size_t>(rows), p,
-               static_cast<size_t>(L), reinterpret_cast<const uint8_t*>(v_blk), static_cast<size_t>(Hkv * c.v_row),
+               static_cast<size_t>(L), reinterpret_cast<const uint8_t*>(v_blk), static_cast<size_t>(c.v_row),
                corr, acc);
       continue;
     }
@@ -353,13 +356,13 @@ void run_tile(void* vctx, size_t task) {
       const size_t m = static_cast<size_t>(std::min<int64_t>(dlm::kPR, rows - r0));
       if (v_dec && !decoded) {   // the block's values into vbuf once, for every row group
         for (int64_t j = 0; j < nb; j++)
-          c.vq->dec(static_cast<size_t>(D), reinterpret_cast<const uint8_t*>(v_blk) + j * Hkv * c.v_row, vbuf + j * D);
+          c.vq->dec(static_cast<size_t>(D), reinterpret_cast<const uint8_t*>(v_blk) + j * c.v_row, vbuf + j * D);
         decoded = true;
       }
       const bool f16 = a.v_format == DLM_FMT_F16;
       (f16 ? c.k->pv_f16v : c.k->pv)(static_cast<size_t>(nb), static_cast<size_t>(D), m, p + r0,
                                      static_cast<size_t>(L), v_dec ? static_cast<const void*>(vbuf) : v_blk,
-                                     static_cast<size_t>(v_dec ? D : ld), corr + r0, acc + r0 * D);
+                                     static_cast<size_t>(D), corr + r0, acc + r0 * D);
     }
   }
   if (c.splits > 1) {
@@ -455,15 +458,23 @@ const dlm::QFormatKernels* q_kernels(const Kernels& k, int64_t format) {
   return format == DLM_FMT_Q8_0 ? &k.q8_0 : format == DLM_FMT_Q4_0 ? &k.q4_0 : nullptr;
 }
 
-// n rows of d values into a cache of the format at dst: fp32 copied, fp16 rounded to nearest even and
-// clamped to its range, q8_0 / q4_0 quantized.
-void store_rows(const Kernels& k, int64_t format, int64_t n, int64_t d, const float* src, void* dst) {
-  if (format == DLM_FMT_F32)
-    std::memcpy(dst, src, sizeof(float) * n * d);
-  else if (format == DLM_FMT_F16)
-    k.f16cvt(static_cast<size_t>(n * d), src, static_cast<uint16_t*>(dst));
-  else
-    q_kernels(k, format)->enc(static_cast<size_t>(n), static_cast<size_t>(d), src, static_cast<uint8_t*>(dst));
+// A call's new rows src [S, Hkv, D] into a head-major cache of the format (kv head g's row t at
+// g·T + t): fp32 copied, fp16 rounded to nearest even and clamped to its range, q8_0 / q4_0 quantized.
+void store_rows(const Kernels& k, int64_t format, const dlm_attn_args& a, const float* src, void* cache) {
+  const int64_t D = a.head_dim, Hkv = a.n_kv_heads, row = dlm_cache_row_bytes(format, D);
+  const dlm::QFormatKernels* q = q_kernels(k, format);
+  for (int64_t g = 0; g < Hkv; g++) {
+    char* dst = static_cast<char*>(cache) + (g * a.max_len + a.start_pos) * row;
+    for (int64_t s = 0; s < a.seq_len; s++, dst += row) {
+      const float* x = src + (s * Hkv + g) * D;
+      if (format == DLM_FMT_F32)
+        std::memcpy(dst, x, sizeof(float) * D);
+      else if (format == DLM_FMT_F16)
+        k.f16cvt(static_cast<size_t>(D), x, reinterpret_cast<uint16_t*>(dst));
+      else
+        q->enc(1, static_cast<size_t>(D), x, reinterpret_cast<uint8_t*>(dst));
+    }
+  }
 }
 
 // The cache formats' checks (both entry points).
@@ -480,8 +491,7 @@ int check_format(int64_t format, const char* name, int64_t head_dim, char* err, 
 
 // The new values into the V cache, in its format.
 void store_values(const dlm_attn_args& a, const Kernels& k) {
-  store_rows(k, a.v_format, a.seq_len * a.n_kv_heads, a.head_dim, a.v,
-             static_cast<char*>(a.v_cache) + a.start_pos * a.n_kv_heads * dlm_cache_row_bytes(a.v_format, a.head_dim));
+  store_rows(k, a.v_format, a, a.v, a.v_cache);
 }
 
 // The (kv head, row tile) tasks of one call, then the new raw keys into the ring (after the tiles,
@@ -637,7 +647,7 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   a.q = d->q;
   a.k = d->k;
   a.v = d->v;
-  a.k_ring = d->k_format == DLM_FMT_F32 ? static_cast<float*>(d->k_cache) : nullptr;
+  a.k_ring = nullptr;   // every key from the K cache
   a.v_cache = d->v_cache;
   a.out = d->out;
   a.seq_len = d->seq_len;
@@ -656,15 +666,9 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   if (const int rc = check_format(d->v_format, "v_cache", a.head_dim, err, len)) return rc;
   const Kernels& k = kernels();
   store_values(a, k);
-  if (d->k_format == DLM_FMT_F32) {
-    run_tiles(a, k, a.start_pos + a.seq_len);
-    return DLM_OK;
-  }
-  // fp16 or quantized K: this call's keys are stored (rounded like V) before the tiles, which read
-  // every key from the cache.
-  const int64_t row = dlm_cache_row_bytes(d->k_format, a.head_dim);
-  store_rows(k, d->k_format, a.seq_len * a.n_kv_heads, a.head_dim, a.k,
-             static_cast<char*>(d->k_cache) + a.start_pos * a.n_kv_heads * row);
+  // This call's keys are stored (rounded like V in fp16 or a q format) before the tiles, which read
+  // every key from the cache: one answer whatever the chunking.
+  store_rows(k, d->k_format, a, a.k, d->k_cache);
   run_tiles(a, k, a.start_pos + a.seq_len, d->k_cache, d->k_format);
   return DLM_OK;
 }

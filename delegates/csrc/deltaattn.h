@@ -22,8 +22,10 @@ typedef void (*dlm_parallel_fn)(void* pool_ctx, size_t n, dlm_task_fn task, void
 //   state, updated in place:
 //   k_ring [R, Hkv, D] f32      raw keys of the last R positions (key j in slot j % R), for the exact band
 //   k_sink [Hkv, D] f32         key 0 (the attention sink: its score is always exact)
-//   v_cache [T, Hkv, row]       in v_format (DLM_FMT_*): f32, fp16 (rounded to nearest even, clamped to
-//                               ±65504 as stored), q8_0 or q4_0 (quantized as stored); row = dlm_cache_row_bytes
+//   v_cache [Hkv, T, row]       head-major (each kv head's values one contiguous stream, which the
+//                               hardware prefetchers follow), in v_format (DLM_FMT_*): f32, fp16
+//                               (rounded to nearest even, clamped to ±65504 as stored), q8_0 or q4_0
+//                               (quantized as stored); row = dlm_cache_row_bytes
 //   dk_mask [T, Hkv, D/8] u8    bit c%8 of byte c/8: element c of Δk is non-zero
 //   dk_val [Hkv, P, D] fp16     per kv head one stream of packed non-zeros: key t's non-zeros, in
 //                               element order, follow key t−1's. P = dk_rows rows of D values: T
@@ -93,9 +95,9 @@ int dlm_delta_attention_f32(const dlm_attn_args* args, char* err, size_t err_len
 
 // Dense (exact) attention on the same tiles: every key exact, no ΔK state. The program's dense
 // attention core (attention.kind=dense, attention.dense_kernel=deltallm):
-//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache and v_cache [T, Hkv, row] in k_format / v_format
-//   (DLM_FMT_*), updated in place at [start_pos, start_pos + S) (a K cache in any format but fp32
-//   stores this call's keys before the scores, so they are rounded like every other key); with a
+//   q [S, H, D] f32, k/v [S, Hkv, D] f32; k_cache and v_cache [Hkv, T, row] (head-major) in k_format /
+//   v_format (DLM_FMT_*), updated in place at [start_pos, start_pos + S) (this call's keys are stored
+//   before the scores, so a rounded key is rounded alike whatever the chunking); with a
 //   quantized K cache the queries are quantized too (ukernels/qblocks.h); out [S, H, D] f32.
 typedef struct dlm_dense_args {
   const float* q;

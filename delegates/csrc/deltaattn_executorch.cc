@@ -47,7 +47,7 @@ void* cache_data(Tensor& t) {
 
 
 // Returns an error message or nullptr. Shapes (batch 1): q [1,S,H,D]; k, v [1,S,Hkv,D];
-// k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,T,Hkv,row] (cache_format); dk_mask [1,T,Hkv,D/8] u8;
+// k_ring [1,R,Hkv,D] f32; k_sink [1,Hkv,D] f32; v_cache [1,Hkv,T,row] (cache_format, head-major); dk_mask [1,T,Hkv,D/8] u8;
 // dk_val [1,Hkv,P,D] f16 (a stream per kv head, P <= T rows: dlm_dk_rows); dk_end [1,T,Hkv] i32;
 // k_hat [1,Hkv,D] f32; k_ckpt [1,dlm_ckpt_len(T),Hkv,D] f32.
 const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& kr, const Tensor& ks,
@@ -62,14 +62,14 @@ const char* check_shapes(const Tensor& q, const Tensor& k, const Tensor& v, cons
     return "q, k, v, k_ring, k_sink and k_hat must be float32";
   if (!is_u8(dm) || !is_f16(dv) || !is_i32(dn)) return "dk_mask must be uint8, dk_val float16, dk_end int32";
   if (q.size(0) != 1 || k.size(0) != 1 || v.size(0) != 1) return "batch size must be 1";
-  const auto S = q.size(1), D = q.size(3), Hkv = k.size(2), T = vc.size(1);
+  const auto S = q.size(1), D = q.size(3), Hkv = k.size(2), T = vc.size(2);
   if (k.size(1) != S || v.size(1) != S) return "q, k and v must have the same sequence length";
   if (D % 8 != 0) return "head_dim must be a multiple of 8";
   if (cache_format(vc, D) < 0) return "v_cache must be float32 or float16 [.., head_dim], or uint8 q8_0 / q4_0 blocks";
   if (k.size(3) != D || v.size(3) != D || kr.size(3) != D || ks.size(2) != D ||
       dm.size(3) != D / 8 || dv.size(3) != D || kh.size(2) != D)
     return "head_dim mismatch between q, k, v and the state";
-  if (v.size(2) != Hkv || kr.size(2) != Hkv || ks.size(1) != Hkv || vc.size(2) != Hkv || dm.size(2) != Hkv ||
+  if (v.size(2) != Hkv || kr.size(2) != Hkv || ks.size(1) != Hkv || vc.size(1) != Hkv || dm.size(2) != Hkv ||
       dv.size(1) != Hkv || dn.size(2) != Hkv || kh.size(1) != Hkv)
     return "kv head count mismatch between k, v and the state";
   if (q.size(2) % Hkv != 0) return "query heads must be a multiple of kv heads";
@@ -109,7 +109,7 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   a.n_heads = q.size(2);
   a.n_kv_heads = k.size(2);
   a.head_dim = q.size(3);
-  a.max_len = v_cache.size(1);
+  a.max_len = v_cache.size(2);
   a.ring_len = k_ring.size(1);
   a.start_pos = start_pos;
   a.theta = static_cast<float>(theta);
@@ -124,7 +124,7 @@ Tensor& delta_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   return out;
 }
 
-// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache and v_cache [1,T,Hkv,row], each f32 or f16
+// Dense attention: q [1,S,H,D]; k, v [1,S,Hkv,D]; k_cache and v_cache [1,Hkv,T,row], each f32 or f16
 // (row = D) or q8_0 / q4_0 blocks (uint8, row = dlm_cache_row_bytes).
 Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Tensor& k, const Tensor& v,
                             Tensor& k_cache, Tensor& v_cache, int64_t start_pos, Tensor& out) {
@@ -142,9 +142,9 @@ Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
     bad = "q, k and v must have the same sequence length";
   else if (k.size(3) != q.size(3) || v.size(3) != q.size(3))
     bad = "head_dim mismatch between q, k and v";
-  else if (v.size(2) != k.size(2) || k_cache.size(2) != k.size(2) || v_cache.size(2) != k.size(2))
-    bad = "kv head count mismatch between k, v and the caches";
-  else if (k_cache.size(1) != v_cache.size(1))
+  else if (v.size(2) != k.size(2) || k_cache.size(1) != k.size(2) || v_cache.size(1) != k.size(2))
+    bad = "kv head count mismatch between k, v and the caches [1, kv_heads, max context, row]";
+  else if (k_cache.size(2) != v_cache.size(2))
     bad = "k_cache and v_cache must have the same max context length";
   ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, out, "deltallm::dense_attention: %s", bad ? bad : "");
   ET_KERNEL_CHECK_MSG(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, out,
@@ -163,7 +163,7 @@ Tensor& dense_attention_out(KernelRuntimeContext& ctx, const Tensor& q, const Te
   a.n_heads = q.size(2);
   a.n_kv_heads = k.size(2);
   a.head_dim = q.size(3);
-  a.max_len = k_cache.size(1);
+  a.max_len = k_cache.size(2);
   a.start_pos = start_pos;
   a.parallel = et_parallel;
   char err[256] = {0};
