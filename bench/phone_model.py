@@ -7,8 +7,9 @@ compiled micro-kernels (llvm-mca) plus a memory roofline, validated on this host
    -mavx2 -mfma -mf16c, aarch64 with Debian's aarch64-linux-gnu-g++, the SDOT file for
    armv8.2-a+dotprod) with -DDLM_MCA, which brackets each kernel's steady-state step with llvm-mca
    region comments (delegates/csrc/ukernels/mca.h). llvm-mca-19 runs every step on each core model:
-   cycles per key and kv head = Q·Kᵀ step + P·V step (softmax, merge and per-call work are left out:
-   the same for every format). Cores whose model gives identical cycles for every step are reported
+   cycles per key and kv head = Q·Kᵀ step + P·V step. The online softmax (its uniform and masked
+   paths branch inside a step, which a straight-line analysis cannot follow), the merge of key splits
+   and per-call work are left out: the same for every format, they dilute the measured ratios. Cores whose model gives identical cycles for every step are reported
    as one model (LLVM gives several -mcpu names one scheduling model).
 2. Validation: the same method for the host (-mcpu=znver4 for this Zen 4 host, or --host-mcpu) on the
    AVX2 steps, against decode steps measured here in the same run with the state in cache
