@@ -17,23 +17,9 @@ from delegates.formats import Format
 from delegates.library import core
 from delegates.reference import dense_attention, run_calls
 from tests.delta_helpers import make_qkv, nmse, run_kernel
+from tests.test_dense_kernel import variant  # noqa: F401  (AVX2 and scalar, 1 and 2 threads)
 
 QFORMATS = (Format.Q8_0, Format.Q4_0)
-
-
-@pytest.fixture(params=[("avx2_fma", 1), ("avx2_fma", 2), ("scalar", 1)], ids=lambda p: f"{p[0]}-{p[1]}t")
-def variant(request):
-    from delegates import op  # noqa: F401
-
-    arch, threads = request.param
-    lib = core()
-    lib.dlm_force_scalar(1 if arch == "scalar" else 0)
-    if lib.dlm_kernel_arch().decode() != arch:
-        pytest.skip(f"{arch} is not available on this CPU")
-    lib.dlm_set_num_threads(threads)
-    yield arch
-    lib.dlm_force_scalar(0)
-    lib.dlm_set_num_threads(1)
 
 
 def edge_rows(d: int = 64) -> torch.Tensor:
