@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the toolkit with its test dependencies, the real test model (SmolLM2-135M GGUF), the
-# system tools the tests use (adb, the arm64 cross compiler, qemu-user-static, ccache) and the
+# system tools the tests use (adb, the arm64 cross compiler, qemu-user-static, ccache, llvm-19) and the
 # native runners (ExecuTorch from source + our kernels, static, x86-64 and arm64; cached).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +17,9 @@ command -v adb >/dev/null 2>&1 || need+=(adb)
 command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || need+=(g++-aarch64-linux-gnu)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 command -v ccache >/dev/null 2>&1 || need+=(ccache)
+# llvm-mca-19: bench/phone_model.py's static analysis of the compiled kernels (LLVM 19 has
+# scheduling models of current phone cores; the default llvm 14 has not).
+command -v llvm-mca-19 >/dev/null 2>&1 || need+=(llvm-19)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 # The Android app's host-side checks: a JDK (javac, jni.h), JUnit 4, aapt2 and framework-res.apk.
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
