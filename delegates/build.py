@@ -60,7 +60,7 @@ def build(force: bool = False, debug: bool = False) -> None:
     LIB_DIR.mkdir(exist_ok=True)
     opt = ["-O0", "-g"] if debug else ["-O3", "-DNDEBUG"]
     base = [cxx, "-std=c++17", "-fPIC", *opt, "-Wall", "-Wno-unused-function", f"-I{CSRC}"]
-    core_srcs = [CSRC / "deltaattn.cc", CSRC / "deltaenc_budget.cc", CSRC / "task_pool.cc",
+    core_srcs = [CSRC / "deltaattn.cc", CSRC / "kernel_table.cc", CSRC / "deltaenc_budget.cc", CSRC / "task_pool.cc",
                  CSRC / "ukernels" / "f32_deltaattn_scalar.cc",
                  CSRC / "ukernels" / "f32_deltaattn_neon.cc",     # the NEON files compile to nothing off AArch64
                  CSRC / "ukernels" / "qblocks_scalar.cc", CSRC / "ukernels" / "qblocks_neon.cc"]

@@ -1,103 +1,22 @@
 // Delta attention driver: validation, cache update, delta encoding, (kv-head, row-tile) tasks,
-// sparsity counters. The arithmetic lives in the micro-kernels (ukernels/).
+// sparsity counters. The arithmetic lives in the micro-kernels (ukernels/), chosen per CPU in
+// kernel_table.cc.
 #include "deltaattn.h"
 
 #include <algorithm>
-#include <cstdint>
-#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <vector>
 
-#if defined(__aarch64__) && defined(__linux__)
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1 << 20)
-#endif
-#endif
-
+#include "kernel_table.h"
 #include "task_pool.h"
 #include "ukernels/fp16.h"
-#include "ukernels/qblocks.h"
-#include "ukernels/ukernels.h"
 
 namespace {
 
-struct Kernels {
-  dlm::deltaenc_ukernel_fn deltaenc;
-  dlm::deltaqk_ukernel_fn deltaqk;                   // kTR rows
-  dlm::deltaqkdot_ukernel_fn deltaqkdot;             // a narrow tile (decode), along head_dim
-  dlm::qk_ukernel_fn qk;                             // exact scores of a kTR-row tile
-  dlm::qkdot_ukernel_fn qkdot;                       // exact scores of a narrow tile (decode)
-  dlm::qkdot_f16k_ukernel_fn qkdot_f16k;             // ... from an fp16 K cache (dense)
-  dlm::softmax_ukernel_fn softmax;
-  dlm::pv_ukernel_fn pv, pv_f16v;   // fp32 / fp16 V
-  dlm::f16cvt_ukernel_fn f16cvt;     // the fp16 V (and dense K) caches' store
-  dlm::f32cvt_ukernel_fn f32cvt;     // fp16 keys back to fp32 for the wide tiles (dense, fp16 K)
-  const char* arch;
-  dlm::QFormatKernels q8_0, q4_0;    // the quantized caches (qblocks.h)
-  dlm::q8q_ukernel_fn q8q;           // queries over a quantized K cache
-};
-
-#define DLM_QKERNELS(arch, dot)                                                                                 \
-  {dlm::q8_0_enc_ukernel__##arch, dlm::q8_0_dec_ukernel__##arch, dlm::qs8_qkdot_q8_0k_ukernel_8x32__##dot,       \
-   dlm::f32_pv_q8_0v_ukernel_4x32__##arch},                                                                     \
-  {dlm::q4_0_enc_ukernel__##arch, dlm::q4_0_dec_ukernel__##arch, dlm::qs8_qkdot_q4_0k_ukernel_8x32__##dot,       \
-   dlm::f32_pv_q4_0v_ukernel_4x32__##arch},                                                                     \
-  dlm::f32_q8q_ukernel__##arch
-
-std::atomic<bool> g_force_scalar{false};
-
-const Kernels& kernels() {
-  static const Kernels scalar{dlm::f32_deltaenc_ukernel__scalar,  dlm::f32_deltaqk_ukernel_64x1__scalar,
-                              dlm::f32_deltaqkdot_ukernel_8x1__scalar, dlm::f32_qk_ukernel_64x1__scalar,
-                              dlm::f32_qkdot_ukernel_8x1__scalar,   dlm::f32_qkdot_f16k_ukernel_8x1__scalar,
-                              dlm::f32_softmax_ukernel_x1__scalar,
-                              dlm::f32_pv_ukernel_8xd__scalar,      dlm::f32_pv_f16v_ukernel_8xd__scalar,
-                              dlm::f32_f16_vcvt_ukernel_x1__scalar, dlm::f16_f32_vcvt_ukernel_x1__scalar,
-                              "scalar", DLM_QKERNELS(scalar, scalar)};
-#if defined(__x86_64__)
-  static const Kernels avx2{dlm::f32_deltaenc_ukernel__avx2,         dlm::f32_deltaqk_ukernel_64x1__avx2_fma,
-                            dlm::f32_deltaqkdot_ukernel_8x1__avx2_fma, dlm::f32_qk_ukernel_32x2__avx2_fma,
-                            dlm::f32_qkdot_ukernel_8x1__avx2_fma,    dlm::f32_qkdot_f16k_ukernel_8x1__avx2_fma,
-                            dlm::f32_softmax_ukernel_x8__avx2_fma,
-                            dlm::f32_pv_ukernel_8x8__avx2_fma,       dlm::f32_pv_f16v_ukernel_8x8__avx2_fma,
-                            dlm::f32_f16_vcvt_ukernel_x8__avx2,      dlm::f16_f32_vcvt_ukernel_x8__avx2,
-                            "avx2_fma", DLM_QKERNELS(avx2, avx2)};
-  static const bool has_avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  if (has_avx2 && !g_force_scalar.load()) return avx2;
-#endif
-#if defined(__aarch64__)
-  static const Kernels neon{dlm::f32_deltaenc_ukernel__neon,        dlm::f32_deltaqk_ukernel_64x1__neon,
-                            dlm::f32_deltaqkdot_ukernel_8x1__neon,     dlm::f32_qk_ukernel_16x2__neon,
-                            dlm::f32_qkdot_ukernel_8x1__neon,       dlm::f32_qkdot_f16k_ukernel_8x1__neon,
-                            dlm::f32_softmax_ukernel_x4__neon,
-                            dlm::f32_pv_ukernel_8x8__neon,          dlm::f32_pv_f16v_ukernel_8x8__neon,
-                            dlm::f32_f16_vcvt_ukernel_x8__neon,     dlm::f16_f32_vcvt_ukernel_x8__neon,
-                            "neon", DLM_QKERNELS(neon, neon)};
-  static const Kernels neon_dot = [] {
-    Kernels k = neon;
-    k.arch = "neon+dot";
-    k.q8_0.qkdot = dlm::qs8_qkdot_q8_0k_ukernel_8x32__neondot;
-    k.q4_0.qkdot = dlm::qs8_qkdot_q4_0k_ukernel_8x32__neondot;
-    return k;
-  }();
-#if defined(__linux__)
-  static const bool has_dot = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
-#else
-  static const bool has_dot = false;
-#endif
-  if (!g_force_scalar.load()) return has_dot ? neon_dot : neon;   // Advanced SIMD is part of every AArch64 CPU
-#endif
-  return scalar;
-}
-
-std::mutex g_stats_mutex;
-dlm_counts g_stats[DLM_MAX_LAYERS][2];
-int64_t g_num_layers = 0;
+using dlm::Kernels;
 
 int fail(char* err, size_t len, const char* msg) {
   if (err && len) std::snprintf(err, len, "delta_attention: %s", msg);
@@ -426,15 +345,7 @@ void count(const dlm_attn_args& a, int64_t band) {
       c.macs_dense += static_cast<uint64_t>((i + 1) * D) * group;
     }
   }
-  const int phase = a.seq_len == 1 ? DLM_PHASE_DECODE : DLM_PHASE_PREFILL;
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  dlm_counts& s = g_stats[a.layer][phase];
-  s.dk_zeros += c.dk_zeros;
-  s.dk_elements += c.dk_elements;
-  s.macs_performed += c.macs_performed;
-  s.macs_dense += c.macs_dense;
-  s.calls += 1;
-  g_num_layers = std::max(g_num_layers, a.layer + 1);
+  dlm::stats_add(a.layer, a.seq_len == 1 ? DLM_PHASE_DECODE : DLM_PHASE_PREFILL, c);
 }
 
 // Checks shared by the delta and dense entry points.
@@ -617,7 +528,7 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
                   static_cast<long long>(dlm_dk_rows(a->max_len, D, 1)), static_cast<long long>(a->max_len));
     return fail(err, len, msg);
   }
-  const Kernels& k = kernels();
+  const Kernels& k = dlm::kernels();
   if (a->start_pos == 0) {
     std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
@@ -664,7 +575,7 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   if (const int rc = check_shape_args(a, err, len)) return rc;
   if (const int rc = check_format(d->k_format, "k_cache", a.head_dim, err, len)) return rc;
   if (const int rc = check_format(d->v_format, "v_cache", a.head_dim, err, len)) return rc;
-  const Kernels& k = kernels();
+  const Kernels& k = dlm::kernels();
   store_values(a, k);
   // This call's keys are stored (rounded like V in fp16 or a q format) before the tiles, which read
   // every key from the cache: one answer whatever the chunking.
@@ -672,27 +583,5 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   run_tiles(a, k, a.start_pos + a.seq_len, d->k_cache, d->k_format);
   return DLM_OK;
 }
-
-int dlm_stats_read(int64_t layer, int phase, dlm_counts* out) {
-  if (!out || layer < 0 || layer >= DLM_MAX_LAYERS || (phase != 0 && phase != 1)) return DLM_ERR_INVALID;
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  *out = g_stats[layer][phase];
-  return DLM_OK;
-}
-
-int64_t dlm_stats_num_layers(void) {
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  return g_num_layers;
-}
-
-void dlm_stats_reset(void) {
-  std::lock_guard<std::mutex> lock(g_stats_mutex);
-  std::memset(g_stats, 0, sizeof g_stats);
-  g_num_layers = 0;
-}
-
-const char* dlm_kernel_arch(void) { return kernels().arch; }
-
-void dlm_force_scalar(int on) { g_force_scalar.store(on != 0); }
 
 }  // extern "C"
