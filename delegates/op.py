@@ -37,6 +37,8 @@ lib.define(f"dense_attention({DENSE_ARGS}) -> Tensor")
 lib.define(f"dense_attention.out({DENSE_ARGS}, *, Tensor(c!) out) -> Tensor(c!)")
 
 STATE = ("k_ring", "k_sink", "v_cache", "dk_mask", "dk_val", "dk_end", "k_hat", "k_ckpt")
+# Not indexed by position (deltaattn.h DLM_RUNNING_STATE_NAMES): what a runner that rewinds restores.
+RUNNING_STATE = ("k_hat", "k_ring")
 DTYPES = {"k_ring": torch.float32, "k_sink": torch.float32, "v_cache": torch.float32, "dk_mask": torch.uint8,
           "dk_val": torch.float16, "dk_end": torch.int32, "k_hat": torch.float32, "k_ckpt": torch.float32}
 

@@ -64,6 +64,13 @@ class DeviceFiles:
         return (f"p=$(cat {pid} 2>/dev/null) && grep -q runner /proc/$p/cmdline 2>/dev/null && kill $p 2>/dev/null; "
                 f"cd {quote_args([self.folder])} && {{ {quote_args(cmd)} 2>&1 & echo $! > {pid}; wait $!; }}")
 
+    def launch_foreground(self, cmd: List[str]) -> str:
+        """As launch, but the shell becomes `cmd` (exec), so it keeps the stream's stdin (an
+        asynchronous command's stdin would be /dev/null)."""
+        pid = quote_args([self.pidfile])
+        return (f"p=$(cat {pid} 2>/dev/null) && grep -q runner /proc/$p/cmdline 2>/dev/null && kill $p 2>/dev/null; "
+                f"cd {quote_args([self.folder])} && echo $$ > {pid} && exec {quote_args(cmd)}")
+
     def finished(self, t: Transport) -> None:
         t.shell(["rm", "-f", self.pidfile], 30)
 

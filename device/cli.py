@@ -11,6 +11,7 @@ start a virtual device.
                              [--cpu-mask f0] [--thermal-limit-c 45] [--cooldown-s 0]
                              [--format md|csv|json|jsonl] [--results-dir DIR]
     python -m device generate --device HOST:PORT --pte out/m.pte --prompt "..." [--max-new-tokens 64] [--raw]
+    python -m device chat    --device HOST:PORT --pte out/m.pte [--system "..."] [--max-new-tokens 256] [--json]
     python -m device build-runner [--abi x86_64 arm64-v8a] [--et-src DIR|ARCHIVE] [--force]
     python -m device stage-source [--et-src DIR|ARCHIVE]       # the ExecuTorch tree builds use
     python -m device report  RESULTS.json [--format md|csv|json|jsonl]
@@ -227,6 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
     sp.add_argument("--json", action="store_true", help="print the whole result (tokens, timings, sparsity)")
     sp.add_argument("--timeout-s", type=float, default=1800.0)
+    sp = with_device(sub.add_parser("chat", help="interactive chat on the device (persistent native runner, "
+                                                 "the cache reused across turns)"))
+    sp.add_argument("--pte", required=True)
+    sp.add_argument("--system", help="system prompt (kept when the context fills)")
+    sp.add_argument("--max-new-tokens", type=int, default=256, help="per answer")
+    sp.add_argument("--temperature", type=float, default=0.0)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--threads", type=int, default=0)
+    sp.add_argument("--cpus")
+    sp.add_argument("--runner-binary")
+    sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
+    sp.add_argument("--json", action="store_true", help="one JSON object per answer (text and figures) on stdout")
+    sp.add_argument("--timeout-s", type=float, default=600.0, help="longest wait for the runner's next token")
     # Listed for --help; main() hands their arguments to device/native_build.py's own parsers.
     sub.add_parser("build-runner", help="build the native runner and JNI library (ExecuTorch from source + our "
                                         "kernels); see its --help")
@@ -264,7 +278,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .preflight import InputError
 
     try:
-        if ns.command in ("info", "shell", "push", "pull", "generate"):
+        if ns.command in ("info", "shell", "push", "pull", "generate", "chat"):
             from .preflight import device_address, local_file
 
             device_address(ns.device)
@@ -276,6 +290,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from .generate import cmd_generate, prepare
 
             return cmd_generate(ns, prepare(ns), lambda: _transport(ns))
+        if ns.command == "chat":
+            from .generate import cmd_chat, prepare
+
+            return cmd_chat(ns, prepare(ns), lambda: _transport(ns))
         if ns.command == "report":
             return cmd_report(ns)
         if ns.command == "virtual":

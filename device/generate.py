@@ -54,6 +54,11 @@ def prepare(ns) -> Prepared:
         tok = load_tokenizer(prog.tokenizer)
     except PromptError as e:
         raise preflight.InputError("--pte", str(e)) from None
+    if getattr(ns, "prompt", None) is None:   # chat: the conversation makes the ids, turn by turn
+        if not prog.manifest.get("chat_template"):
+            raise preflight.InputError("--pte", f"{prog.pte.name} carries no chat template (its manifest has no "
+                                                "chat_template): use `python -m device generate --raw`")
+        return Prepared(prog, tok, [], ns.max_new_tokens)
     ids = prompt_ids(prog.manifest, tok, ns.prompt, ns.system, ns.raw)
     n = ns.max_new_tokens
     ctx = prog.context
@@ -75,22 +80,30 @@ def cmd_generate(ns, prep: Prepared, connect: Callable[[], Transport]) -> int:
         t.close()
 
 
-def _generate(ns, prep: Prepared, t: Transport) -> int:
-    pte, manifest, tok, ids = prep.prog.pte, prep.prog.manifest, prep.tokenizer, prep.ids
+def _install(ns, prep: Prepared, t: Transport, ids=None):
+    """Pushes the program, the prompt ids (when given) and the runner for the device's ABI."""
+    pte = prep.prog.pte
     plan = BenchPlan(pte=pte, workdir=ns.workdir, runner="native",
                      runner_binary=Path(ns.runner_binary) if ns.runner_binary else None)
     abi = device_abi(t)
     _, binary, binary_sha = resolve_runner(t, plan, abi)
-    files = DeviceFiles(ns.workdir, program_sha256(pte, manifest), binary_sha)
+    files = DeviceFiles(ns.workdir, program_sha256(pte, prep.prog.manifest), binary_sha)
     with tempfile.TemporaryDirectory() as tmp:
-        ids_file = write_ids(ids, Path(tmp) / IDS_NAME)
-        pushes = [(pte, files.path(pte.name)), (ids_file, files.path(IDS_NAME)), (binary, files.runner)]
+        pushes = [(pte, files.path(pte.name)), (binary, files.runner)]
+        if ids is not None:
+            pushes.insert(1, (write_ids(ids, Path(tmp) / IDS_NAME), files.path(IDS_NAME)))
         check_storage(t, plan, pushes)
         for f, remote in pushes:
             pushed = push_verified(t, f, remote, progress=ProgressBar(f.name),
                                    sha256=files.program_sha256 if f == pte else None)
             print(f"{f.name}: {'pushed' if pushed else 'unchanged on device'}", file=sys.stderr)
     t.check(["chmod", "755", files.runner], "chmod runner")
+    return files
+
+
+def _generate(ns, prep: Prepared, t: Transport) -> int:
+    pte, manifest, tok, ids = prep.prog.pte, prep.prog.manifest, prep.tokenizer, prep.ids
+    files = _install(ns, prep, t, ids)
     cmd = [files.runner, "generate", "--pte", files.path(pte.name),
            "--prompt-ids", files.path(IDS_NAME), "--max-new-tokens", str(prep.max_new_tokens),
            "--temperature", str(ns.temperature), "--seed", str(ns.seed), "--threads", str(ns.threads)]
@@ -119,3 +132,34 @@ def _generate(ns, prep: Prepared, t: Transport) -> int:
           f"{result['decode_tps']:.1f} tok/s | RSS {result['peak_rss_mb']:.0f} MB"
           + (f" | S_c prefill {pre['s_c']:.1%}" if pre.get("macs_dense") else "") + "]", file=sys.stderr)
     return 0
+
+
+def cmd_chat(ns, prep: Prepared, connect: Callable[[], Transport]) -> int:
+    """`python -m device chat`: the persistent runner on the device, the conversation on the host."""
+    from .chat_session import ChatClient, Conversation, run_chat
+
+    t = connect()
+    try:
+        files = _install(ns, prep, t)
+        cmd = [files.runner, "chat", "--pte", files.path(prep.prog.pte.name), "--threads", str(ns.threads)]
+        if ns.cpus:
+            cmd += ["--cpus", ns.cpus]
+        stream = t.open_shell(files.launch_foreground(cmd), ns.timeout_s)
+        client = ChatClient(stream, t.name, ns.timeout_s)
+        try:
+            r = client.ready
+            print(f"[{prep.prog.pte.name} on {r['abi']} ({r['kernel_arch']}), {r['threads']} threads, context "
+                  f"{r['max_context_len']}, loaded in {r['load_ms']:.0f} ms; Ctrl-C stops an answer, /reset starts "
+                  f"a new chat, /quit ends]", file=sys.stderr)
+            conv = Conversation(prep.prog.manifest, prep.tokenizer, ns.system)
+            eos = set((prep.prog.manifest.get("architecture") or {}).get("eos_ids") or r.get("eos_ids") or [])
+            tty = sys.stdin.isatty()
+            if tty:
+                print("> ", end="", file=sys.stderr, flush=True)
+            return run_chat(client, conv, eos, iter(sys.stdin.readline, ""), max_new_tokens=ns.max_new_tokens,
+                            temperature=ns.temperature, seed=ns.seed, as_json=ns.json, prompt=tty)
+        finally:
+            client.close()
+            files.finished(t)
+    finally:
+        t.close()

@@ -52,6 +52,10 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def open_shell(self, command: Command, timeout_s: float = 60.0):
+        """A command with its stdin open (device/shell_stream.py), for a persistent runner."""
+        raise DeviceError(self.name, "shell stream", "this transport has no interactive shell; use ADB over TCP")
+
     def check(self, command: Command, step: str, timeout_s: float = 60.0) -> str:
         """Run a command; a non-zero exit is a DeviceError naming `step`."""
         r = self.shell(command, timeout_s)
@@ -135,6 +139,18 @@ class AdbTcpTransport(Transport):
             raise DeviceError(self.name, "shell", "the command ended without an exit status (killed?)")
         code = int(tail.strip().splitlines()[0]) if tail.strip() else 255
         return ShellResult(code, head[:-1] if head.endswith("\n") else head)
+
+    def open_shell(self, command: Command, timeout_s: float = 60.0):
+        from .shell_stream import AdbShellStream
+
+        dev = self._device()
+        try:
+            sock = dev._io_manager._transport._connection   # to wait for output without holding adb-shell's lock
+            return AdbShellStream(self.name, dev, sock, quote_args(command), timeout_s)
+        except Exception as e:  # noqa: BLE001
+            self.close()
+            raise DeviceError(self.name, "shell stream", f"{type(e).__name__}: {e} (does the device support "
+                                                         "the shell v2 protocol, Android 7 or later?)") from e
 
     def push(self, local: Path, remote: str, timeout_s: float = 300.0, progress: Progress = None) -> None:
         cb = (lambda _path, done, total: progress(done, total)) if progress else None

@@ -106,6 +106,7 @@ def lower(ep: torch.export.ExportedProgram, cfg: ExportConfig, metadata: Dict[st
         prog = edge.to_executorch(ExecutorchBackendConfig(
             extract_delegate_segments=True,
             do_quant_fusion_and_const_prop=True,
+            emit_mutable_buffer_names=True,   # the runner finds its running state by name (chat rewinds)
             memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False),
             sym_shape_eval_pass=ConstraintBasedSymShapeEvalPass()))
     except ExportError:

@@ -126,6 +126,12 @@ int dlm_dense_attention_f32(const dlm_dense_args* args, char* err, size_t err_le
 #define DLM_CKPT_STRIDE 256
 int64_t dlm_ckpt_len(int64_t max_len);
 
+// The state buffers not indexed by position: the reference key k̂ and the ring of raw keys. All
+// else a call writes lives at the positions it was given, so a runner that moves back to an earlier
+// position (a chat that rewinds) restores only these two, from a copy it took there; the k̂
+// checkpoints alone cannot restore the ring (device/native/src/llm_session.cc).
+#define DLM_RUNNING_STATE_NAMES {"k_hat", "k_ring"}
+
 // Band width of a call with seq_len new tokens (see delegates/reference.py).
 int64_t dlm_band_width(int64_t seq_len, float gamma, int64_t w_max, int64_t w_decode);
 // The ring a program needs: the widest band of any call of at most max_seq_len tokens.

@@ -109,7 +109,13 @@ Status RunBench(LlmSession& session, const std::vector<int64_t>& prompt, const B
         if (measured && rep == opt.warmup) ResetSparsity();
         Timings t;
         // Decode exactly d steps (no EOS stop): every repetition does the same work.
-        Status st = session.Generate(ids, d, greedy, /*stop_at_eos=*/false, nullptr, nullptr, &t);
+        GenerateRequest req;
+        req.ids = ids;
+        req.max_new_tokens = d;
+        req.sample = greedy;
+        req.stop_at_eos = false;
+        req.reuse = false;   // every repetition is a fresh sequence from position 0
+        Status st = session.Generate(req, nullptr, nullptr, &t);
         if (!st.ok()) return st;
         if (!measured) continue;
         ttft.push_back(t.prefill_ms);

@@ -103,11 +103,14 @@ JNIEXPORT jlongArray JNICALL Java_org_deltallm_demo_LlmEngine_nativeInfo(JNIEnv*
 }
 
 // Blocking: prefill + decode on the calling thread, each token to listener.onToken(int) (false stops).
+// `prompt` is the whole chat so far: the session reuses what its cache holds (llm_session.h); when it
+// would overflow the context, turns (turn_starts, after the first `keep` ids) are dropped oldest first.
 // Returns [prompt_tokens, generated, ttft_ms, prefill_tps, decode_tps, peak_rss_mb,
-//          s_m_prefill, s_c_prefill, s_m_decode, s_c_decode, stopped].
+//          s_m_prefill, s_c_prefill, s_m_decode, s_c_decode, stopped,
+//          reused_tokens, prefilled_tokens, rewound_tokens, dropped_turns, dropped_tokens].
 JNIEXPORT jdoubleArray JNICALL Java_org_deltallm_demo_LlmEngine_nativeGenerate(
-    JNIEnv* env, jclass, jlong handle, jintArray prompt, jint max_new, jfloat temperature, jlong seed,
-    jboolean stop_at_eos, jobject listener) {
+    JNIEnv* env, jclass, jlong handle, jintArray prompt, jintArray turn_starts, jint keep, jint max_new,
+    jfloat temperature, jlong seed, jboolean stop_at_eos, jobject listener) {
   Engine* e = engine(env, handle);
   if (e == nullptr) return nullptr;
   e->stop.store(false);
@@ -117,15 +120,26 @@ JNIEXPORT jdoubleArray JNICALL Java_org_deltallm_demo_LlmEngine_nativeGenerate(
     on_token = env->GetMethodID(cls, "onToken", "(I)Z");
     if (on_token == nullptr) return nullptr;   // NoSuchMethodError pending
   }
-  dlm::SampleOptions sample;
-  sample.temperature = temperature;
-  sample.seed = static_cast<uint64_t>(seed);
+  dlm::ContextFit fit;
+  dlm::Status st = dlm::FitContext(to_ids(env, prompt), to_ids(env, turn_starts), keep,
+                                   e->session->info().max_context_len, max_new, &fit);
+  if (!st.ok()) {
+    throw_llm(env, st.message);
+    return nullptr;
+  }
+  dlm::GenerateRequest req;
+  req.ids = std::move(fit.ids);
+  req.max_new_tokens = fit.reserve;
+  req.sample.temperature = temperature;
+  req.sample.seed = static_cast<uint64_t>(seed);
+  req.stop_at_eos = stop_at_eos == JNI_TRUE;
+  req.keep = keep;
   dlm::ResetSparsity();
   dlm::Timings t;
   int64_t generated = 0;
   bool java_error = false;
-  dlm::Status st = e->session->Generate(
-      to_ids(env, prompt), max_new, sample, stop_at_eos == JNI_TRUE,
+  st = e->session->Generate(
+      req,
       [&](int64_t tok) {
         generated++;
         if (on_token == nullptr) return !e->stop.load();
@@ -142,13 +156,22 @@ JNIEXPORT jdoubleArray JNICALL Java_org_deltallm_demo_LlmEngine_nativeGenerate(
     throw_llm(env, st.message);
     return nullptr;
   }
-  double v[11] = {static_cast<double>(t.prompt_tokens), static_cast<double>(generated), t.prefill_ms,
-                  t.prefill_tps(), t.decode_tps(), dlm::PeakRssMb(), 0, 0, 0, 0, e->stop.load() ? 1.0 : 0.0};
+  constexpr int kN = 16;
+  double v[kN] = {static_cast<double>(t.prompt_tokens), static_cast<double>(generated), t.prefill_ms,
+                  t.prefill_tps(), t.decode_tps(), dlm::PeakRssMb(), 0, 0, 0, 0, e->stop.load() ? 1.0 : 0.0,
+                  static_cast<double>(t.reused_tokens()), static_cast<double>(t.prefilled_tokens),
+                  static_cast<double>(t.rewound_tokens), static_cast<double>(fit.dropped_turns),
+                  static_cast<double>(fit.dropped_tokens)};
   phase_totals(DLM_PHASE_PREFILL, &v[6], &v[7]);
   phase_totals(DLM_PHASE_DECODE, &v[8], &v[9]);
-  jdoubleArray out = env->NewDoubleArray(11);
-  env->SetDoubleArrayRegion(out, 0, 11, v);
+  jdoubleArray out = env->NewDoubleArray(kN);
+  env->SetDoubleArrayRegion(out, 0, kN, v);
   return out;
+}
+
+// Forgets what the cache holds (a new chat): the next request prefills from position 0.
+JNIEXPORT void JNICALL Java_org_deltallm_demo_LlmEngine_nativeReset(JNIEnv* env, jclass, jlong handle) {
+  if (Engine* e = engine(env, handle)) e->session->Reset();
 }
 
 JNIEXPORT void JNICALL Java_org_deltallm_demo_LlmEngine_nativeStop(JNIEnv* env, jclass, jlong handle) {

@@ -8,6 +8,7 @@
 //                            [--out result.json]
 //                            [--threads N] [--cpus 4-7]
 //   deltallm_runner info     --pte M.pte
+//   deltallm_runner chat     --pte M.pte [--threads N] [--cpus 4-7]   (requests on stdin: chat_server.h)
 //   deltallm_runner tokenize --tokenizer tokenizer.json --texts texts.jsonl   (one JSON string a line)
 //   deltallm_runner kernel-check --cases cases.bin --out results.bin [--scalar]  (see kernel_check.h)
 //
@@ -33,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench.h"
+#include "chat_server.h"
 #include "json_writer.h"
 #include "kernel_check.h"
 #include "llm_session.h"
@@ -52,7 +54,7 @@ int fail(const dlm::Status& st) {
 }
 
 int usage(const std::string& why) {
-  std::fprintf(stderr, "error: %s (usage: deltallm_runner bench|generate|info --pte M.pte ...)\n", why.c_str());
+  std::fprintf(stderr, "error: %s (usage: deltallm_runner bench|generate|chat|info --pte M.pte ...)\n", why.c_str());
   return dlm::kExitBadInput;
 }
 
@@ -225,11 +227,16 @@ int cmd_generate(const Args& a) {
   const bool dump = a.has("--dump-logits");
   dlm::ResetSparsity();
   dlm::Timings t;
-  st = s->Generate(prompt, max_new - 1, sample, !a.has("--ignore-eos"),
-                   [&](int64_t tok) { tokens.push_back(tok); return true; },
+  dlm::GenerateRequest req;
+  req.ids = prompt;
+  req.max_new_tokens = max_new - 1;
+  req.sample = sample;
+  req.stop_at_eos = !a.has("--ignore-eos");
+  req.forced = a.has("--forced-tokens") ? &forced : nullptr;
+  st = s->Generate(req, [&](int64_t tok) { tokens.push_back(tok); return true; },
                    dump ? dlm::LogitsSink([&](const float* l, int64_t v) { dumped.insert(dumped.end(), l, l + v); })
                         : dlm::LogitsSink(),
-                   &t, nullptr, a.has("--forced-tokens") ? &forced : nullptr);
+                   &t);
   if (!st.ok()) return fail(st);
   if (dump) {
     st = write_atomic(a.get("--dump-logits"), dumped.data(), dumped.size() * sizeof(float));
@@ -329,6 +336,13 @@ int main(int argc, char** argv) {
   if (a.command == "bench") return cmd_bench(a, t_start);
   if (a.command == "generate") return cmd_generate(a);
   if (a.command == "info") return cmd_info(a);
+  if (a.command == "chat") {
+    int threads = 0;
+    std::unique_ptr<dlm::LlmSession> s;
+    dlm::Status st = open_session(a, &s, &threads);
+    if (!st.ok()) return fail(st);
+    return dlm::RunChatServer(*s, threads, stdin, stdout);
+  }
   if (a.command == "tokenize") return cmd_tokenize(a);
   if (a.command == "kernel-check") {
     if (!a.has("--cases") || !a.has("--out")) return usage("kernel-check needs --cases and --out");

@@ -11,7 +11,8 @@
 
 namespace dlm {
 
-Status ReadProgramOperators(const std::string& pte_path, std::vector<std::string>* ops) {
+Status ReadProgramOperators(const std::string& pte_path, std::vector<std::string>* ops,
+                            std::vector<std::string>* buffer_names) {
   const int fd = open(pte_path.c_str(), O_RDONLY);
   if (fd < 0) return Status::BadInput(pte_path + ": cannot open the program file");
   struct stat st {};
@@ -40,6 +41,14 @@ Status ReadProgramOperators(const std::string& pte_path, std::vector<std::string
           std::string name = op->name() ? op->name()->str() : "";
           if (op->overload() && op->overload()->size() > 0) name += "." + op->overload()->str();
           if (std::find(ops->begin(), ops->end(), name) == ops->end()) ops->push_back(name);
+        }
+        const auto* values = plans->Get(p)->values();
+        for (size_t i = 0; buffer_names != nullptr && values != nullptr && i < values->size(); i++) {
+          const auto* v = values->Get(i);
+          if (v->val_type() != executorch_flatbuffer::KernelTypes::Tensor) continue;
+          const auto* info = static_cast<const executorch_flatbuffer::Tensor*>(v->val())->extra_tensor_info();
+          if (info != nullptr && info->fully_qualified_name() != nullptr)
+            buffer_names->push_back(info->fully_qualified_name()->str());
         }
       }
     }
