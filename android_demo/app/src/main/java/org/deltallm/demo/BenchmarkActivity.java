@@ -10,7 +10,8 @@ import java.util.Map;
 /**
  * Benchmark mode, started by `python -m device bench --runner android` (am start with extras, see
  * device/android_protocol.py): runs BenchRunner on a background thread, then finishes. The result
- * and marker go to the app's external files directory, where the host pulls them.
+ * and marker go to the app's external files directory, where the host pulls them. A configuration
+ * change while it runs recreates the activity with a saved state: the run is not started again.
  */
 public class BenchmarkActivity extends Activity {
     private static final String[] STRING_EXTRAS = {"run_id", "pte", "tokenizer", "prompt_lengths", "decode_lengths",
@@ -20,6 +21,9 @@ public class BenchmarkActivity extends Activity {
     @Override
     protected void onCreate(Bundle savedInstanceState) {
         super.onCreate(savedInstanceState);
+        if (savedInstanceState != null) {
+            return;     // recreated (rotation): the run started by the first onCreate goes on
+        }
         Intent intent = getIntent();
         final Map<String, String> extras = new HashMap<>();
         for (String k : STRING_EXTRAS) {

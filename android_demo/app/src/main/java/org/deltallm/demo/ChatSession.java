@@ -31,8 +31,10 @@ public final class ChatSession {
         return Collections.unmodifiableList(turns);
     }
 
-    public void clear() {
+    /** A new chat: forgets the history and what the engine's cache holds. */
+    public void clear() throws LlmException {
         turns.clear();
+        engine.reset();
     }
 
     public void stop() {
@@ -78,7 +80,7 @@ public final class ChatSession {
         final int end = template.endOfTurn == null ? -1 : tokenizer.tokenId(template.endOfTurn);
         final int[] eos = engine.eosIds();
         final Tokenizer.Stream stream = tokenizer.new Stream(true);
-        Figures f = engine.generate(prompt, s.maxNewTokens, s.temperature, s.seed, id -> {
+        Figures f = engine.generate(prompt, systemLength(prompt, s), s.maxNewTokens, s.temperature, s.seed, id -> {
             if (id == end || contains(eos, id) || stopRequested) {
                 return false;
             }
@@ -91,6 +93,27 @@ public final class ChatSession {
         turns.add(new ChatTemplate.Turn("user", user));
         turns.add(new ChatTemplate.Turn("assistant", stream.text()));
         return f;
+    }
+
+    /** The ids of the system part (kept when older turns are dropped), when they start the prompt. */
+    private int systemLength(int[] prompt, GenerationSettings s) {
+        if (template == ChatTemplate.PLAIN) {
+            return 0;
+        }
+        String text = template.systemPrefix(s.systemPrompt);
+        if (text.isEmpty()) {
+            return 0;
+        }
+        int[] head = tokenizer.encode(text);
+        if (head.length > prompt.length) {
+            return 0;
+        }
+        for (int i = 0; i < head.length; i++) {
+            if (head[i] != prompt[i]) {
+                return 0;
+            }
+        }
+        return head.length;
     }
 
     private static boolean contains(int[] xs, int x) {

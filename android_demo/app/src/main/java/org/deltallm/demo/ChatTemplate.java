@@ -44,6 +44,22 @@ public enum ChatTemplate {
         return PLAIN;
     }
 
+    /** What render puts before the first turn (kept when older turns are dropped). */
+    public String systemPrefix(String system) {
+        boolean sys = system != null && !system.trim().isEmpty();
+        switch (this) {
+            case CHATML:
+                return sys ? "<|im_start|>system\n" + system + "<|im_end|>\n" : "";
+            case LLAMA3:
+                return "<|begin_of_text|>"
+                        + (sys ? "<|start_header_id|>system<|end_header_id|>\n\n" + system.trim() + "<|eot_id|>" : "");
+            case BITNET:
+                return "<|begin_of_text|>" + (sys ? "System: " + system.trim() + "<|eot_id|>" : "");
+            default:
+                return sys ? system + "\n\n" : "";
+        }
+    }
+
     /** The prompt text for a conversation, ending where the assistant's next answer begins. */
     public String render(String system, List<Turn> turns) {
         StringBuilder b = new StringBuilder();

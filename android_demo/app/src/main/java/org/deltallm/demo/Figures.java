@@ -16,6 +16,9 @@ public final class Figures {
     public final double decodeSm;
     public final double decodeSc;
     public final boolean stopped;
+    /** Prompt tokens whose keys and values came from the cache (earlier turns), and the ones run. */
+    public final int reusedTokens;
+    public final int prefilledTokens;
 
     Figures(double[] v) {
         promptTokens = (int) v[0];
@@ -29,6 +32,8 @@ public final class Figures {
         decodeSm = v[8];
         decodeSc = v[9];
         stopped = v[10] != 0;
+        reusedTokens = v.length > 12 ? (int) v[11] : 0;
+        prefilledTokens = v.length > 12 ? (int) v[12] : promptTokens;
     }
 
     static Figures fromNative(double[] v) {
@@ -44,6 +49,9 @@ public final class Figures {
         StringBuilder s = new StringBuilder(String.format(Locale.ROOT,
                 "%d+%d tokens · TTFT %.0f ms · prefill %.1f tok/s · decode %.1f tok/s", promptTokens,
                 generatedTokens, ttftMs, prefillTps, decodeTps));
+        if (reusedTokens > 0) {
+            s.append(String.format(Locale.ROOT, " · %d reused", reusedTokens));
+        }
         if (hasSparsity()) {
             s.append(String.format(Locale.ROOT, " · S_c %.0f%%", 100 * prefillSc));
             if (!Double.isNaN(decodeSc)) {

@@ -25,6 +25,35 @@ public final class GenerationSettings {
         this.seed = seed;
     }
 
+    /** The settings as strings (the app persists them in SharedPreferences). */
+    public java.util.Map<String, String> toMap() {
+        java.util.Map<String, String> m = new java.util.LinkedHashMap<>();
+        m.put("temperature", Float.toString(temperature));
+        m.put("max_new_tokens", Integer.toString(maxNewTokens));
+        m.put("threads", Integer.toString(threads));
+        m.put("system_prompt", systemPrompt);
+        m.put("seed", Long.toString(seed));
+        return m;
+    }
+
+    /** Settings read back; a missing or bad value falls back to the default (a stale file never stops the app). */
+    public static GenerationSettings fromMap(java.util.Map<String, ?> m) {
+        GenerationSettings d = defaults();
+        try {
+            return new GenerationSettings(Float.parseFloat(str(m, "temperature", Float.toString(d.temperature))),
+                    Integer.parseInt(str(m, "max_new_tokens", Integer.toString(d.maxNewTokens))),
+                    Integer.parseInt(str(m, "threads", Integer.toString(d.threads))),
+                    str(m, "system_prompt", d.systemPrompt), Long.parseLong(str(m, "seed", Long.toString(d.seed))));
+        } catch (IllegalArgumentException e) {
+            return d;
+        }
+    }
+
+    private static String str(java.util.Map<String, ?> m, String k, String dflt) {
+        Object v = m.get(k);
+        return v == null ? dflt : v.toString();
+    }
+
     public static GenerationSettings defaults() {
         return new GenerationSettings(0f, 256, 0, "", 0);
     }

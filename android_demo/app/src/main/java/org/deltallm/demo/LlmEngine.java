@@ -2,9 +2,11 @@ package org.deltallm.demo;
 
 /**
  * The app's bridge to the native runner core (libdeltallm_jni): one loaded program. {@link #generate}
- * blocks on the calling (background) thread and streams tokens; {@link #stop} may be called from any
- * thread. Each generate call is a fresh sequence from position 0, so an old answer never leaks into
- * the next turn. Not thread-safe apart from stop().
+ * blocks on the calling (background) thread and streams tokens; {@link #stop} and {@link #close} may
+ * be called from any thread (a stop racing a close is harmless: both hold the engine's lock, and a
+ * closed engine ignores stop). The native session keeps what its cache holds: a request that
+ * repeats the previous one's ids (a chat's history) prefills only the new part; {@link #reset}
+ * forgets it (a new chat).
  */
 public final class LlmEngine implements AutoCloseable {
     /** Receives each generated token; return false to stop. */
@@ -12,7 +14,7 @@ public final class LlmEngine implements AutoCloseable {
         boolean onToken(int tokenId);
     }
 
-    private long handle;
+    private volatile long handle;
     private final long[] info;
 
     private LlmEngine(long handle) {
@@ -49,13 +51,32 @@ public final class LlmEngine implements AutoCloseable {
     /** Generates up to maxNewTokens after the prompt; temperature 0 is greedy. */
     public Figures generate(int[] promptIds, int maxNewTokens, float temperature, long seed, TokenListener listener)
             throws LlmException {
+        return generate(promptIds, 0, maxNewTokens, temperature, seed, listener);
+    }
+
+    /**
+     * As above, for a chat: promptIds is the whole conversation, whose first `keep` ids (the system
+     * prompt) the session keeps a restore point at (a delta program rewinds there when older turns
+     * are dropped).
+     */
+    public Figures generate(int[] promptIds, int keep, int maxNewTokens, float temperature, long seed,
+                            TokenListener listener) throws LlmException {
         if (promptIds.length == 0) {
             throw new LlmException("the prompt is empty");
         }
         if (maxNewTokens < 0 || !(temperature >= 0f)) {
             throw new LlmException("max new tokens must be >= 0 and temperature >= 0");
         }
-        return Figures.fromNative(nativeGenerate(live(), promptIds, maxNewTokens, temperature, seed, true, listener));
+        if (keep < 0 || keep > promptIds.length) {
+            throw new LlmException("keep must be in [0, prompt length], got " + keep);
+        }
+        return Figures.fromNative(nativeGenerate(live(), promptIds, new int[0], keep, maxNewTokens, temperature, seed,
+                true, listener));
+    }
+
+    /** Forgets what the cache holds: the next request prefills from position 0. */
+    public synchronized void reset() throws LlmException {
+        nativeReset(live());
     }
 
     /** Benchmark mode: the result JSON (protocol deltallm-bench/2, runner "android"). */
@@ -64,18 +85,22 @@ public final class LlmEngine implements AutoCloseable {
         return nativeBench(live(), promptIds, promptLengths, decodeLengths, warmup, reps, startupMs);
     }
 
-    public void stop() {
-        long h = handle;
-        if (h != 0) {
-            nativeStop(h);
+    public synchronized void stop() {
+        if (handle != 0) {
+            nativeStop(handle);
         }
     }
 
+    /**
+     * Frees the program. Call it when no generate or bench runs (the app's worker does it on its own
+     * thread); a stop from another thread meanwhile waits for the lock and then finds it closed.
+     */
     @Override
     public synchronized void close() {
         if (handle != 0) {
-            nativeClose(handle);
+            long h = handle;
             handle = 0;
+            nativeClose(h);
         }
     }
 
@@ -88,8 +113,10 @@ public final class LlmEngine implements AutoCloseable {
 
     private static native long nativeLoad(String pte, int threads) throws LlmException;
     private static native long[] nativeInfo(long handle);
-    private static native double[] nativeGenerate(long handle, int[] prompt, int maxNew, float temperature, long seed,
-                                                  boolean stopAtEos, TokenListener listener) throws LlmException;
+    private static native double[] nativeGenerate(long handle, int[] prompt, int[] turnStarts, int keep, int maxNew,
+                                                  float temperature, long seed, boolean stopAtEos,
+                                                  TokenListener listener) throws LlmException;
+    private static native void nativeReset(long handle);
     private static native void nativeStop(long handle);
     private static native String nativeBench(long handle, int[] prompt, int[] promptLengths, int[] decodeLengths,
                                              int warmup, int reps, double startupMs) throws LlmException;

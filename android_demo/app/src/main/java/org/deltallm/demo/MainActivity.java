@@ -3,10 +3,18 @@ package org.deltallm.demo;
 import android.app.Activity;
 import android.app.ActivityManager;
 import android.app.AlertDialog;
+import android.content.ClipData;
 import android.content.Context;
+import android.content.Intent;
+import android.content.SharedPreferences;
+import android.database.Cursor;
+import android.net.Uri;
+import android.os.Build;
 import android.os.Bundle;
+import android.provider.OpenableColumns;
 import android.text.InputType;
 import android.view.View;
+import android.view.WindowInsets;
 import android.widget.AdapterView;
 import android.widget.ArrayAdapter;
 import android.widget.Button;
@@ -18,24 +26,26 @@ import android.widget.Switch;
 import android.widget.TextView;
 import android.widget.Toast;
 import java.io.File;
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
+import java.util.Map;
 
 /**
- * The chat screen: pick a program, load it in the background, chat with streamed answers, Stop,
- * figures under every answer (TTFT, prefill/decode tok/s, S_c for delta programs), settings, and a
- * dense/delta switch when both programs of the same model are on the phone.
+ * The chat screen, a view over {@link ChatController} (which keeps the program, the conversation
+ * and the worker across rotations): pick or import a program, load it, chat with streamed answers,
+ * Stop, New chat, figures under every answer, settings that persist, and a dense/delta switch when
+ * both programs of the same model are on the phone.
  */
-public class MainActivity extends Activity {
-    private final ExecutorService worker = Executors.newSingleThreadExecutor();
+public class MainActivity extends Activity implements ChatController.View {
+    private static final int REQUEST_IMPORT = 1;
+
+    private ChatController controller;
     private List<ModelFiles.Program> programs = new ArrayList<>();
-    private ModelFiles.Program current;
-    private LlmEngine engine;
-    private Tokenizer tokenizer;
-    private ChatSession chat;
-    private GenerationSettings settings = GenerationSettings.defaults();
+    private GenerationSettings settings;
 
     private Spinner programSpinner;
     private Switch deltaSwitch;
@@ -43,8 +53,10 @@ public class MainActivity extends Activity {
     private TextView transcript;
     private ScrollView scroll;
     private EditText input;
+    private Button load;
     private Button send;
     private Button stop;
+    private Button newChat;
 
     @Override
     protected void onCreate(Bundle savedInstanceState) {
@@ -56,17 +68,19 @@ public class MainActivity extends Activity {
         transcript = findViewById(R.id.transcript);
         scroll = findViewById(R.id.scroll);
         input = findViewById(R.id.input);
+        load = findViewById(R.id.load);
         send = findViewById(R.id.send);
         stop = findViewById(R.id.stop);
-        findViewById(R.id.load).setOnClickListener(v -> loadSelected());
+        newChat = findViewById(R.id.new_chat);
+        handleInsets(findViewById(R.id.root));
+        settings = GenerationSettings.fromMap(prefs().getAll());
+        controller = ChatController.get();
+        load.setOnClickListener(v -> loadSelected());
         findViewById(R.id.settings).setOnClickListener(v -> showSettings());
+        findViewById(R.id.import_program).setOnClickListener(v -> pickFiles());
         send.setOnClickListener(v -> sendMessage());
-        stop.setOnClickListener(v -> {
-            if (chat != null) {
-                chat.stop();
-            }
-        });
-        deltaSwitch.setOnCheckedChangeListener((b, checked) -> switchAttention(checked));
+        stop.setOnClickListener(v -> controller.stop());
+        newChat.setOnClickListener(v -> controller.newChat());
         programSpinner.setOnItemSelectedListener(new AdapterView.OnItemSelectedListener() {
             @Override
             public void onItemSelected(AdapterView<?> parent, View view, int position, long id) {
@@ -77,19 +91,65 @@ public class MainActivity extends Activity {
             public void onNothingSelected(AdapterView<?> parent) {}
         });
         refreshPrograms();
-        setBusy(false);
+        controller.attach(this, this::runOnUiThread);   // shows the state it kept (a rotation loses nothing)
     }
 
     @Override
     protected void onDestroy() {
         super.onDestroy();
-        if (chat != null) {
-            chat.stop();
+        controller.detach(this);
+        if (isFinishing()) {
+            controller.shutdown();                      // leaving for good: free the program
         }
-        worker.execute(this::closeProgram);
-        worker.shutdown();
     }
 
+    /** Edge-to-edge (targetSdk 35): keep the controls clear of the system bars and the keyboard. */
+    @SuppressWarnings("deprecation")
+    private void handleInsets(View root) {
+        final int pad = root.getPaddingLeft();
+        root.setOnApplyWindowInsetsListener((v, insets) -> {
+            int l, t, r, b;
+            if (Build.VERSION.SDK_INT >= 30) {
+                android.graphics.Insets i = insets.getInsets(WindowInsets.Type.systemBars() | WindowInsets.Type.ime());
+                l = i.left;
+                t = i.top;
+                r = i.right;
+                b = i.bottom;
+            } else {
+                l = insets.getSystemWindowInsetLeft();
+                t = insets.getSystemWindowInsetTop();
+                r = insets.getSystemWindowInsetRight();
+                b = insets.getSystemWindowInsetBottom();
+            }
+            v.setPadding(pad + l, pad + t, pad + r, pad + b);
+            return insets;
+        });
+        root.requestApplyInsets();
+    }
+
+    // ------------------------------------------------------------------ ChatController.View
+    @Override
+    public void onState(String s, String text, boolean busy, boolean loaded, boolean generating) {
+        status.setText(s.isEmpty() ? (programs.isEmpty()
+                ? getString(R.string.no_programs, getExternalFilesDir(null).getPath()) : getString(R.string.pick_program))
+                : s);
+        transcript.setText(text);
+        load.setEnabled(!busy);
+        programSpinner.setEnabled(!busy);
+        deltaSwitch.setEnabled(!busy && partnerOfCurrent() != null);
+        send.setEnabled(!busy && loaded);
+        newChat.setEnabled(!busy && loaded);
+        stop.setEnabled(generating);
+        scroll.post(() -> scroll.fullScroll(View.FOCUS_DOWN));
+    }
+
+    @Override
+    public void onText(String fresh) {
+        transcript.append(fresh);
+        scroll.post(() -> scroll.fullScroll(View.FOCUS_DOWN));
+    }
+
+    // ------------------------------------------------------------------ programs
     private void refreshPrograms() {
         programs = ModelFiles.find(getExternalFilesDir(null), new File("/data/local/tmp/deltallm"));
         List<String> labels = new ArrayList<>();
@@ -97,23 +157,22 @@ public class MainActivity extends Activity {
             labels.add(p.label());
         }
         programSpinner.setAdapter(new ArrayAdapter<>(this, android.R.layout.simple_spinner_dropdown_item, labels));
-        status.setText(programs.isEmpty() ? getString(R.string.no_programs, getExternalFilesDir(null).getPath())
-                : getString(R.string.pick_program));
+    }
+
+    private ModelFiles.Program partnerOfCurrent() {
+        ModelFiles.Program cur = controller == null ? null : controller.current();
+        return cur == null ? null : ModelFiles.partner(programs, cur);
     }
 
     private void updateSwitch(ModelFiles.Program p) {
-        ModelFiles.Program partner = ModelFiles.partner(programs, p);
-        deltaSwitch.setEnabled(partner != null);
         deltaSwitch.setOnCheckedChangeListener(null);
         deltaSwitch.setChecked("delta".equals(p.attention));
+        deltaSwitch.setEnabled(!controller.busy() && ModelFiles.partner(programs, p) != null);
         deltaSwitch.setOnCheckedChangeListener((b, checked) -> switchAttention(checked));
     }
 
     private void switchAttention(boolean delta) {
-        if (current == null) {
-            return;
-        }
-        ModelFiles.Program partner = ModelFiles.partner(programs, current);
+        ModelFiles.Program partner = partnerOfCurrent();
         if (partner != null && "delta".equals(partner.attention) == delta) {
             load(partner);
         }
@@ -126,94 +185,112 @@ public class MainActivity extends Activity {
         }
     }
 
-    /** Refuses a program larger than the memory the phone can give, with a message (no crash). */
-    private String memoryProblem(ModelFiles.Program p) {
+    private void load(ModelFiles.Program p) {
         ActivityManager am = (ActivityManager) getSystemService(Context.ACTIVITY_SERVICE);
         ActivityManager.MemoryInfo mi = new ActivityManager.MemoryInfo();
         am.getMemoryInfo(mi);
-        long need = p.pte.length() + 64L * 1024 * 1024;
-        if (need > mi.availMem) {
-            return getString(R.string.too_big, need >> 20, mi.availMem >> 20);
-        }
-        return null;
-    }
-
-    private void load(ModelFiles.Program p) {
-        String problem = memoryProblem(p);
+        String problem = MemoryBudget.problem(p, controller.current(), mi.availMem);
         if (problem != null) {
             status.setText(problem);
             return;
         }
-        setBusy(true);
-        status.setText(getString(R.string.loading, p.label()));
-        worker.execute(() -> {
-            closeProgram();
+        controller.load(p, settings.threads);
+    }
+
+    private void sendMessage() {
+        String text = input.getText().toString().trim();
+        if (!text.isEmpty()) {
+            input.setText("");
+            controller.send(text, settings);
+        }
+    }
+
+    // ------------------------------------------------------------------ import (Storage Access Framework)
+    private void pickFiles() {
+        Intent i = new Intent(Intent.ACTION_OPEN_DOCUMENT).addCategory(Intent.CATEGORY_OPENABLE).setType("*/*")
+                .putExtra(Intent.EXTRA_ALLOW_MULTIPLE, true);
+        startActivityForResult(i, REQUEST_IMPORT);
+        Toast.makeText(this, R.string.import_hint, Toast.LENGTH_LONG).show();
+    }
+
+    @Override
+    protected void onActivityResult(int requestCode, int resultCode, Intent data) {
+        super.onActivityResult(requestCode, resultCode, data);
+        if (requestCode != REQUEST_IMPORT || resultCode != RESULT_OK || data == null) {
+            return;
+        }
+        final List<Uri> uris = new ArrayList<>();
+        ClipData clip = data.getClipData();
+        if (clip != null) {
+            for (int k = 0; k < clip.getItemCount(); k++) {
+                uris.add(clip.getItemAt(k).getUri());
+            }
+        } else if (data.getData() != null) {
+            uris.add(data.getData());
+        }
+        final File dest = new File(getExternalFilesDir(null), "imported");
+        status.setText(R.string.importing);
+        new Thread(() -> {
             String message;
             try {
-                engine = LlmEngine.load(p.pte.getPath(), settings.threads);
-                tokenizer = Tokenizer.load(p.tokenizer.getPath());
-                chat = new ChatSession(engine, tokenizer, ChatTemplate.detect(p.architecture, tokenizer));
-                current = p;
-                message = getString(R.string.loaded, p.label(), engine.loadMs(), engine.threads());
-            } catch (LlmException | OutOfMemoryError | UnsatisfiedLinkError e) {
-                closeProgram();
-                message = getString(R.string.load_failed, String.valueOf(e.getMessage()));
+                message = getString(R.string.imported, copyAll(uris, dest), dest.getPath());
+            } catch (IOException | RuntimeException e) {
+                message = getString(R.string.import_failed, String.valueOf(e.getMessage()));
             }
             final String m = message;
             runOnUiThread(() -> {
                 status.setText(m);
-                transcript.setText("");
-                setBusy(false);
+                refreshPrograms();
             });
-        });
+        }, "deltallm-import").start();
     }
 
-    private void closeProgram() {
-        if (engine != null) {
-            engine.close();
+    /** Copies each picked file into dest under its display name (through a temp file: no half copies). */
+    private int copyAll(List<Uri> uris, File dest) throws IOException {
+        if (!dest.isDirectory() && !dest.mkdirs()) {
+            throw new IOException("cannot create " + dest);
         }
-        if (tokenizer != null) {
-            tokenizer.close();
-        }
-        engine = null;
-        tokenizer = null;
-        chat = null;
-        current = null;
-    }
-
-    private void sendMessage() {
-        final String text = input.getText().toString().trim();
-        if (chat == null || text.isEmpty()) {
-            return;
-        }
-        input.setText("");
-        transcript.append(getString(R.string.you, text));
-        setBusy(true);
-        final ChatSession session = chat;
-        final GenerationSettings s = settings;
-        worker.execute(() -> {
-            String tail;
-            try {
-                Figures f = session.send(text, s, fresh -> runOnUiThread(() -> {
-                    transcript.append(fresh);
-                    scroll.fullScroll(View.FOCUS_DOWN);
-                }));
-                tail = "\n[" + f.format() + "]\n\n";
-            } catch (LlmException | OutOfMemoryError e) {
-                tail = "\n[" + getString(R.string.failed, String.valueOf(e.getMessage())) + "]\n\n";
+        int n = 0;
+        for (Uri uri : uris) {
+            String name = displayName(uri);
+            if (name == null || name.contains("/") || name.startsWith(".")) {
+                throw new IOException("a picked file has no usable name: " + uri);
             }
-            final String t = tail;
-            runOnUiThread(() -> {
-                transcript.append(t);
-                setBusy(false);
-            });
-        });
-        transcript.append(getString(R.string.assistant));
+            File tmp = new File(dest, "." + name + ".part");
+            try (InputStream in = getContentResolver().openInputStream(uri);
+                 OutputStream out = new FileOutputStream(tmp)) {
+                if (in == null) {
+                    throw new IOException("cannot read " + name);
+                }
+                byte[] buf = new byte[1 << 20];
+                for (int r; (r = in.read(buf)) > 0; ) {
+                    out.write(buf, 0, r);
+                }
+            } catch (IOException | RuntimeException e) {
+                tmp.delete();
+                throw e;
+            }
+            if (!tmp.renameTo(new File(dest, name))) {
+                tmp.delete();
+                throw new IOException("cannot write " + name);
+            }
+            n++;
+        }
+        return n;
     }
 
-    private void setBusy(boolean busy) {
-        send.setEnabled(!busy && chat != null);
-        stop.setEnabled(busy && chat != null);
+    private String displayName(Uri uri) {
+        try (Cursor c = getContentResolver().query(uri, new String[] {OpenableColumns.DISPLAY_NAME}, null, null, null)) {
+            if (c != null && c.moveToFirst()) {
+                return c.getString(0);
+            }
+        }
+        return uri.getLastPathSegment();
+    }
+
+    // ------------------------------------------------------------------ settings (persisted)
+    private SharedPreferences prefs() {
+        return getSharedPreferences("settings", MODE_PRIVATE);
     }
 
     private void showSettings() {
@@ -230,12 +307,18 @@ public class MainActivity extends Activity {
                 .setPositiveButton(android.R.string.ok, (d, w) -> {
                     try {
                         int newThreads = Integer.parseInt(threads.getText().toString().trim());
-                        boolean reload = newThreads != settings.threads && current != null;
+                        ModelFiles.Program cur = controller.current();
+                        boolean reload = newThreads != settings.threads && cur != null;
                         settings = new GenerationSettings(Float.parseFloat(temperature.getText().toString().trim()),
                                 Integer.parseInt(maxTokens.getText().toString().trim()), newThreads,
                                 system.getText().toString(), settings.seed);
+                        SharedPreferences.Editor e = prefs().edit();
+                        for (Map.Entry<String, String> kv : settings.toMap().entrySet()) {
+                            e.putString(kv.getKey(), kv.getValue());
+                        }
+                        e.apply();
                         if (reload) {
-                            load(current);      // the thread count is the engine's: reload
+                            load(cur);      // the thread count is the engine's: reload
                         }
                     } catch (IllegalArgumentException e) {
                         Toast.makeText(this, e.getMessage(), Toast.LENGTH_LONG).show();

@@ -7,7 +7,8 @@ import java.util.Map;
 
 /**
  * A small JSON reader (objects to Map, arrays to List, numbers to Double, strings, booleans, null)
- * for program manifests; the host JVM has no org.json.
+ * for program manifests; the host JVM has no org.json. Malformed input of any kind (truncated
+ * escapes included) throws IllegalArgumentException naming the offset, never another exception.
  */
 final class MiniJson {
     private final String s;
@@ -121,6 +122,22 @@ final class MiniJson {
         }
     }
 
+    private char hex4() {
+        if (i + 4 > s.length()) {
+            throw error("truncated \\u escape");
+        }
+        int v = 0;
+        for (int k = 0; k < 4; k++) {
+            int d = Character.digit(s.charAt(i + k), 16);
+            if (d < 0) {
+                throw error("bad \\u escape");
+            }
+            v = v * 16 + d;
+        }
+        i += 4;
+        return (char) v;
+    }
+
     private String string() {
         expect('"');
         StringBuilder b = new StringBuilder();
@@ -133,6 +150,9 @@ final class MiniJson {
                 b.append(c);
                 continue;
             }
+            if (i >= s.length()) {
+                break;   // a truncated escape: unterminated
+            }
             char e = s.charAt(i++);
             switch (e) {
                 case 'n': b.append('\n'); break;
@@ -140,7 +160,7 @@ final class MiniJson {
                 case 'r': b.append('\r'); break;
                 case 'b': b.append('\b'); break;
                 case 'f': b.append('\f'); break;
-                case 'u': b.append((char) Integer.parseInt(s.substring(i, i + 4), 16)); i += 4; break;
+                case 'u': b.append(hex4()); break;
                 default: b.append(e);
             }
         }

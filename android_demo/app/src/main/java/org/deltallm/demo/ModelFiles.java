@@ -24,6 +24,8 @@ public final class ModelFiles {
         public final String architecture;   // "llama", "bitnet" or "?"
         public final String quantization;
         final String weights;               // source sha256 (pairs dense/delta programs)
+        /** The attention state (KV cache or delta state) at max context, from the manifest; 0 unknown. */
+        public final long stateBytes;
 
         Program(File pte, File tokenizer, Object manifest) {
             this.pte = pte;
@@ -33,6 +35,8 @@ public final class ModelFiles {
             this.architecture = str(MiniJson.get(manifest, "architecture.architecture"), "?");
             this.quantization = str(MiniJson.get(manifest, "quantization.linear"), "?");
             this.weights = str(MiniJson.get(manifest, "source.sha256"), pte.getAbsolutePath());
+            Object state = MiniJson.get(manifest, "attention_state.bytes");
+            this.stateBytes = state instanceof Double && (Double) state >= 0 ? ((Double) state).longValue() : 0;
         }
 
         public String label() {

@@ -78,6 +78,29 @@ public class EngineJniTest {
     }
 
     @Test
+    public void laterTurnsReuseTheCacheAndAnswerAsWithout() throws Exception {
+        File pte = NativeTestSupport.pte("smollm2");
+        try (LlmEngine engine = LlmEngine.load(pte.getPath(), 2);
+             Tokenizer tok = Tokenizer.load(new File(pte.getParentFile(), "tokenizer.json").getPath())) {
+            ChatSession chat = smolChat(engine, tok);
+            GenerationSettings s = GenerationSettings.defaults().withMaxNewTokens(16).withSystemPrompt("Be brief.");
+            Figures first = chat.send("What is the capital of France?", s, null);
+            Figures second = chat.send("And of Italy?", s, null);
+            assertEquals(0, first.reusedTokens);
+            assertTrue("reused " + second.reusedTokens, second.reusedTokens >= first.promptTokens);
+            assertEquals(second.promptTokens, second.reusedTokens + second.prefilledTokens);
+            assertTrue(second.format(), second.format().contains(" reused"));
+            String withReuse = chat.history().get(3).text;
+            chat.clear();                                      // New chat: the cache is forgotten too
+            assertEquals(0, chat.send("What is the capital of France?", s, null).reusedTokens);
+            engine.reset();                                    // the second turn from position 0
+            Figures plain = chat.send("And of Italy?", s, null);
+            assertEquals(0, plain.reusedTokens);
+            assertEquals(withReuse, chat.history().get(3).text);
+        }
+    }
+
+    @Test
     public void deltaProgramReportsSparsity() throws Exception {
         try (LlmEngine delta = LlmEngine.load(NativeTestSupport.pte("tiny_delta").getPath(), 1);
              LlmEngine dense = LlmEngine.load(NativeTestSupport.pte("tiny_dense").getPath(), 1)) {
