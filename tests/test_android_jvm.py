@@ -60,9 +60,12 @@ def test_junit_suite_on_the_host_jvm(jvm_classes, runners, smollm2_8da8w, tiny_l
                                      {"role": "user", "content": "Zürich 👍 \n two lines"}]},
         {"system": "Line one.\nLine two.", "turns": [{"role": "user", "content": "  spaced  "}]},
         {"system": system, "turns": []},
+        {"system": "", "turns": [{"role": "user", "content": "Hi"}]},     # no system turn: the template's own
     ]
     for c in cases:
-        c["expected"] = render_chat(smol_manifest, [{"role": "system", "content": c["system"]}, *c["turns"]])
+        system = [{"role": "system", "content": c["system"]}] if c["system"] else []
+        c["expected"] = render_chat(smol_manifest, [*system, *c["turns"]])
+        c["template"] = smol_manifest["chat_template"]
     expect = tmp_path / "chat_expect.json"
     expect.write_text(json.dumps(cases))
     smol = tmp_path / "smol"          # the program and its tokenizer alone in a folder

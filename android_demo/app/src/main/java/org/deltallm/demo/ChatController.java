@@ -64,7 +64,8 @@ public final class ChatController {
                 LlmEngine engine = LlmEngine.load(p.pte.getPath(), threads);
                 try {
                     Tokenizer tok = Tokenizer.load(p.tokenizer.getPath());
-                    return new Loaded(engine, tok, new ChatSession(engine, tok, ChatTemplate.detect(p.architecture, tok)));
+                    return new Loaded(engine, tok, new ChatSession(engine, tok, ChatTemplate.detect(p.architecture, tok),
+                            p.defaultSystem));
                 } catch (LlmException | RuntimeException e) {
                     engine.close();
                     throw e;

@@ -21,10 +21,22 @@ public final class ChatSession {
     private final List<ChatTemplate.Turn> turns = new ArrayList<>();
     private volatile boolean stopRequested;
 
+    private final String defaultSystem;
+
     public ChatSession(LlmEngine engine, Tokenizer tokenizer, ChatTemplate template) {
+        this(engine, tokenizer, template, null);
+    }
+
+    /** defaultSystem: the system prompt used when the settings' is empty (the model template's own). */
+    public ChatSession(LlmEngine engine, Tokenizer tokenizer, ChatTemplate template, String defaultSystem) {
         this.engine = engine;
         this.tokenizer = tokenizer;
         this.template = template;
+        this.defaultSystem = defaultSystem;
+    }
+
+    private String system(GenerationSettings s) {
+        return s.systemPrompt.trim().isEmpty() && defaultSystem != null ? defaultSystem : s.systemPrompt;
     }
 
     public List<ChatTemplate.Turn> history() {
@@ -47,7 +59,7 @@ public final class ChatSession {
         List<ChatTemplate.Turn> window = new ArrayList<>(turns);
         window.add(new ChatTemplate.Turn("user", user));
         while (true) {
-            int[] ids = withBos(tokenizer.encode(template.render(s.systemPrompt, window)));
+            int[] ids = withBos(tokenizer.encode(template.render(system(s), window)));
             if (ids.length + s.maxNewTokens <= engine.maxContextLen()) {
                 return ids;
             }
@@ -100,7 +112,7 @@ public final class ChatSession {
         if (template == ChatTemplate.PLAIN) {
             return 0;
         }
-        String text = template.systemPrefix(s.systemPrompt);
+        String text = template.systemPrefix(system(s));
         if (text.isEmpty()) {
             return 0;
         }

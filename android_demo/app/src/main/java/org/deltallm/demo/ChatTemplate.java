@@ -44,6 +44,24 @@ public enum ChatTemplate {
         return PLAIN;
     }
 
+    private static final java.util.regex.Pattern DEFAULT_SYSTEM = java.util.regex.Pattern.compile(
+            "\\{\\{\\s*'<\\|im_start\\|>system(?:\n|\\\\n)(.*?)<\\|im_end\\|>(?:\n|\\\\n)'\\s*\\}\\}",
+            java.util.regex.Pattern.DOTALL);
+
+    /**
+     * The system turn a model's own (jinja) chat template adds when the conversation has none, e.g.
+     * SmolLM2's "You are a helpful AI assistant named SmolLM, trained by Hugging Face"; null when it
+     * adds none (or there is no template). With an empty system prompt the app uses it, as the model's
+     * template would.
+     */
+    public static String defaultSystem(String jinjaTemplate) {
+        if (jinjaTemplate == null) {
+            return null;
+        }
+        java.util.regex.Matcher m = DEFAULT_SYSTEM.matcher(jinjaTemplate);
+        return m.find() ? m.group(1) : null;
+    }
+
     /** What render puts before the first turn (kept when older turns are dropped). */
     public String systemPrefix(String system) {
         boolean sys = system != null && !system.trim().isEmpty();

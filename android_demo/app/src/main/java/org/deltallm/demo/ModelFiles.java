@@ -26,6 +26,8 @@ public final class ModelFiles {
         final String weights;               // source sha256 (pairs dense/delta programs)
         /** The attention state (KV cache or delta state) at max context, from the manifest; 0 unknown. */
         public final long stateBytes;
+        /** The system turn the model's chat template adds when there is none (null: none). */
+        public final String defaultSystem;
 
         Program(File pte, File tokenizer, Object manifest) {
             this.pte = pte;
@@ -37,6 +39,7 @@ public final class ModelFiles {
             this.weights = str(MiniJson.get(manifest, "source.sha256"), pte.getAbsolutePath());
             Object state = MiniJson.get(manifest, "attention_state.bytes");
             this.stateBytes = state instanceof Double && (Double) state >= 0 ? ((Double) state).longValue() : 0;
+            this.defaultSystem = ChatTemplate.defaultSystem(str(MiniJson.get(manifest, "chat_template"), null));
         }
 
         public String label() {
