@@ -20,8 +20,19 @@ def _code(path: Path) -> str:
 def test_no_process_runs_at_configuration_time():
     for f in [ROOT / "settings.gradle", ROOT / "build.gradle", ROOT / "app" / "build.gradle"]:
         code = _code(f)
-        for pattern in (r"providers\.exec", r"\.execute\(\)", r"\bexec\s*\{", r"commandLine", r"ProcessBuilder"):
+        for pattern in (r"providers\.exec", r"\.execute\(\)", r"\bexec\s*\{", r"ProcessBuilder", r"Runtime\.getRuntime"):
             assert not re.search(pattern, code), f"{f.name} runs a process while Gradle configures ({pattern})"
+        for m in re.finditer(r"commandLine", code):     # only inside Exec tasks, which run when executed
+            task = code[:m.start()].rfind("tasks.register(")
+            assert task >= 0 and re.match(r'tasks\.register\("[^"]+", Exec\)', code[task:]), \
+                f"{f.name}: a commandLine outside an Exec task"
+
+
+def test_one_native_build_per_abi_shared_by_the_variants():
+    code = _code(ROOT / "app" / "build.gradle")
+    assert "externalNativeBuild" not in code            # AGP's would build ExecuTorch per variant
+    assert re.search(r'def abis = \["arm64-v8a", "x86_64"\]', code)
+    assert 'tasks.register("buildDeltallmJni_${abi' in code and "jniLibs.srcDirs += [jniOut]" in code
 
 
 def test_the_source_is_a_property_whose_absence_names_the_key_and_the_command():
