@@ -107,6 +107,10 @@ public final class ChatController {
 
     /** Loads `p` on the worker, after the program loaded before is closed (never two at once). */
     public void load(ModelFiles.Program p, int threads) {
+        if (p.problem != null) {
+            setBusy(false, "Could not load: " + p.problem + " (push the program's files again)");
+            return;
+        }
         setBusy(true, "Loading " + p.label() + "…");
         worker.execute(() -> {
             closeLoaded();
@@ -170,7 +174,7 @@ public final class ChatController {
                     transcript.setLength(0);
                 }
                 setBusy(false, status);
-            } catch (LlmException e) {
+            } catch (LlmException | RuntimeException e) {
                 setBusy(false, "Could not reset: " + e.getMessage());
             }
         });

@@ -28,8 +28,11 @@ public final class ModelFiles {
         public final long stateBytes;
         /** The system turn the model's chat template adds when there is none (null: none). */
         public final String defaultSystem;
+        /** Why the manifest beside it could not be read (the app refuses to load it), or null. */
+        public final String problem;
 
-        Program(File pte, File tokenizer, Object manifest) {
+        Program(File pte, File tokenizer, Object manifest, String problem) {
+            this.problem = problem;
             this.pte = pte;
             this.tokenizer = tokenizer;
             this.name = str(MiniJson.get(manifest, "name"), pte.getName().replaceAll("\\.pte$", ""));
@@ -43,7 +46,8 @@ public final class ModelFiles {
         }
 
         public String label() {
-            return name + " · " + quantization + " · " + attention + " (" + pte.getParentFile().getName() + ")";
+            return name + " · " + quantization + " · " + attention + " (" + pte.getParentFile().getName() + ")"
+                    + (problem == null ? "" : " · manifest unreadable");
         }
     }
 
@@ -79,17 +83,47 @@ public final class ModelFiles {
             if (f.isDirectory() && depth > 0) {
                 scan(f, depth - 1, out);
             } else if (f.getName().endsWith(".pte") && tokenizer.isFile()) {
-                out.add(new Program(f, tokenizer, manifest(new File(dir, f.getName().replaceAll("\\.pte$", ".json")))));
+                File m = new File(dir, f.getName().replaceAll("\\.pte$", ".json"));
+                try {
+                    out.add(new Program(f, tokenizer, readManifest(m), null));
+                } catch (IllegalArgumentException e) {
+                    out.add(new Program(f, tokenizer, null, e.getMessage()));
+                }
             }
         }
     }
 
-    private static Object manifest(File f) {
-        try {
-            return f.isFile() ? MiniJson.parse(new String(Files.readAllBytes(f.toPath()), StandardCharsets.UTF_8)) : null;
-        } catch (IOException | IllegalArgumentException e) {
-            return null;   // a damaged manifest: the program still runs, unlabeled
+    /** The fields the app reads, with the type each must have when present. */
+    private static final String[][] FIELDS = {{"name", "string"}, {"attention.kind", "string"},
+            {"architecture.architecture", "string"}, {"quantization.linear", "string"}, {"source.sha256", "string"},
+            {"chat_template", "string"}, {"attention_state.bytes", "number"}};
+
+    /**
+     * A program's manifest (null when there is none). Anything wrong with it — unreadable, not JSON
+     * (a half-pushed file ends inside a string or an escape), not an object, a field of the wrong
+     * type — is one IllegalArgumentException whose message starts with the file's path.
+     */
+    public static Object readManifest(File f) {
+        if (!f.isFile()) {
+            return null;
         }
+        Object m;
+        try {
+            m = MiniJson.parse(new String(Files.readAllBytes(f.toPath()), StandardCharsets.UTF_8));
+        } catch (IOException | IllegalArgumentException e) {
+            throw new IllegalArgumentException(f.getPath() + ": " + e.getMessage(), e);
+        }
+        if (!(m instanceof java.util.Map)) {
+            throw new IllegalArgumentException(f.getPath() + ": not a JSON object");
+        }
+        for (String[] field : FIELDS) {
+            Object v = MiniJson.get(m, field[0]);
+            boolean ok = v == null || (field[1].equals("string") ? v instanceof String : v instanceof Double);
+            if (!ok) {
+                throw new IllegalArgumentException(f.getPath() + ": " + field[0] + " must be a " + field[1]);
+            }
+        }
+        return m;
     }
 
     private static String str(Object v, String dflt) {

@@ -155,17 +155,43 @@ public class ControllerTest {
         File good = NativeTestSupport.pte("tiny_dense");
         Files.copy(good.toPath(), new File(dir, "m.pte").toPath());
         Files.copy(new File(good.getParentFile(), "tokenizer.json").toPath(), new File(dir, "tokenizer.json").toPath());
-        Files.write(new File(dir, "m.json").toPath(), "{\"name\": \"half\\".getBytes(StandardCharsets.UTF_8));
-        List<ModelFiles.Program> found = ModelFiles.find(dir);          // a half-pushed manifest: no crash
-        assertEquals(1, found.size());
-        assertEquals("m", found.get(0).name);
-        Files.write(new File(dir, "m.json").toPath(),
-                "{\"name\": 7, \"attention\": \"delta\", \"attention_state\": {\"bytes\": \"lots\"}}"
-                        .getBytes(StandardCharsets.UTF_8));
-        ModelFiles.Program p = ModelFiles.find(dir).get(0);             // wrong types: defaults
-        assertEquals("m", p.name);
-        assertEquals("?", p.attention);
-        assertEquals(0, p.stateBytes);
+        File manifest = new File(dir, "m.json");
+        String[][] cases = {
+            {"{\"name\": \"half\\", "JSON: unterminated string"},                 // a half-pushed manifest
+            {"{\"name\": \"x\\u00", "JSON: truncated \\u escape"},
+            {"[1, 2]", "not a JSON object"},
+            {"{\"name\": 7}", "name must be a string"},
+            {"{\"attention_state\": {\"bytes\": \"lots\"}}", "attention_state.bytes must be a number"},
+        };
+        for (String[] c : cases) {
+            Files.write(manifest.toPath(), c[0].getBytes(StandardCharsets.UTF_8));
+            try {
+                ModelFiles.readManifest(manifest);
+                fail("read " + c[0]);
+            } catch (IllegalArgumentException e) {
+                assertTrue(e.getMessage(), e.getMessage().startsWith(manifest.getPath() + ": ")
+                        && e.getMessage().contains(c[1]));
+            }
+            List<ModelFiles.Program> found = ModelFiles.find(dir);    // listed, marked, refused: no crash
+            assertEquals(1, found.size());
+            ModelFiles.Program p = found.get(0);
+            assertTrue(p.problem, p.problem.startsWith(manifest.getPath()));
+            assertTrue(p.label().endsWith("manifest unreadable"));
+            ChatController c2 = new ChatController((q, t) -> {
+                throw new AssertionError("opened a program whose manifest is unreadable");
+            });
+            Screen s = new Screen();
+            c2.attach(s, Runnable::run);
+            c2.load(p, 1);
+            assertTrue(s.states.get(s.states.size() - 1).contains(manifest.getPath()));
+            c2.shutdown();
+        }
+        Files.write(manifest.toPath(), "{\"name\": \"fine\", \"attention_state\": {\"bytes\": 1048576}}"
+                .getBytes(StandardCharsets.UTF_8));
+        ModelFiles.Program p = ModelFiles.find(dir).get(0);
+        assertNull(p.problem);
+        assertEquals("fine", p.name);
+        assertEquals(1048576, p.stateBytes);
     }
 
     @Test
