@@ -227,6 +227,14 @@ def run_chat(client: ChatClient, conv: Conversation, eos: set, lines, out=None, 
              prompt: bool = False) -> int:
     """The loop: a user message per line of `lines` (/reset, /quit), each answer streamed to `out`."""
     out, err = out or sys.stdout, err or sys.stderr
+    try:
+        _loop(client, conv, eos, lines, out, err, max_new_tokens, temperature, seed, as_json, prompt)
+    except KeyboardInterrupt:       # Ctrl-C at the prompt (not while an answer streams) ends the chat
+        print("", file=err)
+    return 0
+
+
+def _loop(client, conv, eos, lines, out, err, max_new_tokens, temperature, seed, as_json, prompt) -> None:
     turn = 0
     for line in lines:
         user = line.rstrip("\n")
@@ -268,4 +276,3 @@ def run_chat(client: ChatClient, conv: Conversation, eos: set, lines, out=None, 
         print(figures(done, turn), file=err)
         if prompt:
             print("> ", end="", file=err, flush=True)
-    return 0

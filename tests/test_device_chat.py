@@ -100,3 +100,41 @@ def test_stop_over_the_adb_stream_then_the_session_goes_on(tmp_path, key, runner
             assert client.close() == 0
         finally:
             t.close()
+
+
+def test_ctrl_c_stops_the_answer_not_the_session(tmp_path, key, runners, chat_program):
+    """The command as a user runs it: a real SIGINT while the answer streams."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pte, _ = chat_program
+    with device(tmp_path, key) as dev:
+        p = subprocess.Popen([sys.executable, "-m", "device", "chat", "--device", dev.address, "--key", str(key),
+                              "--pte", str(pte), "--system", "Be brief.", "--max-new-tokens", "380", "--json"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+        err = ""
+        while "Ctrl-C stops an answer" not in err:       # the runner is up on the device
+            line = p.stderr.readline()
+            assert line, f"chat ended early: {err}"
+            err += line
+        p.stdin.write("Tell me a long story\n")
+        p.stdin.flush()
+        time.sleep(0.3)
+        os.kill(p.pid, signal.SIGINT)
+        first = json.loads(p.stdout.readline())
+        p.stdin.write("Go on\n/quit\n")
+        p.stdin.flush()
+        out, rest = p.communicate(timeout=300)
+    assert p.returncode == 0, err + rest
+    second = json.loads(out.splitlines()[0])
+    assert first["stopped"] and len(first["tokens"]) < 380, first["tokens"]
+    assert not second["stopped"] and second["turn"] == 2
+    # the cache held what was shown; the tiny tokenizer re-tokenises the answer's first bytes with the
+    # template's newline, so the delta program restores its copy at the system prompt's end
+    assert first["cached_tokens"] == first["prompt_tokens"] + len(first["tokens"]) - 1
+    assert 0 < second["reused_tokens"] <= first["cached_tokens"]
+    assert second["reused_tokens"] + second["prefilled_tokens"] == second["prompt_tokens"]
