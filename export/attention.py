@@ -82,14 +82,26 @@ def attention_state_report(model: nn.Module, max_context_len: int) -> dict:
 
 @contextmanager
 def exact_attention(model: nn.Module):
-    """Temporarily run every delta core with θ = 0 (exact keys): the reference that shows how
-    much the delta approximation itself moves the logits (validation's tolerance)."""
-    cores = [m for m in model.modules() if type(m).__name__ == "DeltaAttention"]
-    saved = [c.theta for c in cores]
-    for c in cores:
-        c.theta = 0.0
+    """Temporarily give every attention core of ours exact fp32 attention: a fresh dense core with
+    fp32 K and V caches in place of each delta core and of each dense core whose caches round
+    (fp16, q8_0, q4_0). The reference that shows how much the attention approximation moves the
+    logits — the threshold, the ΔK stream's fp16 values and budget, the cache formats — for
+    validation's tolerance."""
+    from delegates.attention_core import ExactAttention
+
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            kind = type(child).__name__
+            rounds = kind == "DeltaAttention" or (
+                kind == "ExactAttention" and any(b.dtype != torch.float32 or b.shape[-1] != child.kv_shape[-1]
+                                                 for b in (child.k_cache, child.v_cache)))
+            if rounds:
+                t, hkv, d = child.kv_shape
+                setattr(parent, name, ExactAttention(hkv, d, t))
+                swapped.append((parent, name, child))
     try:
         yield
     finally:
-        for c, t in zip(cores, saved):
-            c.theta = t
+        for parent, name, child in swapped:
+            setattr(parent, name, child)

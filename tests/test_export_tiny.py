@@ -192,3 +192,54 @@ def test_quiet_export_prints_nothing_on_stderr_and_names_the_tolerance(tmp_path)
     line = next(x for x in r.stdout.splitlines() if x.startswith("validation:"))
     assert re.fullmatch(r"validation: passed, max_abs_diff=\S+ \(tolerance [0-9.e-]+\) top1=1\.000 \(minimum 1\.000\)",
                         line), line
+
+
+@pytest.mark.parametrize("overrides, rounding", [
+    ((), []),
+    (("attention.kind=delta", "attention.theta=0"), ["ΔK values stored as fp16"]),
+    (("attention.kind=delta", "attention.theta=0", "attention.dk_budget=0.5"), ["ΔK values stored as fp16, budget 0.5"]),
+    (("attention.kind=delta", "attention.theta=0", "attention.v_cache=q8_0"), ["ΔK values stored as fp16", "v_cache q8_0"]),
+    (("attention.k_cache=fp16",), ["k_cache fp16"]),
+    (("attention.k_cache=q4_0", "attention.v_cache=fp16"), ["k_cache q4_0", "v_cache fp16"]),
+])
+def test_state_formats_that_round_are_approximate(overrides, rounding):
+    """fp32 at θ = 0 is approximate when the state rounds: the tolerance grows by the rounding's own
+    measured effect (SmolLM2 fp32 delta θ = 0 differs from eager by 0.0075 > the exact 1e-3)."""
+    from export.validate import is_approximate, rounding_state, tolerances
+
+    cfg = load_config("tiny_llama.yaml", ["arch.n_heads=2", "arch.n_kv_heads=1", *overrides])
+    assert rounding_state(cfg) == rounding
+    assert is_approximate(cfg) == bool(rounding)
+    tol = tolerances(cfg, noise=0.004)
+    assert tol["max_abs_diff"] == pytest.approx(1e-3 + (2 * 0.004 if rounding else 0))
+
+
+@pytest.mark.parametrize("overrides", [
+    ("attention.kind=delta", "attention.theta=0"),
+    ("attention.kind=delta", "attention.theta=0", "attention.v_cache=fp16"),
+    ("attention.kind=delta", "attention.theta=0", "attention.v_cache=q8_0", "attention.dk_budget=0.5"),
+    ("attention.kind=delta", "attention.theta=0", "attention.v_cache=q4_0"),
+    ("attention.k_cache=fp16", "attention.v_cache=fp16"),
+    ("attention.k_cache=q8_0", "attention.v_cache=q8_0"),
+    ("attention.k_cache=q4_0", "attention.v_cache=q4_0"),
+])
+def test_theta_zero_exports_and_validates_in_fp32_for_every_state_format(tmp_path, overrides):
+    """The reference is exact fp32 attention (the delta and rounding cores swapped out), so the
+    tolerance carries the format's own effect, which is > 0 for every format that rounds."""
+    from tests.conftest import export_with_cli
+
+    m = export_with_cli("tiny_llama.yaml", tmp_path, "arch.n_heads=2", "arch.n_kv_heads=1", *overrides)
+    v = m["validation"]
+    assert v["passed"] and v["rounding_state"]
+    effect = v["approximation_effect"]["eager_vs_exact_fp32_max_abs_diff"]
+    assert effect > 0 and v["tolerance"]["max_abs_diff"] == pytest.approx(1e-3 + 2 * effect)
+
+
+@pytest.mark.slow
+def test_smollm2_fp32_delta_theta_zero_validates(tmp_path):
+    """A user's first sanity check: exact keys in fp32 (was refused: 0.0075 against 1e-3)."""
+    from export.cli import main
+
+    code = main(["--config", "smollm2_135m.yaml", "-q", "quantization.linear=fp32", "attention.kind=delta",
+                 "attention.theta=0", f"output.dir={tmp_path}"])
+    assert code == 0
