@@ -119,6 +119,7 @@ def test_stop_ends_the_answer_and_the_cache_matches_what_was_shown(chat, tiny_ll
     ('{"op": "generate", "id": 1, "ids": [1, 2], "temperature": -1}', "temperature"),
     ('{"op": "generate", "id": 1, "ids": [1, 2], "reuse": "yes"}', "bad request"),
     ('{"op": "dance"}', "unknown op 'dance'"),
+    ('{"op": 7, "id": "x"}', "unknown op ''"),
     ('not json', "not JSON"),
 ])
 def test_bad_requests_get_one_error_and_the_session_goes_on(chat, tiny_llama_fp32, request_line, message):

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -76,7 +77,7 @@ void ReadInput(FILE* in, Inbox* inbox, Output* out) {
       continue;
     }
     line.clear();
-    if (r.is_object() && r.value("op", "") == "stop") {
+    if (r.is_object() && r.contains("op") && r["op"].is_string() && r["op"].get<std::string>() == "stop") {
       const long long id = r.contains("id") && r["id"].is_number_integer() ? r["id"].get<long long>()
                                                                          : inbox->current.load();
       long long cur = inbox->stop_up_to.load();
@@ -201,15 +202,19 @@ void Serve(LlmSession& s, const std::string& op, const json& r, Inbox& inbox, Ou
 }  // namespace
 
 int RunChatServer(LlmSession& s, int threads, FILE* in, FILE* out_file) {
-  Output out(out_file);
-  Inbox inbox;
+  // Shared with the reader thread, which may still be in a read (or pushing the end of input) when
+  // a quit returns from here: it must not find them destroyed.
+  auto out_ptr = std::make_shared<Output>(out_file);
+  auto inbox_ptr = std::make_shared<Inbox>();
+  Output& out = *out_ptr;
+  Inbox& inbox = *inbox_ptr;
   const ProgramInfo& i = s.info();
   out.Send({{"event", "ready"}, {"protocol", kChatProtocol}, {"abi", BuildAbi()}, {"kernel_arch", dlm_kernel_arch()},
             {"threads", threads}, {"vocab_size", i.vocab_size}, {"max_context_len", i.max_context_len},
             {"max_seq_len", i.max_seq_len}, {"bos_id", i.bos_id}, {"eos_ids", i.eos_ids},
             {"delta_attention", i.delta_attention}, {"exact_rewind", s.exact_rewind()},
             {"running_state_bytes", s.running_state_bytes()}, {"load_ms", s.load_ms()}});
-  std::thread reader(ReadInput, in, &inbox, &out);
+  std::thread reader([in, inbox_ptr, out_ptr] { ReadInput(in, inbox_ptr.get(), out_ptr.get()); });
   reader.detach();   // blocked in a read at exit; the process ends with it
   for (;;) {
     const json r = inbox.Pop();

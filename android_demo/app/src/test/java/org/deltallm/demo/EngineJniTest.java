@@ -101,6 +101,22 @@ public class EngineJniTest {
     }
 
     @Test
+    public void threadsBackToZeroRestoresTheRuntimesDefault() throws Exception {
+        File pte = NativeTestSupport.pte("tiny_dense");
+        int dflt;
+        try (LlmEngine e = LlmEngine.load(pte.getPath(), 0)) {
+            dflt = e.threads();
+        }
+        int other = dflt == 1 ? 2 : 1;
+        try (LlmEngine e = LlmEngine.load(pte.getPath(), other)) {
+            assertEquals(other, e.threads());
+        }
+        try (LlmEngine e = LlmEngine.load(pte.getPath(), 0)) {
+            assertEquals(dflt, e.threads());
+        }
+    }
+
+    @Test
     public void deltaProgramReportsSparsity() throws Exception {
         try (LlmEngine delta = LlmEngine.load(NativeTestSupport.pte("tiny_delta").getPath(), 1);
              LlmEngine dense = LlmEngine.load(NativeTestSupport.pte("tiny_dense").getPath(), 1)) {
