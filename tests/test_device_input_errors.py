@@ -104,6 +104,12 @@ CASES = {
     "generate_prompt_fills_context": ("generate", None, ["--prompt", "word " * 200, "--raw"], "--prompt",
                                       "fill the program's max context 128"),
     "generate_device_no_port": ("generate", None, ["--device", "localhost"], "--device", "is not HOST:PORT"),
+    "chat_missing_pte": ("chat", None, ["--pte", "{tmp}/none.pte"], "--pte", "does not exist"),
+    "chat_no_template": ("chat", None, [], "--pte", "carries no chat template"),
+    "chat_max_new_0": ("chat", None, ["--max-new-tokens", "0"], "--max-new-tokens", "0 is out of range"),
+    "chat_temperature": ("chat", None, ["--temperature", "-1"], "--temperature", "must be >= 0"),
+    "chat_timeout_0": ("chat", None, ["--timeout-s", "0"], "--timeout-s", "must be > 0"),
+    "chat_device_no_port": ("chat", None, ["--device", "localhost"], "--device", "is not HOST:PORT"),
     "push_missing_local": ("push", None, ["{tmp}/none.bin", f"{WORKDIR}/x"], "local", "does not exist"),
     "push_device_no_port": ("push", None, ["--device", "nohost", "{prog}/tiny_llama.pte", f"{WORKDIR}/x"], "--device",
                             "is not HOST:PORT"),
@@ -134,7 +140,7 @@ def _argv(command, extra, dev, key, pte):
         if "--decode-lengths" in extra:
             j = argv.index("--decode-lengths")
             argv = argv[:j] + argv[j + 2:]
-    else:
+    elif command == "generate":
         argv += [] if "--prompt" in extra else ["--prompt", "The clock struck"]
     return argv + extra
 
