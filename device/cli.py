@@ -214,33 +214,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["md", "csv", "json", "jsonl"], default="md")
     sp.add_argument("--results-dir", help="write results.{md,csv,json,jsonl} here as each cell finishes")
     sp.add_argument("--overwrite", action="store_true", help="replace the results already in --results-dir")
-    sp = with_device(sub.add_parser("generate", help="chat with a program on the device (native runner)"))
-    sp.add_argument("--pte", required=True)
+    def with_generation(sp, max_new: int, json_help: str, timeout_s: float, timeout_help: str = None):
+        """What generate and chat share: the program, sampling, threads, the runner and its folder."""
+        sp.add_argument("--pte", required=True)
+        sp.add_argument("--max-new-tokens", type=int, default=max_new)
+        sp.add_argument("--temperature", type=float, default=0.0)
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--threads", type=int, default=0)
+        sp.add_argument("--cpus")
+        sp.add_argument("--runner-binary")
+        sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
+        sp.add_argument("--json", action="store_true", help=json_help)
+        sp.add_argument("--timeout-s", type=float, default=timeout_s, help=timeout_help)
+        return sp
+
+    sp = with_generation(with_device(sub.add_parser("generate", help="one answer from a program on the device "
+                                                                     "(native runner)")),
+                         64, "print the whole result (tokens, timings, sparsity)", 1800.0)
     sp.add_argument("--prompt", required=True)
     sp.add_argument("--system", help="system prompt (chat template)")
     sp.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
-    sp.add_argument("--max-new-tokens", type=int, default=64)
-    sp.add_argument("--temperature", type=float, default=0.0)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--threads", type=int, default=0)
-    sp.add_argument("--cpus")
-    sp.add_argument("--runner-binary")
-    sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
-    sp.add_argument("--json", action="store_true", help="print the whole result (tokens, timings, sparsity)")
-    sp.add_argument("--timeout-s", type=float, default=1800.0)
-    sp = with_device(sub.add_parser("chat", help="interactive chat on the device (persistent native runner, "
-                                                 "the cache reused across turns)"))
-    sp.add_argument("--pte", required=True)
+    sp = with_generation(with_device(sub.add_parser("chat", help="interactive chat on the device (persistent native "
+                                                                 "runner, the cache reused across turns)")),
+                         256, "one JSON object per answer (text and figures) on stdout", 600.0,
+                         "longest wait for the runner's next token")
     sp.add_argument("--system", help="system prompt (kept when the context fills)")
-    sp.add_argument("--max-new-tokens", type=int, default=256, help="per answer")
-    sp.add_argument("--temperature", type=float, default=0.0)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--threads", type=int, default=0)
-    sp.add_argument("--cpus")
-    sp.add_argument("--runner-binary")
-    sp.add_argument("--workdir", default="/data/local/tmp/deltallm")
-    sp.add_argument("--json", action="store_true", help="one JSON object per answer (text and figures) on stdout")
-    sp.add_argument("--timeout-s", type=float, default=600.0, help="longest wait for the runner's next token")
     # Listed for --help; main() hands their arguments to device/native_build.py's own parsers.
     sub.add_parser("build-runner", help="build the native runner and JNI library (ExecuTorch from source + our "
                                         "kernels); see its --help")
