@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import export_cache
+
+export_cache.remember_loaded_sources()   # before the test modules import export/ and delegates/
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))

