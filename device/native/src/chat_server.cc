@@ -113,12 +113,6 @@ bool IdList(const json& r, const char* k, std::vector<int64_t>* out, std::string
   return true;
 }
 
-uint64_t Fnv(uint64_t h, const void* p, size_t n) {
-  const auto* b = static_cast<const uint8_t*>(p);
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
-  return h;
-}
-
 std::string Hex(uint64_t h) {
   char buf[20];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
@@ -156,7 +150,7 @@ void Generate(LlmSession& s, const json& r, Inbox& inbox, Output& out) {
   req.keep = keep;
   const bool digest = r.value("digest", false);
   inbox.current.store(id);
-  uint64_t logits_hash = 1469598103934665603ull;
+  uint64_t logits_hash = kFnvBasis;
   std::vector<int64_t> tokens;
   bool stopped = false;
   ResetSparsity();
@@ -169,7 +163,7 @@ void Generate(LlmSession& s, const json& r, Inbox& inbox, Output& out) {
         if (inbox.stop_up_to.load() >= id) stopped = true;
         return !stopped;
       },
-      digest ? LogitsSink([&](const float* l, int64_t v) { logits_hash = Fnv(logits_hash, l, sizeof(float) * v); })
+      digest ? LogitsSink([&](const float* l, int64_t v) { logits_hash = Fnv1a64(logits_hash, l, sizeof(float) * v); })
              : LogitsSink(),
       &t);
   if (!st.ok()) return error(st.code, st.message);

@@ -167,10 +167,15 @@ std::vector<int64_t> LlmSession::restore_points() const {
 size_t LlmSession::running_state_bytes() const { return impl_->running_bytes; }
 bool LlmSession::exact_rewind() const { return !impl_->delta || impl_->named; }
 
+uint64_t Fnv1a64(uint64_t h, const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+  return h;
+}
+
 uint64_t LlmSession::RunningStateHash() const {
-  uint64_t h = 1469598103934665603ull;
-  for (const auto& b : impl_->running)
-    for (size_t i = 0; i < b.second; i++) h = (h ^ b.first[i]) * 1099511628211ull;
+  uint64_t h = kFnvBasis;
+  for (const auto& b : impl_->running) h = Fnv1a64(h, b.first, b.second);
   return h;
 }
 
@@ -260,20 +265,21 @@ int64_t LlmSession::Choose(const std::vector<float>& logits, const SampleOptions
   return static_cast<int64_t>(p.size() - 1);
 }
 
-Status LlmSession::Prefill(const std::vector<int64_t>& ids, int64_t start, int64_t keep, const LogitsSink& on_logits,
+// Prefills ids [start, n) (the cache holds [0, start)) and appends them to cached_.
+Status LlmSession::Prefill(const std::vector<int64_t>& ids, int64_t start, const LogitsSink& on_logits,
                            std::vector<float>* logits) {
   const int64_t n = static_cast<int64_t>(ids.size());
   int64_t pos = start;
   while (pos < n) {
-    // Calls end at keep, so the running state can be copied there (a chat's overflow rewinds to it).
-    const int64_t end = pos < keep && keep < n ? keep : n;
+    // Calls end at keep_, so the running state can be copied there (a chat's overflow rewinds to it).
+    const int64_t end = pos < keep_ && keep_ < n ? keep_ : n;
     const int64_t len = std::min<int64_t>(info_.max_seq_len, end - pos);
     Status st = Forward(ids.data() + pos, len, pos, logits);
     if (!st.ok()) return st;
     if (on_logits) on_logits(logits->data(), static_cast<int64_t>(logits->size()));
+    cached_.insert(cached_.end(), ids.begin() + pos, ids.begin() + pos + len);
     pos += len;
-    cached_.assign(ids.begin(), ids.begin() + pos);
-    if (pos == keep) impl_->Save(pos, keep_);
+    if (pos == keep_) impl_->Save(pos, keep_);
   }
   impl_->Save(n, keep_);
   return Status::Ok();
@@ -324,7 +330,7 @@ Status LlmSession::Generate(const GenerateRequest& r, const TokenSink& on_token,
     it = it->first > start ? impl_->copies.erase(it) : std::next(it);
   if (start == 0) impl_->copies.clear();
   keep_ = r.keep;
-  st = Prefill(ids, start, r.keep, on_logits, &logits);
+  st = Prefill(ids, start, on_logits, &logits);
   if (!st.ok()) {
     Reset();   // what the cache holds is unknown now
     return st;

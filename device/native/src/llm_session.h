@@ -145,7 +145,7 @@ class LlmSession {
   uint64_t seeded_ = ~0ull;
   std::vector<int64_t> cached_;
   int64_t keep_ = 0;
-  Status Prefill(const std::vector<int64_t>& ids, int64_t start, int64_t keep, const LogitsSink& on_logits,
+  Status Prefill(const std::vector<int64_t>& ids, int64_t start, const LogitsSink& on_logits,
                  std::vector<float>* logits);
 };
 
@@ -155,6 +155,9 @@ class LlmSession {
 int SetThreads(int n);
 // Pins this process (and threads created after) to a CPU list like "4-7" or "0,2,4".
 Status SetAffinity(const std::string& cpu_list);
+// FNV-1a 64 of n bytes, continuing from h (start with kFnvBasis): digests tests compare.
+constexpr uint64_t kFnvBasis = 1469598103934665603ull;
+uint64_t Fnv1a64(uint64_t h, const void* p, size_t n);
 // Peak resident set (VmHWM) of this process in MB; < 0 if unknown.
 double PeakRssMb();
 // "arm64-v8a" or "x86_64": the ABI this binary was built for.
