@@ -111,6 +111,20 @@ def test_decode_key_splits_match_oracle(variant, chunks, w_decode):
                                                             st.decode.macs_dense)
 
 
+# A decode call's keys are split into about 24 tasks in all, each a whole number of checkpoint
+# strides: with 8 kv heads 1101 keys make splits of 512 (three per head), so a split's prefix sums
+# start from the checkpoints at 512 and 1024 keys; with 2 kv heads 3100 keys make splits of 512 too.
+@pytest.mark.parametrize("chunks,heads,kv_heads", [([1100, 1, 1], 16, 8), ([1300, 1], 8, 8), ([3100, 1], 4, 2)])
+def test_decode_splits_of_several_strides_match_oracle(variant, chunks, heads, kv_heads):
+    n = sum(chunks)
+    q, k, v = make_qkv(n, heads, kv_heads, 64, seed=n + kv_heads)
+    ref, st = run_calls(q, k, v, chunks, n + 1, 0.6, 0.1, 1 << 20, 4)
+    stats.reset()
+    got, _ = run_kernel(q, k, v, chunks, n + 1, 0.6, 0.1, 1 << 20, 4, layer=1)
+    assert nmse(got[chunks[0]:], ref[chunks[0]:]) <= 1e-10
+    assert stats.read("decode")[1].macs_performed == st.decode.macs_performed
+
+
 # Decode scores ΔK along head_dim (f32_deltaqkdot_ukernel_8x1): every row count of the narrow tile
 # (1..4 take two keys per step, with an odd key left over, on 4 lanes: two keys per score vector and
 # softmax step; 5..8 on 8 lanes), head_dim 64 (unrolled at compile time on AVX2), head_dims that are

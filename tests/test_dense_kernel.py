@@ -76,7 +76,8 @@ F16_MAX = 65504.0
 # GQA groups 1..8, and decode past 256 keys (key splits)
 @pytest.mark.parametrize("chunks,heads,kv_heads,d", [
     ([1], 1, 1, 64), ([70, 18, 1, 1], 6, 2, 64), ([9, 1, 1], 3, 1, 8), ([129, 1, 1], 6, 2, 128),
-    ([65, 3, 1], 8, 1, 72), ([300, 1, 1], 9, 3, 64), ([64, 1, 1], 32, 8, 64)])
+    ([65, 3, 1], 8, 1, 72), ([300, 1, 1], 9, 3, 64), ([64, 1, 1], 32, 8, 64),
+    ([1100, 1, 1], 32, 8, 64)])   # decode splits of 512 keys (about 24 tasks per call), merged
 def test_fp16_k_cache_rounds_keys_as_it_stores_them(variant, chunks, heads, kv_heads, d):
     n = sum(chunks)
     q, k, v = make_qkv(n, heads, kv_heads, d, seed=n + heads)
@@ -162,3 +163,29 @@ def test_fp16_v_cache_store_rounds_clamps_and_keeps_nan_like_torch(variant):
     want = v.clamp(-65504.0, 65504.0).half()
     assert torch.equal(cache_rows(v_cache, 0, 3).view(torch.int16), want.view(torch.int16))
     assert cache_rows(v_cache, 0, 3).isnan().sum() == 2 and not cache_rows(v_cache, 0, 3).isinf().any()
+
+
+def test_task_pool_gives_every_call_all_its_tasks_whether_its_workers_spin_or_sleep():
+    """The core's pool (two threads) spins for a while after each call, then sleeps: calls back to
+    back, within the spin and after it each give the same output. One kv head: the call's five
+    tasks end unevenly and the merge follows at once, so a caller that did not wait for the
+    worker's last task would merge a split not yet written."""
+    import time
+    from delegates import op  # noqa: F401
+
+    lib = core()
+    lib.dlm_set_num_threads(2)
+    try:
+        q, k, v = make_qkv(1101, 4, 1, 64, seed=5)
+        k_cache = formats.empty_cache(formats.as_format(torch.float16), 1101, 1, 64)
+        v_cache = formats.empty_cache(formats.as_format(torch.float16), 1101, 1, 64)
+        torch.ops.deltallm.dense_attention(q[None, :1100], k[None, :1100], v[None, :1100], k_cache, v_cache, 0)
+        want = torch.ops.deltallm.dense_attention(q[None, 1100:], k[None, 1100:], v[None, 1100:], k_cache, v_cache, 1100)
+        for i in range(300):
+            time.sleep((0.0, 2e-5, 2e-4, 2e-3)[i % 4])   # back to back, within and past the spin
+            got = torch.ops.deltallm.dense_attention(q[None, 1100:], k[None, 1100:], v[None, 1100:], k_cache,
+                                                     v_cache, 1100)
+            assert torch.equal(got, want), i
+        assert nmse(want[0], dense_attention(q, k.half().float(), v.half().float())[1100:]) <= 1e-10
+    finally:
+        lib.dlm_set_num_threads(1)

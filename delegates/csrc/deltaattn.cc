@@ -32,6 +32,7 @@ struct TaskCtx {
   int64_t tiles;      // ceil(rows / lanes)
   int64_t band;       // W
   int64_t splits;     // key splits per tile (> 1: tasks write softmax partials, merged afterwards)
+  int64_t split_len;  // keys per split: a multiple of DLM_CKPT_STRIDE (a split starts at a checkpoint)
   float* partial;     // splits > 1: per (kv head, tile, split): mx [L], sum [L], acc [L, D]
   const void* kc;         // dense: the K cache, every key from it (kv head g's key j at row g·T + j), else null
   int64_t k_format;       // its format (DLM_FMT_*)
@@ -41,6 +42,11 @@ struct TaskCtx {
 };
 
 constexpr int64_t kKB = 64;   // keys per block
+// Decode tasks per call: enough for 8 threads to share (a few tasks each), few enough that a task
+// streams a long run of K and V rows. Splits of one checkpoint stride each (256 keys: 128 tasks for
+// Llama-3.2-1B at 4096) restarted the memory streams and the merge 128 times per step; 24 took a
+// streamed Llama-shaped step at 4096 from ~0.44 to ~0.35 ms at two threads (zen4; 12 or 16: the same).
+constexpr int64_t kDecodeTasks = 24;
 
 // Rows of D values in each kv head's stream of packed ΔK non-zeros (dlm_dk_rows).
 inline int64_t stream_rows(const dlm_attn_args& a) { return a.dk_rows ? a.dk_rows : a.max_len; }
@@ -214,8 +220,8 @@ void run_tile(void* vctx, size_t task) {
   }
   // This task's keys: all of them, or one split of DLM_CKPT_STRIDE keys whose prefix sums start
   // from the checkpointed reference key k̂ before the split (q·k̂ = the sum of q·Δk before it).
-  const int64_t k_lo = c.splits > 1 ? split * DLM_CKPT_STRIDE : 0;
-  const int64_t k_end = c.splits > 1 ? std::min(max_pos + 1, k_lo + DLM_CKPT_STRIDE) : max_pos + 1;
+  const int64_t k_lo = c.splits > 1 ? split * c.split_len : 0;
+  const int64_t k_end = c.splits > 1 ? std::min(max_pos + 1, k_lo + c.split_len) : max_pos + 1;
   if (k_lo > 0 && k_lo < max_approx) {
     const float* ck = a.k_ckpt + ((k_lo / DLM_CKPT_STRIDE) * Hkv + g) * D;
     if (wide)
@@ -409,16 +415,22 @@ void store_values(const dlm_attn_args& a, const Kernels& k) {
 // which may still read the slots they replace).
 void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const void* kc = nullptr,
                int64_t k_format = DLM_FMT_F32) {
-  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, nullptr, kc, k_format,
+  TaskCtx ctx{&a, &k, a.n_heads / a.n_kv_heads, 0, 0, 0, band, 1, DLM_CKPT_STRIDE, nullptr, kc, k_format,
               dlm_cache_row_bytes(k_format, a.head_dim), dlm_cache_row_bytes(a.v_format, a.head_dim),
               kc ? q_kernels(k, k_format) : nullptr, q_kernels(k, a.v_format)};
   ctx.rows = a.seq_len * ctx.group;
   ctx.lanes = ctx.rows <= dlm::kTRQuad ? dlm::kTRQuad : ctx.rows <= dlm::kTRNarrow ? dlm::kTRNarrow : dlm::kTR;
   ctx.tiles = (ctx.rows + ctx.lanes - 1) / ctx.lanes;
-  // Few rows (decode): one task per kv head would leave threads idle and serialise long contexts.
+  // Few rows (decode): one task per kv head would leave threads idle and serialise long contexts,
+  // so each kv head's keys are split, into about kDecodeTasks tasks in all (splits start at a k̂
+  // checkpoint: multiples of DLM_CKPT_STRIDE keys).
   thread_local std::vector<float> partial;
   if (ctx.lanes != dlm::kTR) {
-    ctx.splits = (a.start_pos + a.seq_len + DLM_CKPT_STRIDE - 1) / DLM_CKPT_STRIDE;
+    const int64_t keys = a.start_pos + a.seq_len;
+    const int64_t per_head = std::max<int64_t>(1, (kDecodeTasks + a.n_kv_heads - 1) / a.n_kv_heads);
+    const int64_t want = (keys + per_head - 1) / per_head;
+    ctx.split_len = std::max<int64_t>(1, (want + DLM_CKPT_STRIDE - 1) / DLM_CKPT_STRIDE) * DLM_CKPT_STRIDE;
+    ctx.splits = (a.start_pos + a.seq_len + ctx.split_len - 1) / ctx.split_len;
     if (ctx.splits > 1) {
       partial.resize(static_cast<size_t>(a.n_kv_heads * ctx.tiles * ctx.splits * ctx.lanes * (a.head_dim + 2)));
       ctx.partial = partial.data();

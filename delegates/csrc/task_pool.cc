@@ -2,6 +2,7 @@
 // dlm_set_num_threads(n) starts n - 1 workers; the calling thread works too. ExecuTorch callers
 // pass their threadpool through dlm_attn_args.parallel and never touch this pool.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -12,6 +13,11 @@
 
 namespace {
 
+// Workers spin for a while (kSpin) before they sleep, and so does the caller waiting for the last
+// task: a decode step dispatches one small batch of tasks per layer, ~0.1 ms apart, and waking a
+// sleeping thread (futex) costs tens of µs on a virtual machine — a quarter of a step at two
+// threads. ExecuTorch's pthreadpool spins in the same way. A spinning thread yields the core's
+// pipeline (pause / yield) and gives up after the budget, so an idle pool costs nothing.
 class TaskPool {
  public:
   ~TaskPool() { resize(1); }
@@ -34,22 +40,45 @@ class TaskPool {
       for (size_t i = 0; i < n; i++) task(ctx, i);
       return;
     }
+    task_ = task;
+    ctx_ = ctx;
+    n_ = n;
+    next_.store(0, std::memory_order_relaxed);
+    active_.store(workers_.size(), std::memory_order_relaxed);
     {
-      std::lock_guard<std::mutex> lock(mutex_);
-      task_ = task;
-      ctx_ = ctx;
-      n_ = n;
-      next_.store(0);
-      active_ = workers_.size();
-      generation_++;
+      std::lock_guard<std::mutex> lock(mutex_);   // a worker going to sleep sees the new generation
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     drain();
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return active_ == 0; });
+    if (!spin_until([this] { return active_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [this] { return active_.load(std::memory_order_acquire) == 0; });
+    }
   }
 
  private:
+  static constexpr int64_t kSpinNs = 50000;   // 50 µs: a decode step calls again within a few µs
+
+  static void relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+  }
+
+  // Polls ready() for up to kSpinNs; true once it holds.
+  template <class F>
+  static bool spin_until(F ready) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0;; i++) {
+      if (ready()) return true;
+      relax();
+      if ((i & 255) == 255 && std::chrono::steady_clock::now() - t0 > std::chrono::nanoseconds(kSpinNs)) return ready();
+    }
+  }
+
   void drain() {
     for (size_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) task_(ctx_, i);
   }
@@ -57,40 +86,43 @@ class TaskPool {
   void work() {
     uint64_t seen = 0;
     for (;;) {
-      {
+      const auto fresh = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(fresh)) {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return quit_ || generation_ != seen; });
-        if (quit_) return;
-        seen = generation_;
+        wake_.wait(lock, fresh);
       }
+      if (quit_.load(std::memory_order_acquire)) return;
+      seen = generation_.load(std::memory_order_acquire);
       drain();
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+      if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mutex_);   // the caller may be asleep on done_
+        done_.notify_one();
+      }
     }
   }
 
   void stop_workers() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      quit_ = true;
+      quit_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
     workers_.clear();
-    quit_ = false;
+    quit_.store(false, std::memory_order_release);
   }
 
   std::mutex run_mutex_;   // one run (or resize) at a time
   std::mutex mutex_;
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
-  dlm_task_fn task_ = nullptr;
+  dlm_task_fn task_ = nullptr;   // written before the generation's release, read after its acquire
   void* ctx_ = nullptr;
   size_t n_ = 0;
   std::atomic<size_t> next_{0};
-  size_t active_ = 0;
-  uint64_t generation_ = 0;
-  bool quit_ = false;
+  std::atomic<size_t> active_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> quit_{false};
 };
 
 TaskPool& pool() {

@@ -180,6 +180,18 @@ void f32_qk_ukernel_32x2__avx2_fma(size_t n, size_t d, const float* qt, const fl
 
 namespace {
 
+// Decode streams each kv head's K and V rows from memory: the row kPfNear rows on into L1 and the
+// one kPfFar rows on into L2 (a prefetch never faults; past the block it serves the next one). With
+// the hardware prefetchers alone (and 4 rows on, ~60 ns of work: less than one DRAM latency) a
+// streamed step took about its in-cache time plus its memory time; each distance shortened it in
+// A/B runs on zen4 (docs/results.md, decode against its roofline).
+constexpr size_t kPfNear = 16, kPfFar = 64;
+__attribute__((always_inline)) static inline void prefetch_ahead(const void* row_part, size_t row_bytes) {
+  const char* x = static_cast<const char*>(row_part);
+  _mm_prefetch(x + kPfNear * row_bytes, _MM_HINT_T0);
+  _mm_prefetch(x + kPfFar * row_bytes, _MM_HINT_T1);
+}
+
 // The 8 row accumulators of one key → its 8 lanes of scores (a horizontal-add tree).
 __attribute__((always_inline)) static inline __m256 row_sums8(const __m256* a) {
   const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
@@ -209,8 +221,7 @@ void qkdot(size_t n, size_t d_, size_t lanes, const float* q, size_t q_stride, c
   constexpr size_t kLine = 64 / sizeof(KT);   // key elements per cache line
   const auto dot = [&](size_t t, __m256* a) __attribute__((always_inline)) {
     const KT* kt = k + t * k_stride;
-    if (t + 4 < n)   // (16 keys on, or the next 64-key block's K and V at once: no gain, the latter 1.4x slower)
-      for (size_t c = 0; c < d; c += kLine) _mm_prefetch(reinterpret_cast<const char*>(kt + 4 * k_stride + c), _MM_HINT_T0);
+    for (size_t c = 0; c < d; c += kLine) prefetch_ahead(kt + c, k_stride * sizeof(KT));
     for (size_t c = 0; c < d; c += 8) {
       const __m256 kv = load_k8(kt + c);
       for (int r = 0; r < R; r++) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * qs + c), kv, a[r]);
@@ -549,10 +560,17 @@ static inline __m256 load_v8(const void* v, size_t i) {
                : _mm256_loadu_ps(static_cast<const float*>(v) + i);
 }
 
-// MR rows x 8·NC columns of acc in registers (MR·NC <= 8 accumulators); V rows loaded once per key.
+// MR rows x 8·NC columns of acc in registers (MR·NC <= 12 accumulators); V rows loaded once per key.
+// The 16 ymm registers hold the accumulators and either the key's NC value vectors and one
+// broadcast weight (8 x 1), or its MR weights and one value vector at a time (3 x 4: the other
+// order needs 17 and spilled one accumulator through the stack, a store-to-load chain per key that
+// made P·V twice the time of Q·Kᵀ).
 template <int MR, int NC, bool kF16V>
 static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t p_stride, const void* v,
                            size_t v_stride, const float* corr, float* acc) {
+  constexpr bool kColumnInner = MR * NC + NC + 1 > 16;
+  static_assert(!kColumnInner || MR * NC + MR + 1 <= 16, "the accumulators and operands fit the ymm registers");
+  constexpr size_t kVBytes = kF16V ? 2 : 4;
   __m256 a[MR][NC];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; r++)
@@ -560,15 +578,30 @@ static inline void pv_tile(size_t n, size_t d, size_t c, const float* p, size_t 
     for (int i = 0; i < NC; i++) a[r][i] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + c + 8 * i), _mm256_broadcast_ss(corr + r));
   for (size_t j = 0; j < n; j++) {
     DLM_MCA_BEGIN("pv.f", kF16V ? 16 : 32, MR, 1, 8 * NC);
-    __m256 vj[NC];
-#pragma GCC unroll 4
-    for (int i = 0; i < NC; i++) vj[i] = load_v8<kF16V>(v, j * v_stride + c + 8 * i);
     const float* pj = p + j * p_stride;
+    if (c == 0)   // the first column tile reads ahead for the whole row
+      for (size_t e = 0; e < d * kVBytes; e += 64)
+        prefetch_ahead(static_cast<const char*>(v) + j * v_stride * kVBytes + e, v_stride * kVBytes);
+    if constexpr (kColumnInner) {
+      __m256 w[MR];
 #pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-      const __m256 w = _mm256_broadcast_ss(pj + r);
+      for (int r = 0; r < MR; r++) w[r] = _mm256_broadcast_ss(pj + r);
 #pragma GCC unroll 4
-      for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
+      for (int i = 0; i < NC; i++) {
+        const __m256 vv = load_v8<kF16V>(v, j * v_stride + c + 8 * i);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; r++) a[r][i] = _mm256_fmadd_ps(w[r], vv, a[r][i]);
+      }
+    } else {
+      __m256 vj[NC];
+#pragma GCC unroll 4
+      for (int i = 0; i < NC; i++) vj[i] = load_v8<kF16V>(v, j * v_stride + c + 8 * i);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; r++) {
+        const __m256 w = _mm256_broadcast_ss(pj + r);
+#pragma GCC unroll 4
+        for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
+      }
     }
     DLM_MCA_END();
   }

@@ -160,22 +160,35 @@ void qkdot_rows(size_t n, size_t d, size_t rows, size_t lanes, const int8_t* qs,
 }
 
 // MR rows x 8·NC columns from column c0 of block b in registers; each key's codes decoded once for the rows.
+// The 16 ymm registers hold the MR·NC accumulators and either NC code vectors and one weight, or
+// MR weights and one code vector (3 x 4: the whole block in two passes fewer than 3 x 2's four).
 template <int MR, int NC, size_t kBytes>
 inline void pv_tile(size_t n, size_t d, size_t b, size_t c0, const float* p, size_t p_stride, const uint8_t* v,
                     size_t v_stride, const float* corr, float* acc) {
   const size_t col = b * kQBlock + c0;
+  constexpr bool kColumnInner = MR * NC + NC + 1 > 16;
+  static_assert(!kColumnInner || MR * NC + MR + 1 <= 16, "the accumulators and operands fit the ymm registers");
   __m256 a[MR][NC];
   for (int r = 0; r < MR; r++)
     for (int i = 0; i < NC; i++) a[r][i] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * d + col + 8 * i), _mm256_broadcast_ss(corr + r));
   for (size_t j = 0; j < n; j++) {
     DLM_MCA_BEGIN("pv.q", kBytes, MR, 1, 8 * NC);
     const uint8_t* blk = v + j * v_stride + b * kBytes;
-    __m256 vj[NC];
-    for (int i = 0; i < NC; i++) vj[i] = load_codes8<kBytes>(blk, c0 + 8 * i);
     const float s = block_scale(blk);
-    for (int r = 0; r < MR; r++) {
-      const __m256 w = _mm256_set1_ps(p[j * p_stride + r] * s);
-      for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
+    if constexpr (kColumnInner) {   // MR weights, then one column vector at a time
+      __m256 w[MR];
+      for (int r = 0; r < MR; r++) w[r] = _mm256_set1_ps(p[j * p_stride + r] * s);
+      for (int i = 0; i < NC; i++) {
+        const __m256 vv = load_codes8<kBytes>(blk, c0 + 8 * i);
+        for (int r = 0; r < MR; r++) a[r][i] = _mm256_fmadd_ps(w[r], vv, a[r][i]);
+      }
+    } else {
+      __m256 vj[NC];
+      for (int i = 0; i < NC; i++) vj[i] = load_codes8<kBytes>(blk, c0 + 8 * i);
+      for (int r = 0; r < MR; r++) {
+        const __m256 w = _mm256_set1_ps(p[j * p_stride + r] * s);
+        for (int i = 0; i < NC; i++) a[r][i] = _mm256_fmadd_ps(w, vj[i], a[r][i]);
+      }
     }
     DLM_MCA_END();
   }
@@ -189,7 +202,7 @@ void pv(size_t n, size_t d, size_t m, const float* p, size_t p_stride, const uin
   with_rows<4>(m, [&](auto r) {
     constexpr int MR = decltype(r)::value;
     for (size_t b = 0; b < d / kQBlock; b++) {
-      if constexpr (MR <= 2) {   // 4 x MR accumulators: the whole block at once
+      if constexpr (MR <= 3) {   // 4 x MR accumulators: the whole block at once
         pv_tile<MR, 4, kBytes>(n, d, b, 0, p, p_stride, v, v_stride, corr, acc);
       } else {
         pv_tile<MR, 2, kBytes>(n, d, b, 0, p, p_stride, v, v_stride, corr, acc);
