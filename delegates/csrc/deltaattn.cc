@@ -203,10 +203,11 @@ void run_tile(void* vctx, size_t task) {
     max_pos = std::max(max_pos, pos[r]);
     const float* qrow = a.q + (s * H + head) * D;
     if (c.kq) {   // quantized once per tile; a wide tile computes with the decoded values
-      const int64_t nb = D / static_cast<int64_t>(dlm::kQBlock);
+      constexpr int64_t kQB = dlm::kQBlock;
+      const int64_t nb = D / kQB;
       c.k->q8q(static_cast<size_t>(D), qrow, qs + r * D, qd + r * nb);
       if (wide)
-        for (int64_t d = 0; d < D; d++) qt[d * L + r] = qd[r * nb + d / 32] * static_cast<float>(qs[r * D + d]);
+        for (int64_t d = 0; d < D; d++) qt[d * L + r] = qd[r * nb + d / kQB] * static_cast<float>(qs[r * D + d]);
     } else if (wide) {
       for (int64_t d = 0; d < D; d++) qt[d * L + r] = qrow[d];
     }
@@ -243,11 +244,11 @@ void run_tile(void* vctx, size_t task) {
                      value_stream(a, g) + value_start(a, j0, g), dq, s_approx);
       } else {
         const bool pf = a.v_format == DLM_FMT_F32;
-        const int64_t v_row = D * 4, step = pf ? kPfKeys : na;   // v_row: fp32 rows only
-        const char* v_pf = pf ? static_cast<const char*>(a.v_cache) + (g * a.max_len + j0) * v_row : nullptr;
+        const int64_t step = pf ? kPfKeys : na;
+        const char* v_pf = pf ? static_cast<const char*>(a.v_cache) + (g * a.max_len + j0) * c.v_row : nullptr;
         for (int64_t i0 = 0; i0 < na; i0 += step) {
           const int64_t ni = std::min<int64_t>(step, na - i0);
-          if (pf) prefetch_rows(v_pf + i0 * v_row, ni, v_row, v_row);
+          if (pf) prefetch_rows(v_pf + i0 * c.v_row, ni, c.v_row, c.v_row);
           c.k->deltaqkdot(static_cast<size_t>(ni), static_cast<size_t>(D), static_cast<size_t>(rows),
                           static_cast<size_t>(L), qr, static_cast<size_t>(D), m + i0 * (ld / 8),
                           static_cast<size_t>(ld / 8), value_stream(a, g) + value_start(a, j0 + i0, g), dq,
@@ -406,11 +407,6 @@ int check_format(int64_t format, const char* name, int64_t head_dim, char* err, 
   return fail(err, len, msg);
 }
 
-// The new values into the V cache, in its format.
-void store_values(const dlm_attn_args& a, const Kernels& k) {
-  store_rows(k, a.v_format, a, a.v, a.v_cache);
-}
-
 // The (kv head, row tile) tasks of one call, then the new raw keys into the ring (after the tiles,
 // which may still read the slots they replace).
 void run_tiles(const dlm_attn_args& a, const Kernels& k, int64_t band, const void* kc = nullptr,
@@ -545,7 +541,7 @@ int dlm_delta_attention_f32(const dlm_attn_args* a, char* err, size_t len) {
     std::memset(a->k_hat, 0, sizeof(float) * Hkv * D);
     std::memcpy(a->k_sink, a->k, sizeof(float) * Hkv * D);
   }
-  store_values(*a, k);
+  store_rows(k, a->v_format, *a, a->v, a->v_cache);   // the new values into the V cache
   EncCtx enc{a, &k, per_key};
   if (a->seq_len >= kParallelEncodeMin && Hkv > 1) {   // each kv head's chain over the keys is its own
     if (a->parallel) {
@@ -588,7 +584,7 @@ int dlm_dense_attention_f32(const dlm_dense_args* d, char* err, size_t len) {
   if (const int rc = check_format(d->k_format, "k_cache", a.head_dim, err, len)) return rc;
   if (const int rc = check_format(d->v_format, "v_cache", a.head_dim, err, len)) return rc;
   const Kernels& k = dlm::kernels();
-  store_values(a, k);
+  store_rows(k, a.v_format, a, a.v, a.v_cache);   // the new values into the V cache
   // This call's keys are stored (rounded like V in fp16 or a q format) before the tiles, which read
   // every key from the cache: one answer whatever the chunking.
   store_rows(k, d->k_format, a, a.k, d->k_cache);

@@ -86,7 +86,9 @@ class TaskPool {
   void work() {
     uint64_t seen = 0;
     for (;;) {
-      const auto fresh = [&] { return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+      const auto fresh = [&] {
+        return quit_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+      };
       if (!spin_until(fresh)) {
         std::unique_lock<std::mutex> lock(mutex_);
         wake_.wait(lock, fresh);
