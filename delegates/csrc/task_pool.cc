@@ -13,7 +13,7 @@
 
 namespace {
 
-// Workers spin for a while (kSpin) before they sleep, and so does the caller waiting for the last
+// Workers spin for a while (kSpinNs) before they sleep, and so does the caller waiting for the last
 // task: a decode step dispatches one small batch of tasks per layer, ~0.1 ms apart, and waking a
 // sleeping thread (futex) costs tens of µs on a virtual machine — a quarter of a step at two
 // threads. ExecuTorch's pthreadpool spins in the same way. A spinning thread yields the core's
