@@ -219,8 +219,8 @@ void run_tile(void* vctx, size_t task) {
     pos[r] = pos[rows - 1];
     n_approx[r] = n_approx[rows - 1];
   }
-  // This task's keys: all of them, or one split of DLM_CKPT_STRIDE keys whose prefix sums start
-  // from the checkpointed reference key k̂ before the split (q·k̂ = the sum of q·Δk before it).
+  // This task's keys: all of them, or one split of split_len keys (whole checkpoint strides) whose
+  // prefix sums start from the checkpointed reference key k̂ before it (q·k̂ = the sum of q·Δk before it).
   const int64_t k_lo = c.splits > 1 ? split * c.split_len : 0;
   const int64_t k_end = c.splits > 1 ? std::min(max_pos + 1, k_lo + c.split_len) : max_pos + 1;
   if (k_lo > 0 && k_lo < max_approx) {
