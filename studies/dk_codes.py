@@ -33,16 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, ROOT)
 
 from attention import capture_smollm2  # noqa: E402
-
-
-def exact_attention(q, k, v):
-    """q [n, H, D], k, v [n, Hkv, D] → causal softmax attention [n, H, D] in float64."""
-    n, h, d = q.shape
-    g = h // k.shape[1]
-    kk, vv = k.repeat_interleave(g, dim=1).double(), v.repeat_interleave(g, dim=1).double()
-    s = torch.einsum("nhd,mhd->hnm", q.double(), kk) / d ** 0.5
-    s = s.masked_fill(torch.triu(torch.ones(n, n, dtype=torch.bool), 1), float("-inf"))
-    return torch.einsum("hnm,mhd->nhd", s.softmax(-1), vv)
+from delegates.reference import dense_attention as exact_attention  # noqa: E402
 
 
 def delta_code(k, step_of, theta=None, lo=None, hi=None, fp16=False):
